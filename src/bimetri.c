@@ -1,0 +1,808 @@
+/*
+ * bimetri.c - the collectd plugin glue: the only file that includes collectd
+ * headers.
+ *
+ * It turns the <Plugin bimetri> block into gateways (gateway.h) and triggers
+ * (match.h), starts one thread per gateway with plugin_thread_create, feeds
+ * collectd notifications to the triggers, and turns the gateways' events
+ * into collectd notifications and values:
+ *
+ *   bimetri-<gateway>/bool-<relay>                confirmed state 0/1
+ *   bimetri-<gateway>/pending_operations-<relay>  commands in flight
+ *   bimetri-<gateway>/current_connections         1 while subscribed
+ *   bimetri-<gateway>/operations-<outcome>        DERIVE counters
+ *   bimetri-<gateway>/response_time-ack|confirm   mean seconds per interval
+ *
+ * Callbacks never block: the notification callback only records intents
+ * (bm_gateway_request takes a mutex for a few hundred nanoseconds); values
+ * and notifications about relays are dispatched from the gateway threads,
+ * which hold no lock while they do so.
+ */
+#include "bm_config.h"
+
+#include <collectd/core/daemon/plugin.h>
+#include <collectd/core/utils/common/common.h>
+
+#include <regex.h>
+
+#include "gateway.h"
+#include "log.h"
+#include "match.h"
+
+#define PLUGIN_NAME "bimetri"
+#define MAX_GATEWAYS 64
+
+struct gateway_slot {
+  bm_gateway_t *gw;
+  pthread_t thread;
+  bool running;
+  struct bm_relay_view *views; /* snapshot buffer for the read callback */
+};
+
+static struct gateway_slot gateways[MAX_GATEWAYS];
+static size_t gateways_n;
+static struct bm_trigger *triggers;
+static size_t triggers_n;
+static bool config_failed;
+
+/* ---- logging ----------------------------------------------------------- */
+
+static void glue_log(int level, const char *line, void *ctx)
+{
+  (void)ctx;
+  plugin_log(level, PLUGIN_NAME " plugin: %s", line);
+}
+
+/* ---- config helpers ---------------------------------------------------- */
+
+/* Every config error names the block and the option. */
+#define CONF_ERR(block, ci, ...)                                               \
+  do {                                                                         \
+    char msg_[512];                                                            \
+    snprintf(msg_, sizeof(msg_), __VA_ARGS__);                                 \
+    ERROR(PLUGIN_NAME " plugin: %s, option \"%s\": %s", block, (ci)->key,      \
+          msg_);                                                               \
+  } while (0)
+
+static int conf_string(const char *block, const oconfig_item_t *ci, char *buf,
+                       size_t size)
+{
+  if (ci->values_num != 1 || ci->values[0].type != OCONFIG_TYPE_STRING) {
+    CONF_ERR(block, ci, "expects exactly one string argument");
+    return -1;
+  }
+  if (strlen(ci->values[0].value.string) >= size) {
+    CONF_ERR(block, ci, "longer than %zu bytes", size - 1);
+    return -1;
+  }
+  sstrncpy(buf, ci->values[0].value.string, size);
+  return 0;
+}
+
+static int conf_number(const char *block, const oconfig_item_t *ci, double min,
+                       double max, bool integer, double *out)
+{
+  double v;
+
+  if (ci->values_num != 1 || ci->values[0].type != OCONFIG_TYPE_NUMBER) {
+    CONF_ERR(block, ci, "expects exactly one number argument");
+    return -1;
+  }
+  v = ci->values[0].value.number;
+  if (!(v >= min && v <= max) || (integer && v != (double)(int64_t)v)) {
+    CONF_ERR(block, ci, "expects %s from %g to %g, got %g",
+             integer ? "an integer" : "a number", min, max, v);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+static int conf_int(const char *block, const oconfig_item_t *ci, double min,
+                    double max, int64_t *out)
+{
+  double v;
+  if (conf_number(block, ci, min, max, true, &v) != 0)
+    return -1;
+  *out = (int64_t)v;
+  return 0;
+}
+
+/* Names that end up in metric identifiers: 1..63 of [A-Za-z0-9_.-], not
+ * starting with '-'. */
+static bool valid_instance(const char *s)
+{
+  size_t n = strlen(s);
+  if (n == 0 || n >= 64 || s[0] == '-')
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!isalnum((unsigned char)s[i]) && !strchr("_.-", s[i]))
+      return false;
+  return true;
+}
+
+/* AppName and InstanceId become topic levels and the appId "<a>.<i>". */
+static bool valid_topic_part(const char *s)
+{
+  if (!*s)
+    return false;
+  for (; *s; s++)
+    if (strchr("/+#.", *s) || isspace((unsigned char)*s) ||
+        (unsigned char)*s < 0x20)
+      return false;
+  return true;
+}
+
+static int block_name(const oconfig_item_t *ci, const char *what, char *buf,
+                      size_t size)
+{
+  if (ci->values_num != 1 || ci->values[0].type != OCONFIG_TYPE_STRING) {
+    ERROR(PLUGIN_NAME " plugin: <%s> block expects exactly one string "
+                      "argument (its name)",
+          what);
+    return -1;
+  }
+  if (!valid_instance(ci->values[0].value.string)) {
+    ERROR(PLUGIN_NAME " plugin: <%s \"%s\">: invalid name: use 1 to 63 of "
+                      "letters, digits, '_', '.', '-', not starting with '-'",
+          what, ci->values[0].value.string);
+    return -1;
+  }
+  sstrncpy(buf, ci->values[0].value.string, size);
+  return 0;
+}
+
+/* ---- <Gateway> --------------------------------------------------------- */
+
+static void on_event(void *ctx, const char *gateway, const struct bm_event *ev);
+static void on_connection(void *ctx, const char *gateway, bool up);
+
+struct relay_conf {
+  char name[BM_RELAY_NAME_SIZE];
+  int64_t resource_id;
+  int64_t output;
+};
+
+static int conf_relay(const char *gw_block, const oconfig_item_t *ci,
+                      struct relay_conf *r)
+{
+  char block[160];
+  bool has_res = false, has_out = false;
+
+  if (block_name(ci, "Relay", r->name, sizeof(r->name)) != 0)
+    return -1;
+  snprintf(block, sizeof(block), "%s <Relay \"%s\">", gw_block, r->name);
+  for (int i = 0; i < ci->children_num; i++) {
+    const oconfig_item_t *c = &ci->children[i];
+    int rc;
+    if (strcasecmp(c->key, "ResourceId") == 0) {
+      rc = conf_int(block, c, 0, (double)BM_MSG_MAX_SAFE_INT, &r->resource_id);
+      has_res = true;
+    } else if (strcasecmp(c->key, "Output") == 0) {
+      rc = conf_int(block, c, 0, 65535, &r->output);
+      has_out = true;
+    } else {
+      CONF_ERR(block, c, "unknown option");
+      rc = -1;
+    }
+    if (rc != 0)
+      return -1;
+  }
+  if (!has_res || !has_out) {
+    ERROR(PLUGIN_NAME " plugin: %s: option \"%s\" is required", block,
+          has_res ? "Output" : "ResourceId");
+    return -1;
+  }
+  return 0;
+}
+
+static void default_client_id(char *buf, size_t size, const char *gateway)
+{
+  char host[64];
+  size_t j = 0;
+
+  /* MQTT client ids are safest in [A-Za-z0-9-]; stable across restarts. */
+  for (const char *p = hostname_g ? hostname_g : "collectd";
+       *p && j < sizeof(host) - 1; p++)
+    host[j++] = isalnum((unsigned char)*p) ? *p : '-';
+  host[j] = '\0';
+  snprintf(buf, size, "collectd-%s-%s", host, gateway);
+}
+
+static int conf_gateway(const oconfig_item_t *ci)
+{
+  struct bm_gateway_conf *c = NULL;
+  struct relay_conf *relays = NULL;
+  size_t relays_n = 0;
+  bm_gateway_t *gw = NULL;
+  char block[96], err[512];
+  bool has_app = false, has_inst = false, has_user = false, has_org = false,
+       has_token = false, has_pass = false;
+  int status = -1;
+  int64_t v;
+  double d;
+
+  if (gateways_n == MAX_GATEWAYS) {
+    ERROR(PLUGIN_NAME " plugin: more than %d <Gateway> blocks", MAX_GATEWAYS);
+    goto out;
+  }
+  if (!(c = calloc(1, sizeof(*c))) ||
+      !(relays = calloc((size_t)ci->children_num + 1, sizeof(*relays)))) {
+    ERROR(PLUGIN_NAME " plugin: out of memory");
+    goto out;
+  }
+  if (block_name(ci, "Gateway", c->name, sizeof(c->name)) != 0)
+    goto out;
+  snprintf(block, sizeof(block), "<Gateway \"%s\">", c->name);
+  for (size_t i = 0; i < gateways_n; i++) {
+    if (strcmp(bm_gateway_name(gateways[i].gw), c->name) == 0) {
+      ERROR(PLUGIN_NAME " plugin: %s: a Gateway of this name already exists",
+            block);
+      goto out;
+    }
+  }
+
+  /* Defaults */
+  sstrncpy(c->host, "localhost", sizeof(c->host));
+  c->port = 1883;
+  c->keepalive = 30;
+  sstrncpy(c->brand, "Bimetri", sizeof(c->brand));
+  sstrncpy(c->command_topic, "resource/commands", sizeof(c->command_topic));
+  c->qos = 2;
+  c->policy.ack_timeout = 10;
+  c->policy.command_timeout = 30;
+  c->policy.retries = 2;
+  c->policy.retry_backoff = 1;
+
+  for (int i = 0; i < ci->children_num; i++) {
+    const oconfig_item_t *o = &ci->children[i];
+    const char *k = o->key;
+    int rc = -1;
+
+    if (strcasecmp(k, "Host") == 0)
+      rc = conf_string(block, o, c->host, sizeof(c->host));
+    else if (strcasecmp(k, "Port") == 0) {
+      if ((rc = conf_int(block, o, 1, 65535, &v)) == 0)
+        c->port = (int)v;
+    } else if (strcasecmp(k, "ClientId") == 0) {
+      if ((rc = conf_string(block, o, c->client_id, sizeof(c->client_id))) == 0 &&
+          c->client_id[0] == '\0') {
+        CONF_ERR(block, o, "must not be empty");
+        rc = -1;
+      }
+    } else if (strcasecmp(k, "User") == 0)
+      rc = conf_string(block, o, c->user, sizeof(c->user));
+    else if (strcasecmp(k, "Password") == 0) {
+      rc = conf_string(block, o, c->password, sizeof(c->password));
+      has_pass = true;
+    } else if (strcasecmp(k, "KeepAlive") == 0) {
+      if ((rc = conf_int(block, o, 5, 65535, &v)) == 0)
+        c->keepalive = (int)v;
+    } else if (strcasecmp(k, "AppName") == 0) {
+      if ((rc = conf_string(block, o, c->app_name, sizeof(c->app_name))) == 0 &&
+          !valid_topic_part(c->app_name)) {
+        CONF_ERR(block, o, "\"%s\" must be non-empty without '/', '+', '#', "
+                           "'.' or white space",
+                 c->app_name);
+        rc = -1;
+      }
+      has_app = true;
+    } else if (strcasecmp(k, "InstanceId") == 0) {
+      if ((rc = conf_string(block, o, c->instance_id, sizeof(c->instance_id))) ==
+              0 &&
+          !valid_topic_part(c->instance_id)) {
+        CONF_ERR(block, o, "\"%s\" must be non-empty without '/', '+', '#', "
+                           "'.' or white space",
+                 c->instance_id);
+        rc = -1;
+      }
+      has_inst = true;
+    } else if (strcasecmp(k, "Brand") == 0) {
+      if ((rc = conf_string(block, o, c->brand, sizeof(c->brand))) == 0 &&
+          c->brand[0] == '\0') {
+        CONF_ERR(block, o, "must not be empty");
+        rc = -1;
+      }
+    } else if (strcasecmp(k, "UserId") == 0) {
+      rc = conf_int(block, o, 0, (double)BM_MSG_MAX_SAFE_INT, &c->user_id);
+      has_user = true;
+    } else if (strcasecmp(k, "OrganizationId") == 0) {
+      rc = conf_int(block, o, 0, (double)BM_MSG_MAX_SAFE_INT,
+                    &c->organization_id);
+      has_org = true;
+    } else if (strcasecmp(k, "TokenFile") == 0) {
+      rc = conf_string(block, o, c->token_file, sizeof(c->token_file));
+      has_token = true;
+    } else if (strcasecmp(k, "CommandTopic") == 0) {
+      if ((rc = conf_string(block, o, c->command_topic,
+                            sizeof(c->command_topic))) == 0 &&
+          (c->command_topic[0] == '\0' || strpbrk(c->command_topic, "+#"))) {
+        CONF_ERR(block, o, "must be a topic name without wildcards");
+        rc = -1;
+      }
+    } else if (strcasecmp(k, "QoS") == 0) {
+      if ((rc = conf_int(block, o, 0, 2, &v)) == 0)
+        c->qos = (int)v;
+    } else if (strcasecmp(k, "AckTimeout") == 0) {
+      if ((rc = conf_number(block, o, 0.1, 86400, false, &d)) == 0)
+        c->policy.ack_timeout = d;
+    } else if (strcasecmp(k, "CommandTimeout") == 0) {
+      if ((rc = conf_number(block, o, 0.1, 86400, false, &d)) == 0)
+        c->policy.command_timeout = d;
+    } else if (strcasecmp(k, "Retries") == 0) {
+      if ((rc = conf_int(block, o, 0, 100, &v)) == 0)
+        c->policy.retries = (int)v;
+    } else if (strcasecmp(k, "RetryBackoff") == 0) {
+      if ((rc = conf_number(block, o, 0, 60, false, &d)) == 0)
+        c->policy.retry_backoff = d;
+    } else if (strcasecmp(k, "Relay") == 0) {
+      struct relay_conf *r = &relays[relays_n];
+      if ((rc = conf_relay(block, o, r)) == 0) {
+        for (size_t j = 0; j < relays_n && rc == 0; j++) {
+          if (strcmp(relays[j].name, r->name) == 0) {
+            ERROR(PLUGIN_NAME " plugin: %s: Relay \"%s\" is defined twice",
+                  block, r->name);
+            rc = -1;
+          } else if (relays[j].resource_id == r->resource_id &&
+                     relays[j].output == r->output) {
+            ERROR(PLUGIN_NAME " plugin: %s: Relays \"%s\" and \"%s\" both "
+                              "address ResourceId %lld Output %lld",
+                  block, relays[j].name, r->name, (long long)r->resource_id,
+                  (long long)r->output);
+            rc = -1;
+          }
+        }
+      }
+      relays_n += rc == 0;
+    } else {
+      CONF_ERR(block, o, "unknown option");
+    }
+    if (rc != 0)
+      goto out;
+  }
+
+  {
+    const char *missing = !has_app     ? "AppName"
+                          : !has_inst  ? "InstanceId"
+                          : !has_user  ? "UserId"
+                          : !has_org   ? "OrganizationId"
+                          : !has_token ? "TokenFile"
+                                       : NULL;
+    if (missing) {
+      ERROR(PLUGIN_NAME " plugin: %s: option \"%s\" is required", block,
+            missing);
+      goto out;
+    }
+  }
+  if (has_pass && !c->user[0]) {
+    ERROR(PLUGIN_NAME " plugin: %s: option \"Password\" needs \"User\"", block);
+    goto out;
+  }
+  if (relays_n == 0) {
+    ERROR(PLUGIN_NAME " plugin: %s: at least one <Relay> block is required",
+          block);
+    goto out;
+  }
+
+  {
+    struct bm_gateway_hooks hooks;
+    hooks.event = on_event;
+    hooks.connection = on_connection;
+    hooks.ctx = &gateways[gateways_n];
+    if (!(gw = bm_gateway_new(c, &hooks, err, sizeof(err)))) {
+      ERROR(PLUGIN_NAME " plugin: %s: %s", block, err);
+      goto out;
+    }
+  }
+  for (size_t i = 0; i < relays_n; i++) {
+    if (bm_gateway_add_relay(gw, relays[i].name, relays[i].resource_id,
+                             (int)relays[i].output) < 0) {
+      ERROR(PLUGIN_NAME " plugin: %s: cannot add Relay \"%s\"", block,
+            relays[i].name);
+      goto out;
+    }
+  }
+  gateways[gateways_n].views = calloc(relays_n, sizeof(struct bm_relay_view));
+  if (!gateways[gateways_n].views) {
+    ERROR(PLUGIN_NAME " plugin: out of memory");
+    goto out;
+  }
+  gateways[gateways_n++].gw = gw;
+  gw = NULL;
+  status = 0;
+out:
+  bm_gateway_free(gw);
+  if (c)
+    memset(c->password, 0, sizeof(c->password));
+  free(c);
+  free(relays);
+  return status;
+}
+
+/* ---- <Trigger> --------------------------------------------------------- */
+
+static int find_gateway(const char *name)
+{
+  for (size_t i = 0; i < gateways_n; i++)
+    if (strcmp(bm_gateway_name(gateways[i].gw), name) == 0)
+      return (int)i;
+  return -1;
+}
+
+static int conf_trigger(const oconfig_item_t *ci)
+{
+  struct bm_trigger t;
+  char name[64], block[96], err[256];
+  bool has_relay = false, inited = false;
+  int status = -1;
+  int64_t v;
+
+  if (block_name(ci, "Trigger", name, sizeof(name)) != 0)
+    return -1;
+  snprintf(block, sizeof(block), "<Trigger \"%s\">", name);
+  for (size_t i = 0; i < triggers_n; i++) {
+    if (strcmp(triggers[i].name, name) == 0) {
+      ERROR(PLUGIN_NAME " plugin: %s: a Trigger of this name already exists",
+            block);
+      return -1;
+    }
+  }
+  if (bm_trigger_init(&t, name) != 0) {
+    ERROR(PLUGIN_NAME " plugin: out of memory");
+    return -1;
+  }
+  inited = true;
+
+  for (int i = 0; i < ci->children_num; i++) {
+    const oconfig_item_t *o = &ci->children[i];
+    int rc = -1, field = -1, sev = -1;
+
+    for (int f = 0; f < BM_FIELD_COUNT; f++)
+      if (strcasecmp(o->key, bm_field_name(f)) == 0)
+        field = f;
+    if (strcasecmp(o->key, "OnFailure") == 0)
+      sev = BM_SEV_FAILURE;
+    else if (strcasecmp(o->key, "OnWarning") == 0)
+      sev = BM_SEV_WARNING;
+    else if (strcasecmp(o->key, "OnOkay") == 0)
+      sev = BM_SEV_OKAY;
+
+    if (field >= 0) {
+      if (o->values_num != 1 || o->values[0].type != OCONFIG_TYPE_STRING)
+        CONF_ERR(block, o, "expects exactly one string argument");
+      else if ((rc = bm_trigger_set_pattern(&t, field, o->values[0].value.string,
+                                            err, sizeof(err))) != 0)
+        CONF_ERR(block, o, "%s", err);
+    } else if (sev >= 0) {
+      if ((rc = conf_int(block, o, 0, 1, &v)) == 0)
+        t.on[sev] = (int)v;
+    } else if (strcasecmp(o->key, "Relay") == 0) {
+      int g, r = -1;
+      if (o->values_num != 2 || o->values[0].type != OCONFIG_TYPE_STRING ||
+          o->values[1].type != OCONFIG_TYPE_STRING) {
+        CONF_ERR(block, o, "expects two strings: the Gateway and the Relay");
+      } else if ((g = find_gateway(o->values[0].value.string)) < 0) {
+        CONF_ERR(block, o, "no Gateway \"%s\" is defined (before this Trigger)",
+                 o->values[0].value.string);
+      } else if ((r = bm_gateway_find_relay(gateways[g].gw,
+                                            o->values[1].value.string)) < 0) {
+        CONF_ERR(block, o, "Gateway \"%s\" has no Relay \"%s\"",
+                 o->values[0].value.string, o->values[1].value.string);
+      } else {
+        t.gateway = g;
+        t.relay = r;
+        has_relay = true;
+        rc = 0;
+      }
+    } else {
+      CONF_ERR(block, o, "unknown option");
+    }
+    if (rc != 0)
+      goto out;
+  }
+  if (!has_relay) {
+    ERROR(PLUGIN_NAME " plugin: %s: option \"Relay\" is required", block);
+    goto out;
+  }
+  if (t.on[BM_SEV_OKAY] < 0 && t.on[BM_SEV_WARNING] < 0 &&
+      t.on[BM_SEV_FAILURE] < 0) {
+    ERROR(PLUGIN_NAME " plugin: %s: at least one of \"OnFailure\", "
+                      "\"OnWarning\", \"OnOkay\" is required",
+          block);
+    goto out;
+  }
+  {
+    struct bm_trigger *grown =
+        realloc(triggers, (triggers_n + 1) * sizeof(*triggers));
+    if (!grown) {
+      ERROR(PLUGIN_NAME " plugin: out of memory");
+      goto out;
+    }
+    triggers = grown;
+    triggers[triggers_n++] = t;
+    inited = false;
+  }
+  status = 0;
+out:
+  if (inited)
+    bm_trigger_release(&t);
+  return status;
+}
+
+static int bimetri_config(oconfig_item_t *ci)
+{
+  int status = 0;
+
+  bm_log_set_sink(glue_log, NULL);
+  if (bm_gateway_library_init() != 0) {
+    ERROR(PLUGIN_NAME " plugin: cannot initialise libmosquitto");
+    config_failed = true;
+    return -1;
+  }
+  for (int i = 0; i < ci->children_num && status == 0; i++) {
+    const oconfig_item_t *c = &ci->children[i];
+    if (strcasecmp(c->key, "Gateway") == 0)
+      status = conf_gateway(c);
+    else if (strcasecmp(c->key, "Trigger") == 0)
+      status = conf_trigger(c);
+    else {
+      ERROR(PLUGIN_NAME " plugin: <Plugin bimetri>, option \"%s\": unknown "
+                        "option",
+            c->key);
+      status = -1;
+    }
+  }
+  if (status == 0 && gateways_n == 0) {
+    ERROR(PLUGIN_NAME " plugin: <Plugin bimetri>: at least one <Gateway> "
+                      "block is required");
+    status = -1;
+  }
+  if (status != 0)
+    config_failed = true;
+  return status;
+}
+
+/* ---- events to collectd ------------------------------------------------ */
+
+static void dispatch_gauge(const char *gateway, const char *type,
+                           const char *type_instance, gauge_t value)
+{
+  value_list_t vl = VALUE_LIST_INIT;
+  value_t v = {.gauge = value};
+
+  vl.values = &v;
+  vl.values_len = 1;
+  sstrncpy(vl.plugin, PLUGIN_NAME, sizeof(vl.plugin));
+  sstrncpy(vl.plugin_instance, gateway, sizeof(vl.plugin_instance));
+  sstrncpy(vl.type, type, sizeof(vl.type));
+  if (type_instance)
+    sstrncpy(vl.type_instance, type_instance, sizeof(vl.type_instance));
+  plugin_dispatch_values(&vl);
+}
+
+static void dispatch_derive(const char *gateway, const char *type,
+                            const char *type_instance, derive_t value)
+{
+  value_list_t vl = VALUE_LIST_INIT;
+  value_t v = {.derive = value};
+
+  vl.values = &v;
+  vl.values_len = 1;
+  sstrncpy(vl.plugin, PLUGIN_NAME, sizeof(vl.plugin));
+  sstrncpy(vl.plugin_instance, gateway, sizeof(vl.plugin_instance));
+  sstrncpy(vl.type, type, sizeof(vl.type));
+  sstrncpy(vl.type_instance, type_instance, sizeof(vl.type_instance));
+  plugin_dispatch_values(&vl);
+}
+
+static const char *state_name(int s)
+{
+  return s < 0 ? "unknown" : s ? "on" : "off";
+}
+
+/* The hook of every gateway: runs in the gateway's thread, no lock held.
+ * ctx is the gateway's slot. */
+static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
+{
+  struct gateway_slot *s = ctx;
+  notification_t n = {0};
+  const char *relay;
+
+  if (ev->kind == BM_EV_PUBLISH)
+    return;
+  relay = bm_gateway_relay_name(s->gw, ev->relay);
+
+  n.time = cdtime();
+  sstrncpy(n.host, hostname_g, sizeof(n.host));
+  sstrncpy(n.plugin, PLUGIN_NAME, sizeof(n.plugin));
+  sstrncpy(n.plugin_instance, gateway, sizeof(n.plugin_instance));
+  sstrncpy(n.type_instance, relay, sizeof(n.type_instance));
+
+  if (ev->kind == BM_EV_STATE) {
+    dispatch_gauge(gateway, "bool", relay, (gauge_t)ev->status);
+    n.severity = NOTIF_OKAY;
+    sstrncpy(n.type, ev->status ? "relay_on" : "relay_off", sizeof(n.type));
+    snprintf(n.message, sizeof(n.message),
+             "relay \"%s\" is %s (was %s)%s%s%s", relay,
+             state_name(ev->status), state_name(ev->previous),
+             ev->corr[0] ? ", correlationId \"" : ", unsolicited",
+             ev->corr, ev->corr[0] ? "\"" : "");
+  } else {
+    n.severity = ev->severity == BM_SEV_FAILURE ? NOTIF_FAILURE : NOTIF_WARNING;
+    sstrncpy(n.type, "relay_command", sizeof(n.type));
+    if (ev->corr[0])
+      snprintf(n.message, sizeof(n.message),
+               "command to switch relay \"%s\" %s (correlationId \"%s\", "
+               "attempt %d) ended: %s",
+               relay, state_name(ev->status), ev->corr, ev->attempt,
+               ev->reason);
+    else
+      snprintf(n.message, sizeof(n.message), "relay \"%s\" not switched %s: %s",
+               relay, state_name(ev->status), ev->reason);
+    INFO(PLUGIN_NAME " plugin: gateway \"%s\": %s", gateway, n.message);
+    plugin_notification_meta_add_string(&n, "outcome", bm_op_name(ev->outcome));
+    plugin_notification_meta_add_string(&n, "reason", ev->reason);
+  }
+  plugin_notification_meta_add_signed_int(&n, "status", ev->status);
+  if (ev->corr[0])
+    plugin_notification_meta_add_string(&n, "correlationId", ev->corr);
+  if (ev->origin[0])
+    plugin_notification_meta_add_string(&n, "origin", ev->origin);
+  plugin_dispatch_notification(&n);
+  plugin_notification_meta_free(n.meta);
+}
+
+static void on_connection(void *ctx, const char *gateway, bool up)
+{
+  (void)ctx;
+  dispatch_gauge(gateway, "current_connections", NULL, up ? 1 : 0);
+}
+
+/* ---- collectd callbacks ------------------------------------------------ */
+
+static void *gateway_thread(void *arg) { return bm_gateway_run(arg); }
+
+static int bimetri_init(void)
+{
+  if (config_failed) {
+    ERROR(PLUGIN_NAME " plugin: not started: the configuration has errors "
+                      "(see above)");
+    return -1;
+  }
+  for (size_t i = 0; i < gateways_n; i++) {
+    char name[16], client_id[BM_GW_STR_SIZE], err[256];
+
+    if (gateways[i].running)
+      continue;
+    default_client_id(client_id, sizeof(client_id),
+                      bm_gateway_name(gateways[i].gw));
+    if (bm_gateway_open(gateways[i].gw, client_id, err, sizeof(err)) != 0) {
+      ERROR(PLUGIN_NAME " plugin: gateway \"%s\": %s",
+            bm_gateway_name(gateways[i].gw), err);
+      return -1;
+    }
+    snprintf(name, sizeof(name), "bimetri#%zu", i);
+    if (plugin_thread_create(&gateways[i].thread, gateway_thread,
+                             gateways[i].gw, name) != 0) {
+      ERROR(PLUGIN_NAME " plugin: gateway \"%s\": cannot start its thread",
+            bm_gateway_name(gateways[i].gw));
+      return -1;
+    }
+    gateways[i].running = true;
+  }
+  return 0;
+}
+
+static int bimetri_read(void)
+{
+  for (size_t g = 0; g < gateways_n; g++) {
+    struct gateway_slot *s = &gateways[g];
+    const char *gateway = bm_gateway_name(s->gw);
+    struct bm_relay_stats st;
+    bool ready;
+    size_t n = bm_gateway_snapshot(s->gw, s->views,
+                                   bm_gateway_relay_count(s->gw), &st, &ready);
+
+    for (size_t i = 0; i < n; i++) {
+      if (s->views[i].confirmed >= 0)
+        dispatch_gauge(gateway, "bool", s->views[i].name,
+                       (gauge_t)s->views[i].confirmed);
+      dispatch_gauge(gateway, "pending_operations", s->views[i].name,
+                     (gauge_t)s->views[i].pending);
+    }
+    dispatch_gauge(gateway, "current_connections", NULL, ready ? 1 : 0);
+    for (int op = 0; op < BM_OP_COUNT; op++)
+      dispatch_derive(gateway, "operations", bm_op_name(op),
+                      (derive_t)st.ops[op]);
+    if (st.ack_n)
+      dispatch_gauge(gateway, "response_time", "ack",
+                     st.ack_sum / (double)st.ack_n);
+    if (st.confirm_n)
+      dispatch_gauge(gateway, "response_time", "confirm",
+                     st.confirm_sum / (double)st.confirm_n);
+  }
+  return 0;
+}
+
+static enum bm_severity severity_of(int collectd_severity)
+{
+  switch (collectd_severity) {
+  case NOTIF_FAILURE:
+    return BM_SEV_FAILURE;
+  case NOTIF_WARNING:
+    return BM_SEV_WARNING;
+  case NOTIF_OKAY:
+    return BM_SEV_OKAY;
+  default:
+    return 0;
+  }
+}
+
+static int bimetri_notification(const notification_t *n, user_data_t *ud)
+{
+  struct bm_notif_fields f;
+  static const char *sev_names[] = {"", "OKAY", "WARNING", "FAILURE"};
+
+  (void)ud;
+  f.field[BM_FIELD_HOST] = n->host;
+  f.field[BM_FIELD_PLUGIN] = n->plugin;
+  f.field[BM_FIELD_PLUGIN_INSTANCE] = n->plugin_instance;
+  f.field[BM_FIELD_TYPE] = n->type;
+  f.field[BM_FIELD_TYPE_INSTANCE] = n->type_instance;
+  f.severity = severity_of(n->severity);
+  if (!f.severity)
+    return 0;
+
+  for (size_t i = 0; i < triggers_n; i++) {
+    const struct bm_trigger *t = &triggers[i];
+    int want = bm_trigger_evaluate(t, &f);
+    char origin[BM_ORIGIN_SIZE];
+    int rc;
+
+    if (want < 0)
+      continue;
+    snprintf(origin, sizeof(origin), "trigger %s: %s from %s/%s%s%s/%s%s%s",
+             t->name, sev_names[f.severity], n->host, n->plugin,
+             n->plugin_instance[0] ? "-" : "", n->plugin_instance, n->type,
+             n->type_instance[0] ? "-" : "", n->type_instance);
+    rc = bm_gateway_request(gateways[t->gateway].gw, t->relay, want, origin,
+                            f.severity == BM_SEV_OKAY);
+    if (rc == 1)
+      INFO(PLUGIN_NAME " plugin: Trigger \"%s\": OKAY not acted on: the "
+                       "relay's state is not known yet",
+           t->name);
+  }
+  return 0;
+}
+
+static int bimetri_shutdown(void)
+{
+  for (size_t i = 0; i < gateways_n; i++)
+    if (gateways[i].running)
+      bm_gateway_stop(gateways[i].gw);
+  for (size_t i = 0; i < gateways_n; i++) {
+    if (gateways[i].running)
+      pthread_join(gateways[i].thread, NULL);
+    bm_gateway_free(gateways[i].gw);
+    free(gateways[i].views);
+    gateways[i].running = false;
+  }
+  gateways_n = 0;
+  for (size_t i = 0; i < triggers_n; i++)
+    bm_trigger_release(&triggers[i]);
+  free(triggers);
+  triggers = NULL;
+  triggers_n = 0;
+  bm_gateway_library_cleanup();
+  bm_log_set_sink(NULL, NULL);
+  return 0;
+}
+
+void module_register(void)
+{
+  plugin_register_complex_config(PLUGIN_NAME, bimetri_config);
+  plugin_register_init(PLUGIN_NAME, bimetri_init);
+  plugin_register_read(PLUGIN_NAME, bimetri_read);
+  plugin_register_notification(PLUGIN_NAME, bimetri_notification, NULL);
+  plugin_register_shutdown(PLUGIN_NAME, bimetri_shutdown);
+}

@@ -1,0 +1,703 @@
+/*
+ * gateway.c - see gateway.h for the session and threading rules.
+ *
+ * Steps of one turn of the loop (bm_gateway_run):
+ *   1. start a connection when none is up and the backoff has passed;
+ *   2. tick the relay table under the mutex, carry out its events without it;
+ *   3. poll the eventfd and the MQTT socket until the earliest of: the next
+ *      table timer, the next reconnect, one second (keepalive bookkeeping);
+ *   4. let libmosquitto read, write and do its housekeeping; its callbacks
+ *      (CONNACK, SUBACK, PUBLISH in, disconnect) run here, in this thread.
+ */
+#include "gateway.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mosquitto.h>
+#include <openssl/rand.h>
+
+#include "jwt.h"
+#include "log.h"
+#include "message.h"
+
+#define BACKOFF_MIN 1.0
+#define BACKOFF_MAX 60.0
+#define COMPLAIN_INTERVAL 10.0
+#define TOKEN_MAX (BM_MSG_TOKEN_SIZE - 1)
+
+enum session {
+  SESSION_IDLE,        /* no connection; next attempt at reconnect_at */
+  SESSION_CONNECTING,  /* socket open, CONNECT sent */
+  SESSION_SUBSCRIBING, /* CONNACK accepted, SUBSCRIBE sent */
+  SESSION_READY        /* SUBACK granted */
+};
+
+struct bm_gateway {
+  struct bm_gateway_conf conf;
+  struct bm_gateway_hooks hooks;
+  char topic[BM_GW_STR_SIZE]; /* application/third-party/<app>/<instance> */
+  char app_id[BM_MSG_ID_SIZE];
+
+  pthread_mutex_t lock; /* guards table and ready */
+  bm_relay_table_t *table;
+  bool ready;
+
+  /* Gateway thread only. */
+  struct mosquitto *mosq;
+  int wake_fd;
+  atomic_bool stop;
+  enum session session;
+  bool session_present;
+  int sub_mid;
+  double reconnect_at;
+  double backoff;
+  struct bm_events events;
+  struct bm_command cmd;           /* reused: holds the token */
+  char payload[BM_MSG_TOKEN_SIZE + 4096];
+  struct bm_msg msg;               /* reused for decoding */
+  char token_print[13];
+  struct stat token_stat;
+  double complained_at;
+  unsigned long complaints_suppressed;
+};
+
+static double now_mono(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Logs a problem with a received message at most once per
+ * COMPLAIN_INTERVAL, saying how many were suppressed in between. */
+static void __attribute__((format(printf, 2, 3)))
+complain(bm_gateway_t *gw, const char *fmt, ...)
+{
+  char line[512];
+  va_list ap;
+  double now = now_mono();
+
+  if (gw->complained_at > 0 && now - gw->complained_at < COMPLAIN_INTERVAL) {
+    gw->complaints_suppressed++;
+    return;
+  }
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  if (gw->complaints_suppressed)
+    BM_WARNING("gateway \"%s\": %s (and %lu similar since the last report)",
+               gw->conf.name, line, gw->complaints_suppressed);
+  else
+    BM_WARNING("gateway \"%s\": %s", gw->conf.name, line);
+  gw->complained_at = now;
+  gw->complaints_suppressed = 0;
+}
+
+/* ---- token ------------------------------------------------------------- */
+
+/* Reads the token file into gw->cmd.jwt_token when it changed since the last
+ * read.  Returns 0 (token present, maybe unchanged) or -1 with err set; the
+ * previous token stays in use on failure. */
+static int token_load(bm_gateway_t *gw, char *err, size_t errlen)
+{
+  struct stat st;
+  char buf[BM_MSG_TOKEN_SIZE + 1];
+  FILE *f = NULL;
+  size_t len;
+  int status = -1;
+
+  if (stat(gw->conf.token_file, &st) != 0) {
+    snprintf(err, errlen, "cannot stat TokenFile \"%s\": %s",
+             gw->conf.token_file, strerror(errno));
+    goto out;
+  }
+  if (gw->cmd.jwt_token[0] && st.st_mtim.tv_sec == gw->token_stat.st_mtim.tv_sec &&
+      st.st_mtim.tv_nsec == gw->token_stat.st_mtim.tv_nsec &&
+      st.st_size == gw->token_stat.st_size && st.st_ino == gw->token_stat.st_ino) {
+    status = 0;
+    goto out;
+  }
+  if (!(f = fopen(gw->conf.token_file, "r"))) {
+    snprintf(err, errlen, "cannot open TokenFile \"%s\": %s",
+             gw->conf.token_file, strerror(errno));
+    goto out;
+  }
+  len = fread(buf, 1, sizeof(buf) - 1, f);
+  if (ferror(f)) {
+    snprintf(err, errlen, "cannot read TokenFile \"%s\"", gw->conf.token_file);
+    goto out;
+  }
+  buf[len] = '\0';
+  while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' ||
+                     buf[len - 1] == ' ' || buf[len - 1] == '\t'))
+    buf[--len] = '\0';
+  if (len == 0) {
+    snprintf(err, errlen, "TokenFile \"%s\" is empty", gw->conf.token_file);
+    goto out;
+  }
+  if (len > TOKEN_MAX || !feof(f)) {
+    snprintf(err, errlen, "TokenFile \"%s\" holds more than %d bytes",
+             gw->conf.token_file, TOKEN_MAX);
+    goto out;
+  }
+  for (size_t i = 0; i < len; i++) {
+    if ((unsigned char)buf[i] < 0x21 || (unsigned char)buf[i] > 0x7e) {
+      snprintf(err, errlen,
+               "TokenFile \"%s\" holds a character that no JWT has at byte %zu",
+               gw->conf.token_file, i);
+      goto out;
+    }
+  }
+  memcpy(gw->cmd.jwt_token, buf, len + 1);
+  gw->token_stat = st;
+  bm_jwt_fingerprint(gw->cmd.jwt_token, gw->token_print);
+  BM_INFO("gateway \"%s\": loaded token %s from \"%s\"", gw->conf.name,
+          gw->token_print, gw->conf.token_file);
+  status = 0;
+out:
+  if (f)
+    fclose(f);
+  /* The buffer held the secret: do not leave it on the stack. */
+  memset(buf, 0, sizeof(buf));
+  return status;
+}
+
+/* ---- events ------------------------------------------------------------ */
+
+static void publish_command(bm_gateway_t *gw, const struct bm_event *ev)
+{
+  struct bm_relay_view v;
+  char err[256];
+  int len, rc;
+
+  if (token_load(gw, err, sizeof(err)) != 0)
+    BM_WARNING("gateway \"%s\": %s; keeping token %s", gw->conf.name, err,
+               gw->token_print);
+
+  pthread_mutex_lock(&gw->lock);
+  bm_relay_table_view(gw->table, ev->relay, &v);
+  pthread_mutex_unlock(&gw->lock);
+
+  snprintf(gw->cmd.correlation_id, sizeof(gw->cmd.correlation_id), "%s",
+           ev->corr);
+  gw->cmd.parameters.resource_id = v.resource_id;
+  gw->cmd.parameters.output = v.output;
+  gw->cmd.parameters.status = ev->status;
+  len = bm_msg_encode_command(&gw->cmd, gw->payload, sizeof(gw->payload));
+  if (len < 0) {
+    BM_ERROR("gateway \"%s\": cannot encode command \"%s\": too large",
+             gw->conf.name, ev->corr);
+    return;
+  }
+  rc = mosquitto_publish(gw->mosq, NULL, gw->conf.command_topic, len,
+                         gw->payload, gw->conf.qos, false);
+  /* The payload held the token. */
+  memset(gw->payload, 0, (size_t)len);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    BM_WARNING("gateway \"%s\": publish of correlationId \"%s\" failed: %s; "
+               "it times out and is retried",
+               gw->conf.name, ev->corr, mosquitto_strerror(rc));
+    return;
+  }
+  BM_INFO("gateway \"%s\": %s setExtDO relay \"%s\" (resourceId %lld, output "
+          "%d) status %d, correlationId \"%s\", attempt %d, origin \"%s\", "
+          "token %s",
+          gw->conf.name, ev->republish ? "republished" : "published", v.name,
+          (long long)v.resource_id, v.output, ev->status, ev->corr,
+          ev->attempt, ev->origin, gw->token_print);
+}
+
+/* Carries out and hands to the host every collected event, then empties the
+ * list.  Called without the mutex. */
+static void run_events(bm_gateway_t *gw)
+{
+  if (gw->events.lost)
+    BM_ERROR("gateway \"%s\": out of memory: %zu relay events lost",
+             gw->conf.name, gw->events.lost);
+  for (size_t i = 0; i < gw->events.n; i++) {
+    const struct bm_event *ev = &gw->events.ev[i];
+    if (ev->kind == BM_EV_PUBLISH)
+      publish_command(gw, ev);
+    if (gw->hooks.event)
+      gw->hooks.event(gw->hooks.ctx, gw->conf.name, ev);
+  }
+  bm_events_clear(&gw->events);
+}
+
+static void set_ready(bm_gateway_t *gw, bool ready)
+{
+  bool was;
+
+  pthread_mutex_lock(&gw->lock);
+  was = gw->ready;
+  gw->ready = ready;
+  bm_relay_table_set_connected(gw->table, ready, gw->session_present,
+                               now_mono(), &gw->events);
+  pthread_mutex_unlock(&gw->lock);
+  if (was != ready && gw->hooks.connection)
+    gw->hooks.connection(gw->hooks.ctx, gw->conf.name, ready);
+  run_events(gw);
+}
+
+/* ---- libmosquitto callbacks (gateway thread) --------------------------- */
+
+static void session_lost(bm_gateway_t *gw, const char *why)
+{
+  if (gw->session == SESSION_IDLE)
+    return;
+  gw->session = SESSION_IDLE;
+  gw->reconnect_at = now_mono() + gw->backoff;
+  BM_WARNING("gateway \"%s\": connection to %s:%d lost (%s); reconnecting in "
+             "%g s",
+             gw->conf.name, gw->conf.host, gw->conf.port, why, gw->backoff);
+  gw->backoff = fmin(gw->backoff * 2, BACKOFF_MAX);
+  set_ready(gw, false);
+}
+
+static void on_connect(struct mosquitto *m, void *obj, int rc, int flags,
+                       const mosquitto_property *props)
+{
+  bm_gateway_t *gw = obj;
+  int mid = 0;
+
+  (void)props;
+  if (rc != 0) {
+    BM_ERROR("gateway \"%s\": broker %s:%d refused the connection: %s",
+             gw->conf.name, gw->conf.host, gw->conf.port,
+             mosquitto_connack_string(rc));
+    mosquitto_disconnect(m);
+    session_lost(gw, "connection refused");
+    return;
+  }
+  gw->session_present = (flags & 1) != 0;
+  rc = mosquitto_subscribe(m, &mid, gw->topic, gw->conf.qos);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    BM_ERROR("gateway \"%s\": cannot subscribe to \"%s\": %s", gw->conf.name,
+             gw->topic, mosquitto_strerror(rc));
+    mosquitto_disconnect(m);
+    session_lost(gw, "subscribe failed");
+    return;
+  }
+  gw->sub_mid = mid;
+  gw->session = SESSION_SUBSCRIBING;
+}
+
+static void on_subscribe(struct mosquitto *m, void *obj, int mid, int count,
+                         const int *granted, const mosquitto_property *props)
+{
+  bm_gateway_t *gw = obj;
+
+  (void)props;
+  if (mid != gw->sub_mid || gw->session != SESSION_SUBSCRIBING)
+    return;
+  if (count < 1 || granted[0] < 0 || granted[0] > 2) {
+    BM_ERROR("gateway \"%s\": broker refused the subscription to \"%s\"",
+             gw->conf.name, gw->topic);
+    mosquitto_disconnect(m);
+    session_lost(gw, "subscription refused");
+    return;
+  }
+  BM_INFO("gateway \"%s\": connected to %s:%d as \"%s\", subscribed to \"%s\" "
+          "(granted QoS %d, session %s)",
+          gw->conf.name, gw->conf.host, gw->conf.port, gw->conf.client_id,
+          gw->topic, granted[0], gw->session_present ? "resumed" : "new");
+  if (granted[0] < gw->conf.qos)
+    BM_WARNING("gateway \"%s\": broker granted QoS %d below the requested %d: "
+               "duplicates are expected and ignored",
+               gw->conf.name, granted[0], gw->conf.qos);
+  gw->session = SESSION_READY;
+  gw->backoff = BACKOFF_MIN;
+  set_ready(gw, true);
+}
+
+static void on_disconnect(struct mosquitto *m, void *obj, int rc,
+                          const mosquitto_property *props)
+{
+  (void)m;
+  (void)props;
+  session_lost(obj, rc == 0 ? "disconnected" : mosquitto_strerror(rc));
+}
+
+static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
+{
+  char err[256];
+  enum bm_apply res = BM_APPLY_OK;
+  double now = now_mono();
+
+  if (len > BM_MSG_MAX_SIZE) {
+    pthread_mutex_lock(&gw->lock);
+    bm_relay_table_count_op(gw->table, BM_OP_MALFORMED);
+    pthread_mutex_unlock(&gw->lock);
+    complain(gw, "dropped a message of %zu bytes (limit %d)", len,
+             BM_MSG_MAX_SIZE);
+    return;
+  }
+  if (bm_msg_decode(payload, len, &gw->msg, err, sizeof(err)) != 0 ||
+      gw->msg.type == BM_MSG_COMMAND ||
+      (gw->msg.type == BM_MSG_NOTIFICATION &&
+       strcmp(gw->msg.u.notification.app_id, gw->app_id) != 0)) {
+    if (gw->msg.type == BM_MSG_COMMAND && err[0] == '\0')
+      snprintf(err, sizeof(err), "a commandMessage on the response topic");
+    else if (gw->msg.type == BM_MSG_NOTIFICATION && err[0] == '\0')
+      snprintf(err, sizeof(err), "notification for appId \"%s\", not ours",
+               gw->msg.u.notification.app_id);
+    pthread_mutex_lock(&gw->lock);
+    bm_relay_table_count_op(gw->table, BM_OP_MALFORMED);
+    pthread_mutex_unlock(&gw->lock);
+    complain(gw, "dropped a message on \"%s\": %s", gw->topic, err);
+    return;
+  }
+
+  pthread_mutex_lock(&gw->lock);
+  if (gw->msg.type == BM_MSG_RESPONSE)
+    res = bm_relay_table_on_response(gw->table, &gw->msg.u.response, now,
+                                     &gw->events);
+  else
+    res = bm_relay_table_on_notification(gw->table, &gw->msg.u.notification,
+                                         now, &gw->events);
+  bm_relay_table_tick(gw->table, now, &gw->events);
+  pthread_mutex_unlock(&gw->lock);
+
+  if (gw->msg.type == BM_MSG_RESPONSE) {
+    const struct bm_response *r = &gw->msg.u.response;
+    BM_INFO("gateway \"%s\": received commandResponse correlationId \"%s\" "
+            "result %s%s%s%s",
+            gw->conf.name, r->correlation_id, bm_result_name(r->result),
+            r->reason[0] ? " (\"" : "", r->reason, r->reason[0] ? "\")" : "");
+  } else {
+    const struct bm_notification *n = &gw->msg.u.notification;
+    BM_INFO("gateway \"%s\": received notification %s correlationId \"%s\" "
+            "resourceId %lld output %d status %d",
+            gw->conf.name, n->notification_type,
+            n->has_correlation_id ? n->correlation_id : "",
+            (long long)n->state.resource_id, n->state.output, n->state.status);
+  }
+  if (res == BM_APPLY_DUPLICATE)
+    BM_INFO("gateway \"%s\": correlationId \"%s\" already applied: duplicate "
+            "ignored",
+            gw->conf.name,
+            gw->msg.type == BM_MSG_RESPONSE
+                ? gw->msg.u.response.correlation_id
+                : gw->msg.u.notification.correlation_id);
+  else if (res == BM_APPLY_UNKNOWN_ID)
+    complain(gw, "commandResponse for correlationId \"%s\", which is not a "
+                 "command of this plugin",
+             gw->msg.u.response.correlation_id);
+  else if (res == BM_APPLY_UNKNOWN_RELAY)
+    complain(gw, "notification for resourceId %lld output %d, which is no "
+                 "configured Relay",
+             (long long)gw->msg.u.notification.state.resource_id,
+             gw->msg.u.notification.state.output);
+  else if (res == BM_APPLY_IGNORED)
+    complain(gw, "ignored a notification of type \"%s\"",
+             gw->msg.u.notification.notification_type);
+  run_events(gw);
+}
+
+static void on_message(struct mosquitto *m, void *obj,
+                       const struct mosquitto_message *msg,
+                       const mosquitto_property *props)
+{
+  bm_gateway_t *gw = obj;
+
+  (void)m;
+  (void)props;
+  if (strcmp(msg->topic, gw->topic) != 0) {
+    complain(gw, "dropped a message on unexpected topic \"%s\"", msg->topic);
+    return;
+  }
+  handle_message(gw, msg->payload, (size_t)(msg->payloadlen > 0 ? msg->payloadlen : 0));
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+int bm_gateway_library_init(void)
+{
+  return mosquitto_lib_init() == MOSQ_ERR_SUCCESS ? 0 : -1;
+}
+
+void bm_gateway_library_cleanup(void) { mosquitto_lib_cleanup(); }
+
+bm_gateway_t *bm_gateway_new(const struct bm_gateway_conf *conf,
+                             const struct bm_gateway_hooks *hooks, char *err,
+                             size_t errlen)
+{
+  bm_gateway_t *gw = NULL;
+  unsigned char rnd[8];
+  char prefix[24];
+
+  if (!(gw = calloc(1, sizeof(*gw)))) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  gw->conf = *conf;
+  if (hooks)
+    gw->hooks = *hooks;
+  gw->wake_fd = -1;
+  gw->backoff = BACKOFF_MIN;
+  pthread_mutex_init(&gw->lock, NULL);
+  snprintf(gw->topic, sizeof(gw->topic), "application/third-party/%s/%s",
+           conf->app_name, conf->instance_id);
+  snprintf(gw->app_id, sizeof(gw->app_id), "%s.%s", conf->app_name,
+           conf->instance_id);
+
+  /* correlationIds: random per process and gateway, then a sequence. */
+  if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+    snprintf(err, errlen, "cannot draw random bytes for correlationIds");
+    goto fail;
+  }
+  for (size_t i = 0; i < sizeof(rnd); i++)
+    snprintf(prefix + 2 * i, 3, "%02x", rnd[i]);
+  if (!(gw->table = bm_relay_table_new(&conf->policy, prefix))) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+
+  snprintf(gw->cmd.app_id, sizeof(gw->cmd.app_id), "%s", gw->app_id);
+  snprintf(gw->cmd.brand, sizeof(gw->cmd.brand), "%s", conf->brand);
+  snprintf(gw->cmd.command, sizeof(gw->cmd.command), "setExtDO");
+  gw->cmd.user_id = conf->user_id;
+  gw->cmd.organization_id = conf->organization_id;
+  if (token_load(gw, err, errlen) != 0)
+    goto fail;
+
+  if ((gw->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+    snprintf(err, errlen, "eventfd failed: %s", strerror(errno));
+    goto fail;
+  }
+  return gw;
+
+fail:
+  bm_gateway_free(gw);
+  return NULL;
+}
+
+int bm_gateway_open(bm_gateway_t *gw, const char *default_client_id,
+                    char *err, size_t errlen)
+{
+  int rc;
+
+  if (gw->mosq)
+    return 0;
+  if (!gw->conf.client_id[0])
+    snprintf(gw->conf.client_id, sizeof(gw->conf.client_id), "%s",
+             default_client_id);
+  if (!(gw->mosq = mosquitto_new(gw->conf.client_id, false, gw))) {
+    snprintf(err, errlen, "cannot create the MQTT client: %s",
+             strerror(errno));
+    return -1;
+  }
+  mosquitto_connect_v5_callback_set(gw->mosq, on_connect);
+  mosquitto_subscribe_v5_callback_set(gw->mosq, on_subscribe);
+  mosquitto_disconnect_v5_callback_set(gw->mosq, on_disconnect);
+  mosquitto_message_v5_callback_set(gw->mosq, on_message);
+  if (gw->conf.user[0]) {
+    rc = mosquitto_username_pw_set(gw->mosq, gw->conf.user,
+                                   gw->conf.password[0] ? gw->conf.password
+                                                        : NULL);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      snprintf(err, errlen, "cannot set the MQTT user: %s",
+               mosquitto_strerror(rc));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+void bm_gateway_free(bm_gateway_t *gw)
+{
+  if (!gw)
+    return;
+  if (gw->mosq)
+    mosquitto_destroy(gw->mosq);
+  if (gw->wake_fd >= 0)
+    close(gw->wake_fd);
+  bm_relay_table_free(gw->table);
+  bm_events_release(&gw->events);
+  pthread_mutex_destroy(&gw->lock);
+  /* The command buffer held the token. */
+  memset(&gw->cmd, 0, sizeof(gw->cmd));
+  memset(gw->conf.password, 0, sizeof(gw->conf.password));
+  free(gw);
+}
+
+int bm_gateway_add_relay(bm_gateway_t *gw, const char *name,
+                         int64_t resource_id, int output)
+{
+  return bm_relay_table_add(gw->table, name, resource_id, output);
+}
+
+int bm_gateway_find_relay(const bm_gateway_t *gw, const char *name)
+{
+  /* Relays are fixed once the thread runs: the lookup needs no lock. */
+  return bm_relay_table_find(gw->table, name);
+}
+
+const char *bm_gateway_name(const bm_gateway_t *gw) { return gw->conf.name; }
+
+const char *bm_gateway_relay_name(const bm_gateway_t *gw, int relay)
+{
+  return bm_relay_table_name(gw->table, relay);
+}
+
+size_t bm_gateway_relay_count(const bm_gateway_t *gw)
+{
+  return bm_relay_table_size(gw->table);
+}
+
+static void wake(bm_gateway_t *gw)
+{
+  uint64_t one = 1;
+  /* A full counter (EAGAIN) already means "awake": nothing is lost. */
+  if (write(gw->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+    BM_ERROR("gateway \"%s\": cannot wake the gateway thread: %s",
+             gw->conf.name, strerror(errno));
+}
+
+int bm_gateway_request(bm_gateway_t *gw, int relay, int status,
+                       const char *origin, bool require_known)
+{
+  struct bm_relay_view v;
+  bool go = false;
+  int result = 0;
+
+  if (relay < 0 || (size_t)relay >= bm_relay_table_size(gw->table) ||
+      (status != 0 && status != 1))
+    return -1;
+  pthread_mutex_lock(&gw->lock);
+  bm_relay_table_view(gw->table, relay, &v);
+  if (require_known && v.confirmed < 0)
+    result = 1;
+  else
+    go = bm_relay_table_set_desired(gw->table, relay, status, origin,
+                                    now_mono());
+  pthread_mutex_unlock(&gw->lock);
+  if (go)
+    wake(gw);
+  return result;
+}
+
+void bm_gateway_stop(bm_gateway_t *gw)
+{
+  atomic_store(&gw->stop, true);
+  wake(gw);
+}
+
+size_t bm_gateway_snapshot(bm_gateway_t *gw, struct bm_relay_view *views,
+                           size_t cap, struct bm_relay_stats *stats,
+                           bool *ready)
+{
+  size_t n;
+
+  pthread_mutex_lock(&gw->lock);
+  n = bm_relay_table_size(gw->table);
+  if (n > cap)
+    n = cap;
+  for (size_t i = 0; i < n; i++)
+    bm_relay_table_view(gw->table, (int)i, &views[i]);
+  bm_relay_table_stats(gw->table, stats, true);
+  *ready = gw->ready;
+  pthread_mutex_unlock(&gw->lock);
+  return n;
+}
+
+/* ---- the loop ---------------------------------------------------------- */
+
+static void start_connect(bm_gateway_t *gw)
+{
+  int rc = mosquitto_connect_async(gw->mosq, gw->conf.host, gw->conf.port,
+                               gw->conf.keepalive);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    BM_WARNING("gateway \"%s\": cannot connect to %s:%d: %s; retrying in %g s",
+               gw->conf.name, gw->conf.host, gw->conf.port,
+               rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
+               gw->backoff);
+    gw->reconnect_at = now_mono() + gw->backoff;
+    gw->backoff = fmin(gw->backoff * 2, BACKOFF_MAX);
+    return;
+  }
+  gw->session = SESSION_CONNECTING;
+}
+
+void *bm_gateway_run(void *arg)
+{
+  bm_gateway_t *gw = arg;
+  struct pollfd pfd[2];
+
+  assert(gw->mosq); /* bm_gateway_open came first */
+  gw->reconnect_at = 0;
+  while (!atomic_load(&gw->stop)) {
+    double now = now_mono(), deadline;
+    int sock, timeout_ms, n;
+
+    /* 1. connect */
+    if (gw->session == SESSION_IDLE && now >= gw->reconnect_at)
+      start_connect(gw);
+
+    /* 2. timers and intents */
+    pthread_mutex_lock(&gw->lock);
+    bm_relay_table_tick(gw->table, now, &gw->events);
+    deadline = bm_relay_table_next_deadline(gw->table);
+    pthread_mutex_unlock(&gw->lock);
+    run_events(gw);
+
+    /* 3. wait */
+    deadline = fmin(deadline, now + 1.0);
+    if (gw->session == SESSION_IDLE)
+      deadline = fmin(deadline, gw->reconnect_at);
+    timeout_ms = deadline <= now ? 0 : (int)ceil((deadline - now) * 1000.0);
+    sock = mosquitto_socket(gw->mosq);
+    pfd[0].fd = gw->wake_fd;
+    pfd[0].events = POLLIN;
+    pfd[1].fd = sock;
+    pfd[1].events = POLLIN | (mosquitto_want_write(gw->mosq) ? POLLOUT : 0);
+    pfd[0].revents = pfd[1].revents = 0;
+    n = poll(pfd, sock >= 0 ? 2 : 1, timeout_ms);
+    if (n < 0 && errno != EINTR) {
+      BM_ERROR("gateway \"%s\": poll failed: %s", gw->conf.name,
+               strerror(errno));
+      struct timespec pause = {0, 100 * 1000 * 1000};
+      nanosleep(&pause, NULL);
+    }
+    if (pfd[0].revents & POLLIN) {
+      uint64_t count;
+      if (read(gw->wake_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+        BM_ERROR("gateway \"%s\": cannot read the wake-up counter: %s",
+                 gw->conf.name, strerror(errno));
+    }
+
+    /* 4. MQTT I/O; callbacks run inside these calls */
+    if (sock >= 0 && gw->session != SESSION_IDLE) {
+      int rc = MOSQ_ERR_SUCCESS;
+      if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))
+        rc = mosquitto_loop_read(gw->mosq, 1);
+      if (rc == MOSQ_ERR_SUCCESS && (pfd[1].revents & POLLOUT))
+        rc = mosquitto_loop_write(gw->mosq, 1);
+      if (rc == MOSQ_ERR_SUCCESS)
+        rc = mosquitto_loop_misc(gw->mosq);
+      if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(gw->mosq) < 0)
+        session_lost(gw, rc == MOSQ_ERR_ERRNO ? strerror(errno)
+                                               : mosquitto_strerror(rc));
+    }
+  }
+
+  /* Leave cleanly: DISCONNECT, so the broker keeps our session. */
+  if (gw->session != SESSION_IDLE) {
+    mosquitto_disconnect(gw->mosq);
+    mosquitto_loop_write(gw->mosq, 1);
+  }
+  return NULL;
+}

@@ -1,0 +1,121 @@
+/*
+ * gateway.h - one field gateway: its MQTT session and its relays.
+ *
+ * A gateway owns a libmosquitto client and a relay table (relay.h).  Its
+ * thread (the host creates it and calls bm_gateway_run) runs the session
+ * with an external poll loop, so it can be woken at once:
+ *
+ *   connect (clean session off, stable ClientId) -> CONNACK
+ *     -> SUBSCRIBE application/third-party/<AppName>/<InstanceId>
+ *     -> SUBACK: ready; the table may publish
+ *   lost -> reconnect after a backoff of 1 s doubling to 60 s
+ *
+ * Any thread may call bm_gateway_request: it records the intent under the
+ * gateway's mutex and wakes the thread through an eventfd; it never touches
+ * the network or the disk.  Everything else (publishing commands, applying
+ * answers, timers) happens in the gateway thread, which releases the mutex
+ * before it hands events to the host's hooks, so a hook may call
+ * bm_gateway_request on any gateway.
+ *
+ * Incoming messages are accepted only on the subscribed topic, at most
+ * BM_MSG_MAX_SIZE bytes, with a notification's appId equal to ours; the rest
+ * is counted as malformed and logged at most once per 10 s per gateway.
+ */
+#ifndef BM_GATEWAY_H
+#define BM_GATEWAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "relay.h"
+
+#define BM_GW_NAME_SIZE 64
+#define BM_GW_STR_SIZE 256
+#define BM_GW_PATH_SIZE 4096
+
+/* Settings of one <Gateway> block, validated by the caller. */
+struct bm_gateway_conf {
+  char name[BM_GW_NAME_SIZE];
+  char host[BM_GW_STR_SIZE];
+  int port;
+  char client_id[BM_GW_STR_SIZE];
+  char user[BM_GW_STR_SIZE];     /* "" for none */
+  char password[BM_GW_STR_SIZE];
+  int keepalive;                 /* seconds */
+  char app_name[BM_GW_NAME_SIZE];
+  char instance_id[BM_GW_NAME_SIZE];
+  char brand[BM_GW_STR_SIZE];
+  int64_t user_id;
+  int64_t organization_id;
+  char token_file[BM_GW_PATH_SIZE];
+  char command_topic[BM_GW_STR_SIZE];
+  int qos;                       /* 0, 1 or 2 */
+  struct bm_relay_policy policy;
+};
+
+/* Called from the gateway thread, without the gateway's mutex held. */
+struct bm_gateway_hooks {
+  /* Every event after it was carried out (PUBLISH after the publish). */
+  void (*event)(void *ctx, const char *gateway, const struct bm_event *ev);
+  /* The session became ready (subscribed) or was lost. */
+  void (*connection)(void *ctx, const char *gateway, bool up);
+  void *ctx;
+};
+
+struct bm_gateway;
+typedef struct bm_gateway bm_gateway_t;
+
+/* Sets up libmosquitto once per process; call before the first
+ * bm_gateway_new and bm_gateway_library_cleanup after the last free. */
+int bm_gateway_library_init(void);
+void bm_gateway_library_cleanup(void);
+
+/* Creates a gateway from conf (copied) and reads its token file; no network
+ * yet (see bm_gateway_open).  Returns
+ * NULL with a reason in err (unreadable or empty token file, bad setting,
+ * out of memory). */
+bm_gateway_t *bm_gateway_new(const struct bm_gateway_conf *conf,
+                             const struct bm_gateway_hooks *hooks, char *err,
+                             size_t errlen);
+/* Creates the MQTT client, with default_client_id when the configuration
+ * named none (the host's name is known only once the host has started).
+ * Call once before the thread starts.  Returns 0, or -1 with err set. */
+int bm_gateway_open(bm_gateway_t *gw, const char *default_client_id,
+                    char *err, size_t errlen);
+/* Frees a gateway whose thread has returned (or never ran).  NULL: no-op. */
+void bm_gateway_free(bm_gateway_t *gw);
+
+/* Adds a relay before the thread starts.  Returns its index, or -1 (name or
+ * address taken, out of memory). */
+int bm_gateway_add_relay(bm_gateway_t *gw, const char *name,
+                         int64_t resource_id, int output);
+/* Index of a relay by name, or -1.  Safe from any thread once running. */
+int bm_gateway_find_relay(const bm_gateway_t *gw, const char *name);
+const char *bm_gateway_name(const bm_gateway_t *gw);
+/* Name of a relay (owned by the gateway; relays never change once the
+ * thread runs, so no lock is needed). */
+const char *bm_gateway_relay_name(const bm_gateway_t *gw, int relay);
+size_t bm_gateway_relay_count(const bm_gateway_t *gw);
+
+/* The thread body: runs the session until bm_gateway_stop.  Returns NULL. */
+void *bm_gateway_run(void *gw);
+/* Asks the thread to disconnect and return; does not wait. */
+void bm_gateway_stop(bm_gateway_t *gw);
+
+/* Records that `relay` should be at `status` (0/1) because of `origin`, and
+ * wakes the thread when that may publish.  With require_known, nothing is
+ * recorded while the relay's confirmed state is unknown (the threshold
+ * plugin's start-up OKAY must not switch a relay nobody knows the state of).
+ * Thread-safe, never blocks on I/O.  Returns 0 when recorded, 1 when skipped
+ * for require_known, -1 for a bad relay index or status. */
+int bm_gateway_request(bm_gateway_t *gw, int relay, int status,
+                       const char *origin, bool require_known);
+
+/* Copies every relay's view (cap entries at most), the counters, and whether
+ * the session is ready, under the mutex; resets the latency sums.  Returns
+ * the number of views written. */
+size_t bm_gateway_snapshot(bm_gateway_t *gw, struct bm_relay_view *views,
+                           size_t cap, struct bm_relay_stats *stats,
+                           bool *ready);
+
+#endif

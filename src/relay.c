@@ -1,0 +1,676 @@
+/*
+ * relay.c - see relay.h for the state machine and its rules.
+ *
+ * Layout: relays live in one array, indexed by the int the API hands out.
+ * Three idmaps find them: by name hash, by packed (resourceId, output), and
+ * by correlationId hash for the pending command and the RECENT_CMDS last
+ * commands of each relay.  Marked relays wait in a queue for the next tick;
+ * timers are found by a scan that runs only when the earliest cached
+ * deadline has passed, so an idle table costs nothing per tick.
+ */
+#include "relay.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "idmap.h"
+
+#define RECENT_CMDS 4   /* our ended commands still recognised per relay */
+#define APPLIED_IDS 4   /* foreign correlationIds remembered per relay */
+#define MAX_BACKOFF 60.0
+
+struct pending_cmd {
+  char corr[BM_MSG_ID_SIZE];
+  uint64_t hash;
+  uint64_t seq;
+  int status;
+  int attempt;
+  bool acked;
+  double published_at;
+  double ack_deadline;
+  double confirm_deadline;
+};
+
+struct recent_cmd {
+  uint64_t hash; /* 0: empty */
+  uint64_t seq;
+  double published_at;
+  bool acked;
+  bool confirmed;
+};
+
+struct relay {
+  char *name;
+  char *origin; /* who set the desired state, NULL for none */
+  int64_t resource_id;
+  int output;
+  int8_t confirmed; /* -1 unknown */
+  int8_t desired;   /* -1 none */
+  bool stopped;
+  bool queued;
+  int attempt;      /* commands sent for the current desired state */
+  uint64_t confirmed_seq;
+  double retry_at;  /* 0: no retry scheduled */
+  struct pending_cmd *pending;
+  struct recent_cmd recent[RECENT_CMDS];
+  uint64_t applied[APPLIED_IDS];
+  uint8_t recent_next;
+  uint8_t applied_next;
+};
+
+struct bm_relay_table {
+  struct bm_relay_policy policy;
+  char prefix[48];
+  struct relay *relays;
+  size_t n, cap;
+  struct bm_idmap by_name;
+  struct bm_idmap by_addr;
+  struct bm_idmap by_corr;
+  int *queue; /* marked relays, each at most once */
+  size_t queue_n;
+  uint64_t seq;
+  bool connected;
+  double next_deadline;
+  struct bm_relay_stats stats;
+};
+
+static const char *op_names[BM_OP_COUNT] = {
+    [BM_OP_PUBLISHED] = "published",       [BM_OP_SENT] = "sent",
+    [BM_OP_CONFIRMED] = "confirmed",       [BM_OP_NOT_SEND] = "not_send",
+    [BM_OP_FAILED] = "failed",             [BM_OP_SEND_NO_ACK] = "send_no_ack",
+    [BM_OP_UNAUTHORIZED] = "unauthorized", [BM_OP_TIMEOUT] = "timeout",
+    [BM_OP_GAVE_UP] = "gave_up",           [BM_OP_DUPLICATE] = "duplicate",
+    [BM_OP_MALFORMED] = "malformed",       [BM_OP_UNSOLICITED] = "unsolicited",
+};
+
+const char *bm_op_name(enum bm_op op)
+{
+  return (op >= 0 && op < BM_OP_COUNT) ? op_names[op] : NULL;
+}
+
+/* ---- events ------------------------------------------------------------ */
+
+void bm_events_clear(struct bm_events *e)
+{
+  e->n = 0;
+  e->lost = 0;
+}
+
+void bm_events_release(struct bm_events *e)
+{
+  free(e->ev);
+  e->ev = NULL;
+  e->n = e->cap = 0;
+  e->lost = 0;
+}
+
+/* Returns a zeroed event at the end of the list, or NULL (counted lost). */
+static struct bm_event *events_push(struct bm_events *e, enum bm_event_kind k,
+                                    int relay)
+{
+  if (e->n == e->cap) {
+    size_t cap = e->cap ? e->cap * 2 : 16;
+    struct bm_event *ev;
+    if (cap > BM_EVENTS_MAX)
+      cap = BM_EVENTS_MAX;
+    if (cap == e->cap || !(ev = realloc(e->ev, cap * sizeof(*ev)))) {
+      e->lost++;
+      return NULL;
+    }
+    e->ev = ev;
+    e->cap = cap;
+  }
+  struct bm_event *ev = &e->ev[e->n++];
+  memset(ev, 0, sizeof(*ev));
+  ev->kind = k;
+  ev->relay = relay;
+  ev->previous = -1;
+  return ev;
+}
+
+static void copy_str(char *dst, size_t size, const char *src)
+{
+  snprintf(dst, size, "%s", src ? src : "");
+}
+
+/* ---- table ------------------------------------------------------------- */
+
+static uint64_t addr_key(int64_t resource_id, int output)
+{
+  return ((uint64_t)resource_id * 0x10001ULL) ^ ((uint64_t)output << 48) ^
+         (uint64_t)output;
+}
+
+bm_relay_table_t *bm_relay_table_new(const struct bm_relay_policy *policy,
+                                     const char *id_prefix)
+{
+  bm_relay_table_t *t = calloc(1, sizeof(*t));
+  if (!t)
+    return NULL;
+  t->policy = *policy;
+  copy_str(t->prefix, sizeof(t->prefix), id_prefix);
+  t->next_deadline = HUGE_VAL;
+  return t;
+}
+
+void bm_relay_table_free(bm_relay_table_t *t)
+{
+  if (!t)
+    return;
+  for (size_t i = 0; i < t->n; i++) {
+    free(t->relays[i].name);
+    free(t->relays[i].origin);
+    free(t->relays[i].pending);
+  }
+  free(t->relays);
+  free(t->queue);
+  bm_idmap_release(&t->by_name);
+  bm_idmap_release(&t->by_addr);
+  bm_idmap_release(&t->by_corr);
+  free(t);
+}
+
+int bm_relay_table_add(bm_relay_table_t *t, const char *name,
+                       int64_t resource_id, int output)
+{
+  char *copy = NULL;
+  int idx = (int)t->n;
+
+  if (strlen(name) >= BM_RELAY_NAME_SIZE ||
+      bm_relay_table_find(t, name) >= 0 ||
+      bm_relay_table_lookup(t, resource_id, output) >= 0)
+    return -1;
+  if (t->n == t->cap) {
+    size_t cap = t->cap ? t->cap * 2 : 8;
+    struct relay *r = realloc(t->relays, cap * sizeof(*r));
+    int *q;
+    if (!r)
+      return -1;
+    t->relays = r;
+    if (!(q = realloc(t->queue, cap * sizeof(*q))))
+      return -1;
+    t->queue = q;
+    t->cap = cap;
+  }
+  if (!(copy = strdup(name)))
+    return -1;
+  if (bm_idmap_put(&t->by_name, bm_idmap_hash(name), idx) != 0 ||
+      bm_idmap_put(&t->by_addr, addr_key(resource_id, output), idx) != 0) {
+    bm_idmap_del(&t->by_name, bm_idmap_hash(name));
+    free(copy);
+    return -1;
+  }
+  struct relay *r = &t->relays[t->n++];
+  memset(r, 0, sizeof(*r));
+  r->name = copy;
+  r->resource_id = resource_id;
+  r->output = output;
+  r->confirmed = -1;
+  r->desired = -1;
+  return idx;
+}
+
+size_t bm_relay_table_size(const bm_relay_table_t *t) { return t->n; }
+
+int bm_relay_table_find(const bm_relay_table_t *t, const char *name)
+{
+  int i = bm_idmap_get(&t->by_name, bm_idmap_hash(name));
+  return (i >= 0 && strcmp(t->relays[i].name, name) == 0) ? i : -1;
+}
+
+int bm_relay_table_lookup(const bm_relay_table_t *t, int64_t resource_id,
+                          int output)
+{
+  int i = bm_idmap_get(&t->by_addr, addr_key(resource_id, output));
+  if (i < 0 || t->relays[i].resource_id != resource_id ||
+      t->relays[i].output != output)
+    return -1;
+  return i;
+}
+
+void bm_relay_table_view(const bm_relay_table_t *t, int relay,
+                         struct bm_relay_view *out)
+{
+  const struct relay *r = &t->relays[relay];
+  out->name = r->name;
+  out->resource_id = r->resource_id;
+  out->output = r->output;
+  out->confirmed = r->confirmed;
+  out->desired = r->desired;
+  out->pending = r->pending ? 1 : 0;
+  out->stopped = r->stopped;
+}
+
+const char *bm_relay_table_name(const bm_relay_table_t *t, int relay)
+{
+  return (relay >= 0 && (size_t)relay < t->n) ? t->relays[relay].name : NULL;
+}
+
+void bm_relay_table_count_op(bm_relay_table_t *t, enum bm_op op)
+{
+  assert(op >= 0 && op < BM_OP_COUNT);
+  t->stats.ops[op]++;
+}
+
+void bm_relay_table_stats(bm_relay_table_t *t, struct bm_relay_stats *out,
+                          bool reset_latency)
+{
+  *out = t->stats;
+  if (reset_latency) {
+    t->stats.ack_sum = t->stats.confirm_sum = 0;
+    t->stats.ack_n = t->stats.confirm_n = 0;
+  }
+}
+
+double bm_relay_table_next_deadline(const bm_relay_table_t *t)
+{
+  return t->next_deadline;
+}
+
+static void mark(bm_relay_table_t *t, int relay)
+{
+  struct relay *r = &t->relays[relay];
+  if (r->queued)
+    return;
+  r->queued = true;
+  t->queue[t->queue_n++] = relay;
+}
+
+static void want_deadline(bm_relay_table_t *t, double when)
+{
+  if (when < t->next_deadline)
+    t->next_deadline = when;
+}
+
+/* ---- commands ---------------------------------------------------------- */
+
+/* Moves the pending command into the relay's ring of recent commands; the
+ * one it pushes out is forgotten by the correlation map. */
+static void retire_pending(bm_relay_table_t *t, struct relay *r,
+                           bool confirmed)
+{
+  struct pending_cmd *p = r->pending;
+  struct recent_cmd *slot = &r->recent[r->recent_next];
+
+  if (slot->hash)
+    bm_idmap_del(&t->by_corr, slot->hash);
+  slot->hash = p->hash;
+  slot->seq = p->seq;
+  slot->published_at = p->published_at;
+  slot->acked = p->acked;
+  slot->confirmed = confirmed;
+  r->recent_next = (uint8_t)((r->recent_next + 1) % RECENT_CMDS);
+  free(p);
+  r->pending = NULL;
+}
+
+static void issue_command(bm_relay_table_t *t, int relay, double now,
+                          struct bm_events *out)
+{
+  struct relay *r = &t->relays[relay];
+  struct pending_cmd *p = calloc(1, sizeof(*p));
+  struct bm_event *ev;
+
+  if (!p)
+    return; /* stays marked-less; the next set_desired or tick retries */
+  p->seq = ++t->seq;
+  snprintf(p->corr, sizeof(p->corr), "%s-%llu", t->prefix,
+           (unsigned long long)p->seq);
+  p->hash = bm_idmap_hash(p->corr);
+  if (bm_idmap_put(&t->by_corr, p->hash, relay) != 0) {
+    free(p);
+    return;
+  }
+  p->status = r->desired;
+  p->attempt = ++r->attempt;
+  p->published_at = now;
+  p->ack_deadline = now + t->policy.ack_timeout;
+  p->confirm_deadline = now + t->policy.command_timeout;
+  r->pending = p;
+  want_deadline(t, fmin(p->ack_deadline, p->confirm_deadline));
+  t->stats.ops[BM_OP_PUBLISHED]++;
+
+  if (!(ev = events_push(out, BM_EV_PUBLISH, relay)))
+    return;
+  ev->status = p->status;
+  ev->attempt = p->attempt;
+  copy_str(ev->corr, sizeof(ev->corr), p->corr);
+  copy_str(ev->origin, sizeof(ev->origin), r->origin);
+}
+
+static void reconcile(bm_relay_table_t *t, int relay, double now,
+                      struct bm_events *out)
+{
+  struct relay *r = &t->relays[relay];
+
+  if (r->desired < 0 || r->pending || r->stopped)
+    return;
+  if (r->confirmed == r->desired) {
+    r->attempt = 0;
+    r->retry_at = 0;
+    return;
+  }
+  if (!t->connected || (r->retry_at > 0 && r->retry_at > now))
+    return;
+  r->retry_at = 0;
+  issue_command(t, relay, now, out);
+}
+
+bool bm_relay_table_set_desired(bm_relay_table_t *t, int relay, int status,
+                                const char *origin, double now)
+{
+  struct relay *r = &t->relays[relay];
+  char *copy;
+
+  assert(status == 0 || status == 1);
+  if (status == r->desired && !r->stopped)
+    return false; /* the same intent again changes nothing */
+  if (origin && (copy = strdup(origin))) {
+    free(r->origin);
+    r->origin = copy;
+  }
+  r->desired = (int8_t)status;
+  r->stopped = false;
+  r->attempt = 0;
+  r->retry_at = 0;
+  if (r->pending && r->pending->status != status)
+    retire_pending(t, r, false); /* superseded: a new command goes out */
+  if (r->pending || r->confirmed == status)
+    return false;
+  mark(t, relay);
+  return true;
+}
+
+void bm_relay_table_set_connected(bm_relay_table_t *t, bool up,
+                                  bool session_present, double now,
+                                  struct bm_events *out)
+{
+  t->connected = up;
+  if (!up)
+    return;
+  for (size_t i = 0; i < t->n; i++) {
+    struct relay *r = &t->relays[i];
+    struct bm_event *ev;
+
+    if (!r->pending) {
+      if (r->desired >= 0)
+        mark(t, (int)i);
+      continue;
+    }
+    if (session_present || r->pending->acked)
+      continue;
+    /* The broker lost the session, and with it our QoS 2 exchange. */
+    t->stats.ops[BM_OP_PUBLISHED]++;
+    if (!(ev = events_push(out, BM_EV_PUBLISH, (int)i)))
+      continue;
+    ev->status = r->pending->status;
+    ev->attempt = r->pending->attempt;
+    ev->republish = true;
+    copy_str(ev->corr, sizeof(ev->corr), r->pending->corr);
+    copy_str(ev->origin, sizeof(ev->origin), r->origin);
+  }
+}
+
+/* ---- answers ----------------------------------------------------------- */
+
+static enum bm_op result_op(enum bm_result res)
+{
+  switch (res) {
+  case BM_RESULT_SENT:
+    return BM_OP_SENT;
+  case BM_RESULT_NOT_SEND:
+    return BM_OP_NOT_SEND;
+  case BM_RESULT_SEND_NO_ACK:
+    return BM_OP_SEND_NO_ACK;
+  case BM_RESULT_UNAUTHORIZED:
+    return BM_OP_UNAUTHORIZED;
+  case BM_RESULT_FAILED:
+  default:
+    return BM_OP_FAILED;
+  }
+}
+
+static struct recent_cmd *find_recent(struct relay *r, uint64_t hash)
+{
+  for (int i = 0; i < RECENT_CMDS; i++)
+    if (r->recent[i].hash == hash)
+      return &r->recent[i];
+  return NULL;
+}
+
+enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
+                                         const struct bm_response *resp,
+                                         double now, struct bm_events *out)
+{
+  uint64_t hash = bm_idmap_hash(resp->correlation_id);
+  int relay = bm_idmap_get(&t->by_corr, hash);
+  struct relay *r;
+  struct recent_cmd *old;
+  enum bm_op op = result_op(resp->result);
+
+  if (relay < 0)
+    return BM_APPLY_UNKNOWN_ID;
+  r = &t->relays[relay];
+
+  if (r->pending && r->pending->hash == hash &&
+      strcmp(r->pending->corr, resp->correlation_id) == 0) {
+    struct pending_cmd *p = r->pending;
+    struct bm_event *ev;
+
+    if (p->acked) {
+      t->stats.ops[BM_OP_DUPLICATE]++;
+      return BM_APPLY_DUPLICATE;
+    }
+    p->acked = true;
+    t->stats.ops[op]++;
+    t->stats.ack_sum += now - p->published_at;
+    t->stats.ack_n++;
+    if (resp->result == BM_RESULT_SENT)
+      return BM_APPLY_OK;
+
+    /* Any other result ends the command; the relay waits for a new intent
+     * instead of hammering a gateway that said no. */
+    if ((ev = events_push(out, BM_EV_END, relay))) {
+      ev->outcome = op;
+      ev->severity = resp->result == BM_RESULT_SEND_NO_ACK ? BM_SEV_WARNING
+                                                           : BM_SEV_FAILURE;
+      ev->status = p->status;
+      ev->attempt = p->attempt;
+      copy_str(ev->corr, sizeof(ev->corr), p->corr);
+      copy_str(ev->origin, sizeof(ev->origin), r->origin);
+      snprintf(ev->reason, sizeof(ev->reason), "%s: %s",
+               bm_result_name(resp->result),
+               resp->reason[0] ? resp->reason : "no reason given");
+    }
+    retire_pending(t, r, false);
+    r->stopped = true;
+    return BM_APPLY_OK;
+  }
+
+  if (!(old = find_recent(r, hash)))
+    return BM_APPLY_UNKNOWN_ID;
+  if (old->acked) {
+    t->stats.ops[BM_OP_DUPLICATE]++;
+    return BM_APPLY_DUPLICATE;
+  }
+  /* A late answer to a command that already ended (timed out, superseded
+   * or confirmed before its response): counted, nothing else changes. */
+  old->acked = true;
+  t->stats.ops[op]++;
+  return BM_APPLY_OK;
+}
+
+static void apply_state(bm_relay_table_t *t, int relay, int status,
+                        const char *corr, struct bm_events *out)
+{
+  struct relay *r = &t->relays[relay];
+  struct bm_event *ev;
+  int previous = r->confirmed;
+
+  r->confirmed = (int8_t)status;
+  mark(t, relay); /* desired may differ now (drift) or be reached */
+  if (previous == status)
+    return;
+  if (!(ev = events_push(out, BM_EV_STATE, relay)))
+    return;
+  ev->status = status;
+  ev->previous = previous;
+  copy_str(ev->corr, sizeof(ev->corr), corr);
+}
+
+enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
+                                             const struct bm_notification *n,
+                                             double now,
+                                             struct bm_events *out)
+{
+  int relay;
+  struct relay *r;
+  uint64_t hash;
+  struct recent_cmd *old;
+
+  if (!n->has_state)
+    return BM_APPLY_IGNORED;
+  relay = bm_relay_table_lookup(t, n->state.resource_id, n->state.output);
+  if (relay < 0)
+    return BM_APPLY_UNKNOWN_RELAY;
+  r = &t->relays[relay];
+
+  if (!n->has_correlation_id) {
+    t->stats.ops[BM_OP_UNSOLICITED]++;
+    apply_state(t, relay, n->state.status, "", out);
+    return BM_APPLY_OK;
+  }
+
+  hash = bm_idmap_hash(n->correlation_id);
+  if (r->pending && r->pending->hash == hash &&
+      strcmp(r->pending->corr, n->correlation_id) == 0) {
+    t->stats.ops[BM_OP_CONFIRMED]++;
+    t->stats.confirm_sum += now - r->pending->published_at;
+    t->stats.confirm_n++;
+    r->confirmed_seq = r->pending->seq;
+    retire_pending(t, r, true);
+    apply_state(t, relay, n->state.status, n->correlation_id, out);
+    return BM_APPLY_OK;
+  }
+
+  if ((old = find_recent(r, hash)) != NULL) {
+    if (old->confirmed || old->seq < r->confirmed_seq) {
+      /* Seen before, or older than what is applied: never roll back. */
+      old->confirmed = true;
+      t->stats.ops[BM_OP_DUPLICATE]++;
+      return BM_APPLY_DUPLICATE;
+    }
+    old->confirmed = true;
+    t->stats.ops[BM_OP_CONFIRMED]++;
+    t->stats.confirm_sum += now - old->published_at;
+    t->stats.confirm_n++;
+    r->confirmed_seq = old->seq;
+    apply_state(t, relay, n->state.status, n->correlation_id, out);
+    return BM_APPLY_OK;
+  }
+
+  /* Not one of ours (another application's, or from before a restart). */
+  for (int i = 0; i < APPLIED_IDS; i++) {
+    if (r->applied[i] == hash) {
+      t->stats.ops[BM_OP_DUPLICATE]++;
+      return BM_APPLY_DUPLICATE;
+    }
+  }
+  r->applied[r->applied_next] = hash;
+  r->applied_next = (uint8_t)((r->applied_next + 1) % APPLIED_IDS);
+  t->stats.ops[BM_OP_UNSOLICITED]++;
+  apply_state(t, relay, n->state.status, n->correlation_id, out);
+  return BM_APPLY_OK;
+}
+
+/* ---- time -------------------------------------------------------------- */
+
+static void time_out(bm_relay_table_t *t, int relay, double now,
+                     const char *why, struct bm_events *out)
+{
+  struct relay *r = &t->relays[relay];
+  struct pending_cmd *p = r->pending;
+  struct bm_event *ev;
+  int attempt = p->attempt;
+
+  t->stats.ops[BM_OP_TIMEOUT]++;
+  if ((ev = events_push(out, BM_EV_END, relay))) {
+    ev->outcome = BM_OP_TIMEOUT;
+    ev->severity = BM_SEV_WARNING;
+    ev->status = p->status;
+    ev->attempt = attempt;
+    copy_str(ev->corr, sizeof(ev->corr), p->corr);
+    copy_str(ev->origin, sizeof(ev->origin), r->origin);
+    copy_str(ev->reason, sizeof(ev->reason), why);
+  }
+  retire_pending(t, r, false);
+
+  if (r->desired < 0 || r->desired == r->confirmed)
+    return;
+  if (attempt <= t->policy.retries) {
+    double backoff = t->policy.retry_backoff * ldexp(1.0, attempt - 1);
+    r->retry_at = now + fmin(backoff, MAX_BACKOFF);
+    want_deadline(t, r->retry_at);
+    return;
+  }
+  r->stopped = true;
+  t->stats.ops[BM_OP_GAVE_UP]++;
+  if ((ev = events_push(out, BM_EV_END, relay))) {
+    ev->outcome = BM_OP_GAVE_UP;
+    ev->severity = BM_SEV_FAILURE;
+    ev->status = r->desired;
+    ev->attempt = attempt;
+    copy_str(ev->origin, sizeof(ev->origin), r->origin);
+    snprintf(ev->reason, sizeof(ev->reason),
+             "gave up after %d attempt%s without confirmation", attempt,
+             attempt == 1 ? "" : "s");
+  }
+}
+
+static void run_timers(bm_relay_table_t *t, double now, struct bm_events *out)
+{
+  double next = HUGE_VAL;
+  char why[BM_REASON_SIZE];
+
+  for (size_t i = 0; i < t->n; i++) {
+    struct relay *r = &t->relays[i];
+    struct pending_cmd *p = r->pending;
+
+    if (p && !p->acked && now >= p->ack_deadline) {
+      snprintf(why, sizeof(why), "no commandResponse within %g s",
+               t->policy.ack_timeout);
+      time_out(t, (int)i, now, why, out);
+    } else if (p && now >= p->confirm_deadline) {
+      snprintf(why, sizeof(why), "no notification within %g s",
+               t->policy.command_timeout);
+      time_out(t, (int)i, now, why, out);
+    }
+    if (r->retry_at > 0 && now >= r->retry_at)
+      mark(t, (int)i);
+    if ((p = r->pending) != NULL)
+      next = fmin(next, p->acked ? p->confirm_deadline
+                                 : fmin(p->ack_deadline, p->confirm_deadline));
+    if (r->retry_at > now)
+      next = fmin(next, r->retry_at);
+  }
+  t->next_deadline = next;
+}
+
+void bm_relay_table_tick(bm_relay_table_t *t, double now,
+                         struct bm_events *out)
+{
+  if (now >= t->next_deadline)
+    run_timers(t, now, out);
+  /* reconcile() can only add to the queue through issue_command, which
+   * does not mark, so one pass over a snapshot of the count suffices. */
+  size_t n = t->queue_n;
+  t->queue_n = 0;
+  for (size_t i = 0; i < n; i++) {
+    int relay = t->queue[i];
+    t->relays[relay].queued = false;
+    reconcile(t, relay, now, out);
+  }
+}

@@ -1,0 +1,208 @@
+/*
+ * relay.h - the relays of one gateway: desired, confirmed and pending state,
+ * and the correlation of commands with the gateway's answers.
+ *
+ * Pure logic.  The clock comes in as an argument (monotonic seconds), I/O
+ * goes out as events that the caller carries out after releasing its lock:
+ * nothing here publishes, logs a relay event, sleeps or allocates per
+ * message.  A table is not thread-safe; its owner (the gateway) serialises
+ * every call with one mutex.
+ *
+ * Each relay is a small state machine:
+ *
+ *   confirmed  the state the gateway last reported (extDOStateChanged), or
+ *              unknown (-1) until the first report.  The source of truth.
+ *   desired    what the plugin's inputs asked for last, or none (-1).
+ *   pending    at most one command in flight: published, waiting for its
+ *              commandResponse (AckTimeout) and its notification
+ *              (CommandTimeout).
+ *
+ * Reconciliation (bm_relay_table_tick): a relay whose desired state is set,
+ * differs from the confirmed one (or the confirmed one is unknown) and has no
+ * command pending or waiting for a retry gets a new command, but only while
+ * the gateway is connected.  A newer desired state supersedes an older
+ * pending command: the old one is forgotten as pending (its late answers are
+ * still recognised) and a new command goes out at once.  A command that times
+ * out is retried with a new correlationId after a backoff (RetryBackoff,
+ * doubled per attempt, at most 60 s) while desired still differs from
+ * confirmed, up to Retries times; then the relay gives up until its desired
+ * state is set again.  A commandResponse other than "sent" ends the command
+ * and is not retried.
+ *
+ * Ordering and de-duplication: every command gets the next number of the
+ * table's sequence.  The relay remembers the sequence of the command whose
+ * confirmation it applied last; a confirmation of an older command of ours
+ * (a late or redelivered one) never rolls the relay back.  A notification
+ * whose correlationId was already applied to the relay is a duplicate.
+ * Notifications without a correlationId (changes nobody here asked for), and
+ * with one that is not ours, always apply.
+ */
+#ifndef BM_RELAY_H
+#define BM_RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "message.h"
+
+#define BM_RELAY_NAME_SIZE 64
+#define BM_ORIGIN_SIZE 128
+#define BM_REASON_SIZE 300
+
+/* Counted outcomes: the metric operations-<name> of each. */
+enum bm_op {
+  BM_OP_PUBLISHED,    /* command PUBLISHed */
+  BM_OP_SENT,         /* commandResponse "sent" (queued by the gateway) */
+  BM_OP_CONFIRMED,    /* notification confirmed a command of ours */
+  BM_OP_NOT_SEND,     /* commandResponse results that end a command */
+  BM_OP_FAILED,
+  BM_OP_SEND_NO_ACK,
+  BM_OP_UNAUTHORIZED,
+  BM_OP_TIMEOUT,      /* no response or no notification in time */
+  BM_OP_GAVE_UP,      /* retries exhausted */
+  BM_OP_DUPLICATE,    /* answers already seen, stale confirmations */
+  BM_OP_MALFORMED,    /* undecodable, unknown or foreign messages */
+  BM_OP_UNSOLICITED,  /* state changes without a correlationId of ours */
+  BM_OP_COUNT
+};
+
+/* "published", "sent", ...: the type instance of the metric. */
+const char *bm_op_name(enum bm_op op);
+
+enum bm_severity { BM_SEV_OKAY = 1, BM_SEV_WARNING, BM_SEV_FAILURE };
+
+enum bm_event_kind {
+  BM_EV_PUBLISH, /* publish a setExtDO command: relay, status, corr */
+  BM_EV_STATE,   /* the confirmed state changed (or became known) */
+  BM_EV_END      /* a command ended other than confirmed: outcome, reason */
+};
+
+/* One effect for the caller to carry out.  A value type. */
+struct bm_event {
+  enum bm_event_kind kind;
+  int relay;                          /* index in the table */
+  int status;                         /* PUBLISH: commanded; STATE: new */
+  int previous;                       /* STATE: old confirmed, -1 unknown */
+  enum bm_op outcome;                 /* END: why it ended */
+  enum bm_severity severity;          /* END: WARNING or FAILURE */
+  int attempt;                        /* PUBLISH, END: 1 for the first try */
+  bool republish;                     /* PUBLISH: same correlationId again */
+  char corr[BM_MSG_ID_SIZE];          /* "" for STATE without one */
+  char origin[BM_ORIGIN_SIZE];        /* who asked, e.g. "trigger overheat" */
+  char reason[BM_REASON_SIZE];        /* END: human-readable */
+};
+
+/* A growing list of events, bounded by BM_EVENTS_MAX (events beyond it are
+ * dropped and counted in `lost`, which callers log).  Start zeroed; release
+ * with bm_events_release. */
+#define BM_EVENTS_MAX 1000000
+struct bm_events {
+  struct bm_event *ev;
+  size_t n, cap;
+  size_t lost;
+};
+void bm_events_clear(struct bm_events *e);
+void bm_events_release(struct bm_events *e);
+
+struct bm_relay_policy {
+  double ack_timeout;     /* s until the commandResponse is overdue */
+  double command_timeout; /* s until the notification is overdue */
+  int retries;            /* further commands after a timeout */
+  double retry_backoff;   /* s before the first retry */
+};
+
+/* What the metrics need of a relay, copied out under the owner's lock. */
+struct bm_relay_view {
+  const char *name;  /* owned by the table, valid while it lives */
+  int64_t resource_id;
+  int output;
+  int confirmed;     /* -1 unknown */
+  int desired;       /* -1 none */
+  bool stopped;      /* gave up or refused: waits for a new intent */
+  int pending;       /* commands awaiting their notification: 0 or 1 */
+};
+
+struct bm_relay_stats {
+  uint64_t ops[BM_OP_COUNT];
+  double ack_sum, confirm_sum;  /* seconds, since the last reset */
+  uint64_t ack_n, confirm_n;
+};
+
+struct bm_relay_table;
+typedef struct bm_relay_table bm_relay_table_t;
+
+/* Creates an empty table.  id_prefix (copied; at most 40 bytes) starts
+ * every correlationId, which is "<id_prefix>-<sequence>"; the caller makes it
+ * unique per process and gateway.  Returns NULL when out of memory. */
+bm_relay_table_t *bm_relay_table_new(const struct bm_relay_policy *policy,
+                                     const char *id_prefix);
+/* Frees the table and everything it holds; NULL is a no-op. */
+void bm_relay_table_free(bm_relay_table_t *t);
+
+/* Adds a relay.  Returns its index (0, 1, ...), or -1 when the name or the
+ * (resource_id, output) pair is already taken, the name is longer than
+ * BM_RELAY_NAME_SIZE-1, or memory runs out. */
+int bm_relay_table_add(bm_relay_table_t *t, const char *name,
+                       int64_t resource_id, int output);
+size_t bm_relay_table_size(const bm_relay_table_t *t);
+/* Index of the relay named `name`, or -1. */
+int bm_relay_table_find(const bm_relay_table_t *t, const char *name);
+/* Index of the relay at (resource_id, output), or -1. */
+int bm_relay_table_lookup(const bm_relay_table_t *t, int64_t resource_id,
+                          int output);
+void bm_relay_table_view(const bm_relay_table_t *t, int relay,
+                         struct bm_relay_view *out);
+/* The relay's name, owned by the table; NULL for a bad index. */
+const char *bm_relay_table_name(const bm_relay_table_t *t, int relay);
+
+/* Sets relay's desired state (0 or 1) on behalf of `origin` (copied,
+ * truncated to BM_ORIGIN_SIZE-1).  Clears a previous give-up.  Only marks
+ * the relay for the next tick; returns true when that may publish (the
+ * desired state differs from what is confirmed or pending). */
+bool bm_relay_table_set_desired(bm_relay_table_t *t, int relay, int status,
+                                const char *origin, double now);
+
+/* The gateway link came up (subscribed) or went down.  On up with
+ * session_present false, commands still waiting for their commandResponse
+ * are republished with their own correlationId (PUBLISH events with
+ * republish set). */
+void bm_relay_table_set_connected(bm_relay_table_t *t, bool up,
+                                  bool session_present, double now,
+                                  struct bm_events *out);
+
+/* What became of an answer from the gateway, for the caller's log. */
+enum bm_apply {
+  BM_APPLY_OK,            /* matched and applied */
+  BM_APPLY_DUPLICATE,     /* already seen, or older than the applied state */
+  BM_APPLY_UNKNOWN_ID,    /* commandResponse for no command of ours */
+  BM_APPLY_UNKNOWN_RELAY, /* notification for no configured relay */
+  BM_APPLY_IGNORED        /* notification carrying no relay state */
+};
+
+/* Applies a decoded commandResponse / notification.  Duplicates are counted
+ * and never change state; a notification always counts as the relay's real
+ * state unless it is a duplicate or stale.  Appends events to out. */
+enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
+                                         const struct bm_response *r,
+                                         double now, struct bm_events *out);
+enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
+                                             const struct bm_notification *n,
+                                             double now,
+                                             struct bm_events *out);
+
+/* Fires due timeouts and retries and reconciles marked relays. */
+void bm_relay_table_tick(bm_relay_table_t *t, double now,
+                         struct bm_events *out);
+/* Monotonic time of the next timer, or HUGE_VAL when none; a tick is also
+ * due at once when bm_relay_table_set_desired returned true. */
+double bm_relay_table_next_deadline(const bm_relay_table_t *t);
+
+/* Counts an outcome that happened outside the table (a malformed message). */
+void bm_relay_table_count_op(bm_relay_table_t *t, enum bm_op op);
+/* Copies the counters and the latency sums; reset_latency zeroes the sums
+ * afterwards (the counters are never reset: they are DERIVE). */
+void bm_relay_table_stats(bm_relay_table_t *t, struct bm_relay_stats *out,
+                          bool reset_latency);
+
+#endif
