@@ -31,7 +31,8 @@
  *     truncated toward zero, fits an int64_t.  The truncation works on the
  *     number's text, digit by digit: exact for any exponent, no rounding
  *     through a double, and no dependence on the locale's decimal point
- *     (strtod would read "1.5" as 1 under a German LC_NUMERIC).
+ *     (strtod stops at the '.' of "1.5" under a German LC_NUMERIC, and
+ *     another plugin in the process may have set one).
  *
  * Algorithms (RFC 7518 section 3)
  *
@@ -465,6 +466,21 @@ out:
   return status;
 }
 
+/* Reads exp, nbf and iat into c. */
+static int jwt_claim_dates(yajl_val payload, struct bm_jwt_claims *c,
+                           char *err, size_t errlen)
+{
+  int status = -1;
+
+  if (jwt_claim_date(payload, "exp", &c->has_exp, &c->exp, err, errlen) != 0 ||
+      jwt_claim_date(payload, "nbf", &c->has_nbf, &c->nbf, err, errlen) != 0 ||
+      jwt_claim_date(payload, "iat", &c->has_iat, &c->iat, err, errlen) != 0)
+    goto out;
+  status = 0;
+out:
+  return status;
+}
+
 /*
  * Token structure
  */
@@ -574,11 +590,8 @@ static int jwt_parse(const char *token, struct jwt_parts *p,
 
   if (jwt_part_decode("payload", p->payload, p->payload_len, buf, &len, err,
                       errlen) != 0 ||
-      jwt_json_object("payload", buf, len, &payload, err, errlen) != 0)
-    goto out;
-  if (jwt_claim_date(payload, "exp", &c.has_exp, &c.exp, err, errlen) != 0 ||
-      jwt_claim_date(payload, "nbf", &c.has_nbf, &c.nbf, err, errlen) != 0 ||
-      jwt_claim_date(payload, "iat", &c.has_iat, &c.iat, err, errlen) != 0)
+      jwt_json_object("payload", buf, len, &payload, err, errlen) != 0 ||
+      jwt_claim_dates(payload, &c, err, errlen) != 0)
     goto out;
 
   /* The signature's bytes depend on the algorithm; here only its form. */
@@ -658,20 +671,40 @@ out:
  * Keys and signatures
  */
 
+/* RFC 7518 section 3.2: at least the hash size; HMAC() takes an int. */
+static int jwt_hs256_key_check(const unsigned char *key, size_t keylen,
+                               char *err, size_t errlen)
+{
+  int status = -1;
+
+  if (key == NULL || keylen < JWT_HS256_SIZE) {
+    jwt_err(err, errlen, "HS256 key is shorter than %d bytes",
+            JWT_HS256_SIZE);
+    goto out;
+  }
+  if (keylen > INT_MAX) {
+    jwt_err(err, errlen, "HS256 key is longer than %d bytes", INT_MAX);
+    goto out;
+  }
+  status = 0;
+out:
+  return status;
+}
+
 /* OpenSSL's default would prompt on the controlling terminal. */
 static int jwt_no_passphrase(char *buf, int size, int rwflag, void *u)
 {
   return -1;
 }
 
-/* Reads a PEM private key (private) or SubjectPublicKeyInfo public key.
+/* Reads a PEM private key (is_private) or SubjectPublicKeyInfo public key.
  * Returns NULL with a reason. */
-static EVP_PKEY *jwt_key_load(const char *path, bool private, char *err,
+static EVP_PKEY *jwt_key_load(const char *path, bool is_private, char *err,
                               size_t errlen)
 {
   EVP_PKEY *pkey = NULL;
   BIO *bio = NULL;
-  const char *kind = private ? "private" : "public";
+  const char *kind = is_private ? "private" : "public";
 
   if (path == NULL) {
     jwt_err(err, errlen, "no %s key file", kind);
@@ -682,8 +715,9 @@ static EVP_PKEY *jwt_key_load(const char *path, bool private, char *err,
     jwt_err_ossl(err, errlen, "cannot open %s key '%s'", kind, path);
     goto out;
   }
-  pkey = private ? PEM_read_bio_PrivateKey(bio, NULL, jwt_no_passphrase, NULL)
-                 : PEM_read_bio_PUBKEY(bio, NULL, jwt_no_passphrase, NULL);
+  pkey = is_private
+             ? PEM_read_bio_PrivateKey(bio, NULL, jwt_no_passphrase, NULL)
+             : PEM_read_bio_PUBKEY(bio, NULL, jwt_no_passphrase, NULL);
   if (pkey == NULL)
     jwt_err_ossl(err, errlen, "cannot read %s key '%s'", kind, path);
 out:
@@ -786,18 +820,16 @@ static EVP_MD_CTX *jwt_digest_init(enum jwt_alg alg, EVP_PKEY *pkey,
   int rc;
 
   if (md == NULL)
-    goto fail;
+    goto out;
   rc = sign ? EVP_DigestSignInit(md, &pctx, EVP_sha256(), NULL, pkey)
             : EVP_DigestVerifyInit(md, &pctx, EVP_sha256(), NULL, pkey);
-  if (rc != 1)
-    goto fail;
-  if (alg == JWT_RS256 &&
-      EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) <= 0)
-    goto fail;
+  if (rc != 1 || (alg == JWT_RS256 && EVP_PKEY_CTX_set_rsa_padding(
+                                          pctx, RSA_PKCS1_PADDING) <= 0)) {
+    EVP_MD_CTX_free(md);
+    md = NULL;
+  }
+out:
   return md;
-fail:
-  EVP_MD_CTX_free(md);
-  return NULL;
 }
 
 /* Signs in[0..len) with the private key in key_path; writes the JOSE form
@@ -860,6 +892,7 @@ static int jwt_sign(enum jwt_alg alg, const char *payload_json,
   const char *header = jwt_alg_headers[alg];
   size_t payload_len, o = 0;
   yajl_val payload = NULL;
+  struct bm_jwt_claims claims;
   unsigned char sig[JWT_PART_MAX];
   size_t sig_len = 0;
   unsigned int mac_len = 0;
@@ -869,12 +902,8 @@ static int jwt_sign(enum jwt_alg alg, const char *payload_json,
   if (out != NULL && cap > 0)
     out[0] = '\0';
   jwt_err(err, errlen, "%s", "");
-  if (alg == JWT_HS256 &&
-      (key == NULL || keylen < JWT_HS256_SIZE || keylen > INT_MAX)) {
-    jwt_err(err, errlen, "HS256 key is shorter than %d bytes",
-            JWT_HS256_SIZE);
+  if (alg == JWT_HS256 && jwt_hs256_key_check(key, keylen, err, errlen) != 0)
     goto out;
-  }
   if (payload_json == NULL) {
     jwt_err(err, errlen, "no payload");
     goto out;
@@ -886,7 +915,8 @@ static int jwt_sign(enum jwt_alg alg, const char *payload_json,
     goto out;
   }
   if (jwt_json_object("payload", (const unsigned char *)payload_json,
-                      payload_len, &payload, err, errlen) != 0)
+                      payload_len, &payload, err, errlen) != 0 ||
+      jwt_claim_dates(payload, &claims, err, errlen) != 0)
     goto out;
 
   /* header '.' payload, in place: it is the signing input. */
@@ -958,11 +988,8 @@ int bm_jwt_verify_hs256(const char *token, const unsigned char *key,
 
   (void)ERR_set_mark(); /* see bm_jwt_fingerprint */
   jwt_err(err, errlen, "%s", "");
-  if (key == NULL || keylen < JWT_HS256_SIZE || keylen > INT_MAX) {
-    jwt_err(err, errlen, "HS256 key is shorter than %d bytes",
-            JWT_HS256_SIZE);
+  if (jwt_hs256_key_check(key, keylen, err, errlen) != 0)
     goto out;
-  }
   if (jwt_parse_alg(JWT_HS256, token, &parts, err, errlen) != 0)
     goto out;
   if (bm_base64url_decode(parts.sig, parts.sig_len, got, sizeof(got)) !=
@@ -1080,40 +1107,3 @@ int bm_jwt_verify_es256(const char *token, const char *pubkey_path, char *err,
 {
   return jwt_verify_pem(JWT_ES256, token, pubkey_path, err, errlen);
 }
-
-/*
- * prototypes for jwt.h
- *
- * To move into jwt.h (after bm_jwt_sign_hs256).  Declared here too so the
- * compiler checks them against the definitions above.
- */
-
-/* Signs `payload_json` (a JSON object text) as an RS256 JWS (RSASSA-PKCS1-
- * v1_5 with SHA-256) with the header {"alg":"RS256","typ":"JWT"}, using the
- * unencrypted PEM private key in the file key_path (an RSA key of at least
- * 2048 bits; the file is read on every call).  Writes the NUL-terminated
- * token into out; returns its length, or -1 with a one-line reason in err
- * when the key is unreadable, encrypted or of the wrong type, the payload is
- * not a JSON object, the token would exceed BM_JWT_MAX_SIZE, cap is too
- * small or OpenSSL fails (out then holds an empty string when cap > 0). */
-int bm_jwt_sign_rs256(const char *payload_json, const char *key_path,
-                      char *out, size_t cap, char *err, size_t errlen);
-
-/* As bm_jwt_sign_rs256 for ES256: ECDSA on P-256 with SHA-256, header
- * {"alg":"ES256","typ":"JWT"}, the signature in JOSE's 64-byte R || S form.
- * The key must be an EC key on P-256. */
-int bm_jwt_sign_es256(const char *payload_json, const char *key_path,
-                      char *out, size_t cap, char *err, size_t errlen);
-
-/* Verifies an RS256 token against the PEM public key (SubjectPublicKeyInfo,
- * "BEGIN PUBLIC KEY") in the file pubkey_path, read on every call.  Returns
- * 0 when the token is valid per bm_jwt_decode, its header says RS256, the
- * key is RSA of at least 2048 bits and the signature matches; -1 otherwise,
- * with err saying which. */
-int bm_jwt_verify_rs256(const char *token, const char *pubkey_path, char *err,
-                        size_t errlen);
-
-/* As bm_jwt_verify_rs256 for ES256: header ES256, an EC P-256 public key,
- * a signature of exactly 64 bytes (R || S). */
-int bm_jwt_verify_es256(const char *token, const char *pubkey_path, char *err,
-                        size_t errlen);

@@ -43,7 +43,7 @@
  *
  * Error messages name the field by its path and never quote a value the
  * caller might consider secret; only the unknown values of messageType and
- * result are echoed, cut to 32 bytes.
+ * result are echoed, cut to 32 bytes, control characters replaced.
  *
  * Encoding writes compact JSON straight into the caller's buffer through a
  * bounded writer that remembers overflow, so each encoder is a flat list of
@@ -114,6 +114,24 @@ msg_fail(struct msg_dec *d, const char *fmt, ...)
   /* A message longer than errlen is cut, as message.h promises. */
   (void)vsnprintf(d->err, d->errlen, fmt, ap);
   va_end(ap);
+}
+
+/* Copies at most MSG_ECHO_MAX bytes of an unexpected value into dst (size
+ * MSG_ECHO_MAX + 1) for an error message: control characters become '?'
+ * so the message stays one line, and a cut never splits a UTF-8
+ * character. */
+static void msg_echo(char dst[MSG_ECHO_MAX + 1], const char *src)
+{
+  size_t n = strnlen(src, MSG_ECHO_MAX + 1);
+
+  if (n > MSG_ECHO_MAX) {
+    n = MSG_ECHO_MAX;
+    while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+      n--;
+  }
+  for (size_t i = 0; i < n; i++)
+    dst[i] = (unsigned char)src[i] < 0x20 ? '?' : src[i];
+  dst[n] = '\0';
 }
 
 /* Returns the length of the RFC 3629 UTF-8 sequence starting at p (at most
@@ -446,8 +464,9 @@ static int decode_response(struct msg_dec *d, yajl_val top,
     return -1;
   r->result = bm_result_parse(result);
   if (r->result == 0) {
-    msg_fail(d, "field \"result\": unknown value \"%.*s\"", MSG_ECHO_MAX,
-             result);
+    char echo[MSG_ECHO_MAX + 1];
+    msg_echo(echo, result);
+    msg_fail(d, "field \"result\": unknown value \"%s\"", echo);
     return -1;
   }
   if (take_string(d, top, "reason", false, r->reason, sizeof(r->reason),
@@ -519,6 +538,7 @@ int bm_msg_decode(const void *payload, size_t len, struct bm_msg *out,
   char yajl_err[MSG_YAJL_ERR_SIZE];
   char type[BM_MSG_STR_SIZE];
   yajl_val top = NULL;
+  enum bm_msg_type kind = 0;
   int status = -1;
 
   assert(out != NULL);
@@ -564,18 +584,23 @@ int bm_msg_decode(const void *payload, size_t len, struct bm_msg *out,
   if (take_string(&d, top, "messageType", true, type, sizeof(type), NULL))
     goto cleanup;
   if (strcmp(type, "commandMessage") == 0) {
-    out->type = BM_MSG_COMMAND;
     status = decode_command(&d, top, &out->u.command);
+    kind = BM_MSG_COMMAND;
   } else if (strcmp(type, "commandResponse") == 0) {
-    out->type = BM_MSG_RESPONSE;
     status = decode_response(&d, top, &out->u.response);
+    kind = BM_MSG_RESPONSE;
   } else if (strcmp(type, "notification") == 0) {
-    out->type = BM_MSG_NOTIFICATION;
     status = decode_notification(&d, top, &out->u.notification);
+    kind = BM_MSG_NOTIFICATION;
   } else {
-    msg_fail(&d, "field \"messageType\": unknown value \"%.*s\"",
-             MSG_ECHO_MAX, type);
+    char echo[MSG_ECHO_MAX + 1];
+    msg_echo(echo, type);
+    msg_fail(&d, "field \"messageType\": unknown value \"%s\"", echo);
   }
+
+  /* A failed decode leaves type 0, which is no envelope. */
+  if (status == 0)
+    out->type = kind;
 
 cleanup:
   yajl_tree_free(top);
@@ -611,18 +636,38 @@ static void out_lit(struct msg_out *o, const char *s)
   out_raw(o, s, strlen(s));
 }
 
+/* The escape of a byte JSON forbids raw in a string. */
+static void out_escape(struct msg_out *o, unsigned char c)
+{
+  char esc[8];
+  int len;
+
+  switch (c) {
+  case '"': out_lit(o, "\\\""); return;
+  case '\\': out_lit(o, "\\\\"); return;
+  case '\b': out_lit(o, "\\b"); return;
+  case '\f': out_lit(o, "\\f"); return;
+  case '\n': out_lit(o, "\\n"); return;
+  case '\r': out_lit(o, "\\r"); return;
+  case '\t': out_lit(o, "\\t"); return;
+  default: break;
+  }
+  len = snprintf(esc, sizeof(esc), "\\u%04x", c);
+  assert(len == 6);
+  out_raw(o, esc, (size_t)len);
+}
+
 /* A JSON string of at most max bytes of s (the field's array size), quoted
- * and escaped. */
+ * and escaped.  Runs of plain bytes are copied in one piece. */
 static void out_string(struct msg_out *o, const char *s, size_t max)
 {
   size_t n = strnlen(s, max);
-  size_t run = 0; /* bytes before i that need no escape */
+  size_t run = 0; /* plain bytes before i not yet written */
 
   assert(n < max); /* the struct holds a NUL-terminated string */
   out_lit(o, "\"");
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
-    char esc[8];
 
     if (c >= 0x20 && c != '"' && c != '\\') {
       run++;
@@ -630,21 +675,7 @@ static void out_string(struct msg_out *o, const char *s, size_t max)
     }
     out_raw(o, s + i - run, run);
     run = 0;
-    switch (c) {
-    case '"': out_lit(o, "\\\""); break;
-    case '\\': out_lit(o, "\\\\"); break;
-    case '\b': out_lit(o, "\\b"); break;
-    case '\f': out_lit(o, "\\f"); break;
-    case '\n': out_lit(o, "\\n"); break;
-    case '\r': out_lit(o, "\\r"); break;
-    case '\t': out_lit(o, "\\t"); break;
-    default: {
-      int len = snprintf(esc, sizeof(esc), "\\u%04x", c);
-      assert(len == 6);
-      out_raw(o, esc, (size_t)len);
-      break;
-    }
-    }
+    out_escape(o, c);
   }
   out_raw(o, s + n - run, run);
   out_lit(o, "\"");

@@ -44,6 +44,12 @@
 # Setup
 # ---------------------------------------------------------------------------
 
+# POSIX sh up to here: a test sourced by another shell stops with a reason.
+if [ -z "${BASH_VERSION:-}" ]; then
+  echo "Bail out! tests/lib.sh needs bash (run the test with bash)"
+  exit 1
+fi
+
 if [[ -z ${top_srcdir:-} || -z ${top_builddir:-} ]]; then
   echo "Bail out! top_srcdir and top_builddir must be set (run through" \
     "make check, or: top_srcdir=\$PWD top_builddir=\$PWD/build bash $0)"
@@ -97,7 +103,7 @@ fi
 # enough: our own exited children stay zombies until bash reaps them.
 _bm_alive() {
   local stat
-  { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
   stat=${stat##*) }
   [[ ${stat:0:1} != Z ]]
 }
@@ -106,7 +112,7 @@ _bm_alive() {
 # /proc/PID/stat), which tells a process from a later one reusing its PID.
 _bm_starttime() {
   local stat
-  { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
   stat=${stat##*) }
   local -a f
   read -ra f <<<"$stat"
@@ -270,6 +276,7 @@ _bm_watchdog() {
   local main=$1 self=$BASHPID nap=
   local grace_end=0 c
   local -a tree
+  set +eu +o pipefail
   trap '[[ -n $nap ]] && kill "$nap" 2>/dev/null; exit 0' TERM
   trap '' INT HUP USR1
   while :; do
@@ -321,6 +328,8 @@ _bm_cleanup() {
   local status=$? i pid
   ((_BM_CLEANING)) && return
   _BM_CLEANING=1
+  # The script's own set -e/-u/pipefail must not cut the cleanup short.
+  set +eu +o pipefail
   trap '' INT TERM HUP USR1
   if [[ -n $_BM_WATCHDOG_PID ]]; then
     kill -TERM "$_BM_WATCHDOG_PID" 2>/dev/null
@@ -1036,7 +1045,8 @@ bm_getval() {
   awk 'NR == 1 { if ($1 + 0 < 1) exit 1; next }
     {
       v = substr($0, index($0, "=") + 1)
-      if (v ~ /^-?nan$/ || v ~ /^-?inf/) print tolower(v)
+      if (tolower(v) ~ /nan/) print "nan"
+      else if (tolower(v) ~ /inf/) print (v ~ /^-/ ? "-inf" : "inf")
       else printf "%.15g\n", v + 0
     }' <<<"$reply"
 }

@@ -1,0 +1,77 @@
+# plant.sh - the plant every integration test drives, sourced after lib.sh.
+#
+# One gateway "plant1" (appId flexyWattApp.1) with relays "pump"
+# (resourceId 101, output 4) and "fan" (102, output 1), and a Trigger
+# "overheat": FAILURE of sensors/temperature switches the pump on, OKAY off.
+# The simulator and the plugin share an HS256 secret; $T/token is signed
+# with it.
+
+. "$top_srcdir/tests/lib.sh"
+
+GWSIM=$top_builddir/bimetri-gwsim
+APP_TOPIC=application/third-party/flexyWattApp/1
+
+# plant_token [LIFETIME_S [FILE]]: writes the shared secret ($T/secret) and a
+# token signed with it (default $T/token), valid for LIFETIME_S (3600).
+plant_token() {
+  [[ -f $T/secret ]] || printf 'integration-secret-%s' "$RANDOM$RANDOM$RANDOM$RANDOM" >"$T/secret"
+  "$GWSIM" --secret-file "$T/secret" --print-token "${1:-3600}" >"${2:-$T/token}"
+}
+
+# plant_conf [GATEWAY_OPTIONS [MORE_BLOCKS]]: prints the <Plugin bimetri>
+# configuration (with LoadPlugin) for $BROKER_PORT.
+plant_conf() {
+  cat <<EOF2
+LoadPlugin bimetri
+<Plugin bimetri>
+  <Gateway "plant1">
+    Host "127.0.0.1"
+    Port $BROKER_PORT
+    AppName "flexyWattApp"
+    InstanceId "1"
+    UserId 12345
+    OrganizationId 23456
+    TokenFile "$T/token"
+    ${1:-}
+    <Relay "pump">
+      ResourceId 101
+      Output 4
+    </Relay>
+    <Relay "fan">
+      ResourceId 102
+      Output 1
+    </Relay>
+  </Gateway>
+  <Trigger "overheat">
+    Relay "plant1" "pump"
+    Plugin "sensors"
+    Type "temperature"
+    OnFailure 1
+    OnOkay 0
+  </Trigger>
+  ${2:-}
+</Plugin>
+EOF2
+}
+
+# val METRIC: the value collectd holds for testhost/bimetri-plant1/METRIC.
+val() { bm_getval "testhost/bimetri-plant1/$1"; }
+
+# val_is METRIC WANT: true when the metric currently has value WANT.
+val_is() { [[ $(val "$1" 2>/dev/null) == "$2" ]]; }
+
+# wait_val METRIC WANT [TIMEOUT_S]: waits until the metric has value WANT.
+wait_val() { bm_wait_for "${3:-10}" val_is "$1" "$2"; }
+
+# count FILE REGEX: the number of lines of FILE matching REGEX (0 if none).
+count() { grep -cE "$2" "$1" 2>/dev/null || true; }
+
+# no_secret_leaked: fails when the token, or the shared secret, appears in
+# any log, output, metric file or notification of this test.
+no_secret_leaked() {
+  local token secret
+  token=$(<"$T/token")
+  secret=$(<"$T/secret")
+  ! grep -rqsF -e "$token" -e "$secret" --exclude=token --exclude=secret \
+    --exclude='*.conf' --exclude='sub*.log' "$T"
+}
