@@ -7,12 +7,14 @@
 
 #define IDMAP_MAX_CAP ((size_t)1 << 28)
 
-static uint64_t idmap_fix(uint64_t key) { return key ? key : 1; }
-
 static size_t idmap_slot(uint64_t key, size_t cap)
 {
-  /* Fibonacci mixing: keys are often small packed integers. */
-  return (size_t)((key * 0x9E3779B97F4A7C15ULL) >> 7) & (cap - 1);
+  /* murmur3's finaliser: every key bit reaches the low bits we keep, so
+   * packed keys that differ only in their high bits spread too. */
+  key ^= key >> 33;
+  key *= 0xff51afd7ed558ccdULL;
+  key ^= key >> 33;
+  return (size_t)key & (cap - 1);
 }
 
 void bm_idmap_release(struct bm_idmap *m)
@@ -23,6 +25,7 @@ void bm_idmap_release(struct bm_idmap *m)
   m->values = NULL;
   m->cap = 0;
   m->n = 0;
+  m->has_zero = false;
 }
 
 static int idmap_grow(struct bm_idmap *m)
@@ -59,7 +62,11 @@ static int idmap_grow(struct bm_idmap *m)
 
 int bm_idmap_put(struct bm_idmap *m, uint64_t key, int value)
 {
-  key = idmap_fix(key);
+  if (key == 0) {
+    m->has_zero = true;
+    m->zero_value = value;
+    return 0;
+  }
   if ((m->n + 1) * 2 > m->cap && idmap_grow(m) != 0)
     return -1;
   size_t i = idmap_slot(key, m->cap);
@@ -74,9 +81,10 @@ int bm_idmap_put(struct bm_idmap *m, uint64_t key, int value)
 
 int bm_idmap_get(const struct bm_idmap *m, uint64_t key)
 {
+  if (key == 0)
+    return m->has_zero ? m->zero_value : -1;
   if (!m->cap)
     return -1;
-  key = idmap_fix(key);
   size_t i = idmap_slot(key, m->cap);
   while (m->keys[i]) {
     if (m->keys[i] == key)
@@ -88,9 +96,12 @@ int bm_idmap_get(const struct bm_idmap *m, uint64_t key)
 
 void bm_idmap_del(struct bm_idmap *m, uint64_t key)
 {
+  if (key == 0) {
+    m->has_zero = false;
+    return;
+  }
   if (!m->cap)
     return;
-  key = idmap_fix(key);
   size_t mask = m->cap - 1;
   size_t i = idmap_slot(key, m->cap);
   while (m->keys[i] && m->keys[i] != key)

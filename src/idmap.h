@@ -10,14 +10,17 @@
 #ifndef BM_IDMAP_H
 #define BM_IDMAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct bm_idmap {
-  uint64_t *keys; /* 0 marks an empty slot; key 0 is stored as 1 */
+  uint64_t *keys; /* 0 marks an empty slot; key 0 lives in zero_value */
   int *values;
   size_t cap;     /* a power of two, or 0 before the first put */
-  size_t n;
+  size_t n;       /* occupied slots (key 0 not included) */
+  bool has_zero;  /* key 0 is present, with value zero_value */
+  int zero_value;
 };
 
 /* A zeroed struct is an empty map.  Frees the slots; the map is empty and

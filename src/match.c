@@ -50,11 +50,11 @@ int bm_trigger_set_pattern(struct bm_trigger *t, enum bm_field f,
     snprintf(err, errlen, "option \"%s\" given twice", bm_field_name(f));
     return -1;
   }
-  if (len == 0) {
+  p->is_regex = len >= 2 && spec[0] == '/' && spec[len - 1] == '/';
+  if (len == 0 || (p->is_regex && len == 2)) {
     snprintf(err, errlen, "option \"%s\": empty pattern", bm_field_name(f));
     return -1;
   }
-  p->is_regex = len >= 2 && spec[0] == '/' && spec[len - 1] == '/';
   p->text = p->is_regex ? strndup(spec + 1, len - 2) : strdup(spec);
   if (!p->text) {
     snprintf(err, errlen, "out of memory");

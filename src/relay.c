@@ -11,6 +11,8 @@
 #include "relay.h"
 
 #include <assert.h>
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,10 +53,13 @@ struct relay {
   int8_t desired;   /* -1 none */
   bool stopped;
   bool queued;
+  bool force;       /* superseded a command: send even if confirmed == desired */
   int attempt;      /* commands sent for the current desired state */
   uint64_t confirmed_seq;
   double retry_at;  /* 0: no retry scheduled */
   struct pending_cmd *pending;
+  int next_name; /* next relay whose name hashes alike, -1 none */
+  int next_addr; /* next relay whose address packs alike, -1 none */
   struct recent_cmd recent[RECENT_CMDS];
   uint64_t applied[APPLIED_IDS];
   uint8_t recent_next;
@@ -84,6 +89,7 @@ static const char *op_names[BM_OP_COUNT] = {
     [BM_OP_UNAUTHORIZED] = "unauthorized", [BM_OP_TIMEOUT] = "timeout",
     [BM_OP_GAVE_UP] = "gave_up",           [BM_OP_DUPLICATE] = "duplicate",
     [BM_OP_MALFORMED] = "malformed",       [BM_OP_UNSOLICITED] = "unsolicited",
+    [BM_OP_CONTRADICTED] = "contradicted", [BM_OP_UNKNOWN] = "unknown",
 };
 
 const char *bm_op_name(enum bm_op op)
@@ -178,6 +184,9 @@ int bm_relay_table_add(bm_relay_table_t *t, const char *name,
 {
   char *copy = NULL;
   int idx = (int)t->n;
+  uint64_t name_key = bm_idmap_hash(name);
+  uint64_t addr = addr_key(resource_id, output);
+  int name_head, addr_head;
 
   if (strlen(name) >= BM_RELAY_NAME_SIZE ||
       bm_relay_table_find(t, name) >= 0 ||
@@ -197,38 +206,55 @@ int bm_relay_table_add(bm_relay_table_t *t, const char *name,
   }
   if (!(copy = strdup(name)))
     return -1;
-  if (bm_idmap_put(&t->by_name, bm_idmap_hash(name), idx) != 0 ||
-      bm_idmap_put(&t->by_addr, addr_key(resource_id, output), idx) != 0) {
-    bm_idmap_del(&t->by_name, bm_idmap_hash(name));
-    free(copy);
-    return -1;
+  /* Keys are hashes or packings that may collide: a new relay heads the
+   * chain of the relays sharing its key. */
+  name_head = bm_idmap_get(&t->by_name, name_key);
+  addr_head = bm_idmap_get(&t->by_addr, addr);
+  if (bm_idmap_put(&t->by_name, name_key, idx) != 0)
+    goto fail;
+  if (bm_idmap_put(&t->by_addr, addr, idx) != 0) {
+    if (name_head >= 0)
+      (void)bm_idmap_put(&t->by_name, name_key, name_head); /* no growth */
+    else
+      bm_idmap_del(&t->by_name, name_key);
+    goto fail;
   }
   struct relay *r = &t->relays[t->n++];
   memset(r, 0, sizeof(*r));
+  r->next_name = name_head;
+  r->next_addr = addr_head;
   r->name = copy;
   r->resource_id = resource_id;
   r->output = output;
   r->confirmed = -1;
   r->desired = -1;
   return idx;
+
+fail:
+  free(copy);
+  return -1;
 }
 
 size_t bm_relay_table_size(const bm_relay_table_t *t) { return t->n; }
 
 int bm_relay_table_find(const bm_relay_table_t *t, const char *name)
 {
-  int i = bm_idmap_get(&t->by_name, bm_idmap_hash(name));
-  return (i >= 0 && strcmp(t->relays[i].name, name) == 0) ? i : -1;
+  for (int i = bm_idmap_get(&t->by_name, bm_idmap_hash(name)); i >= 0;
+       i = t->relays[i].next_name)
+    if (strcmp(t->relays[i].name, name) == 0)
+      return i;
+  return -1;
 }
 
 int bm_relay_table_lookup(const bm_relay_table_t *t, int64_t resource_id,
                           int output)
 {
-  int i = bm_idmap_get(&t->by_addr, addr_key(resource_id, output));
-  if (i < 0 || t->relays[i].resource_id != resource_id ||
-      t->relays[i].output != output)
-    return -1;
-  return i;
+  for (int i = bm_idmap_get(&t->by_addr, addr_key(resource_id, output));
+       i >= 0; i = t->relays[i].next_addr)
+    if (t->relays[i].resource_id == resource_id &&
+        t->relays[i].output == output)
+      return i;
+  return -1;
 }
 
 void bm_relay_table_view(const bm_relay_table_t *t, int relay,
@@ -277,6 +303,22 @@ static void mark(bm_relay_table_t *t, int relay)
     return;
   r->queued = true;
   t->queue[t->queue_n++] = relay;
+}
+
+/* The earliest timer of the table still to fire after `now`. */
+static double earliest_timer(const bm_relay_table_t *t, double now)
+{
+  double next = HUGE_VAL;
+  for (size_t i = 0; i < t->n; i++) {
+    const struct relay *r = &t->relays[i];
+    const struct pending_cmd *p = r->pending;
+    if (p)
+      next = fmin(next, p->acked ? p->confirm_deadline
+                                 : fmin(p->ack_deadline, p->confirm_deadline));
+    if (r->retry_at > now)
+      next = fmin(next, r->retry_at);
+  }
+  return next;
 }
 
 static void want_deadline(bm_relay_table_t *t, double when)
@@ -348,7 +390,7 @@ static void reconcile(bm_relay_table_t *t, int relay, double now,
 
   if (r->desired < 0 || r->pending || r->stopped)
     return;
-  if (r->confirmed == r->desired) {
+  if (r->confirmed == r->desired && !r->force) {
     r->attempt = 0;
     r->retry_at = 0;
     return;
@@ -356,6 +398,7 @@ static void reconcile(bm_relay_table_t *t, int relay, double now,
   if (!t->connected || (r->retry_at > 0 && r->retry_at > now))
     return;
   r->retry_at = 0;
+  r->force = false;
   issue_command(t, relay, now, out);
 }
 
@@ -376,9 +419,14 @@ bool bm_relay_table_set_desired(bm_relay_table_t *t, int relay, int status,
   r->stopped = false;
   r->attempt = 0;
   r->retry_at = 0;
-  if (r->pending && r->pending->status != status)
-    retire_pending(t, r, false); /* superseded: a new command goes out */
-  if (r->pending || r->confirmed == status)
+  if (r->pending && r->pending->status != status) {
+    /* Superseded: the old command may still reach the device, so a new one
+     * goes out even when the confirmed state already is what we want. */
+    retire_pending(t, r, false);
+    t->next_deadline = earliest_timer(t, now);
+    r->force = true;
+  }
+  if (r->pending || (r->confirmed == status && !r->force))
     return false;
   mark(t, relay);
   return true;
@@ -402,7 +450,12 @@ void bm_relay_table_set_connected(bm_relay_table_t *t, bool up,
     }
     if (session_present || r->pending->acked)
       continue;
-    /* The broker lost the session, and with it our QoS 2 exchange. */
+    /* The broker lost the session, and with it our QoS 2 exchange: the
+     * command goes out again and gets its full time again. */
+    r->pending->ack_deadline = now + t->policy.ack_timeout;
+    r->pending->confirm_deadline = now + t->policy.command_timeout;
+    want_deadline(t, fmin(r->pending->ack_deadline,
+                          r->pending->confirm_deadline));
     t->stats.ops[BM_OP_PUBLISHED]++;
     if (!(ev = events_push(out, BM_EV_PUBLISH, (int)i)))
       continue;
@@ -411,6 +464,39 @@ void bm_relay_table_set_connected(bm_relay_table_t *t, bool up,
     ev->republish = true;
     copy_str(ev->corr, sizeof(ev->corr), r->pending->corr);
     copy_str(ev->origin, sizeof(ev->origin), r->origin);
+  }
+}
+
+/* After a command failed to bring the relay to its desired state (timeout,
+ * or the device reported the other state): schedule a retry with backoff,
+ * or give up when the retries are spent. */
+static void retry_or_give_up(bm_relay_table_t *t, int relay, int attempt,
+                             double now, struct bm_events *out)
+{
+  struct relay *r = &t->relays[relay];
+  struct bm_event *ev;
+
+  if (r->desired < 0 || r->desired == r->confirmed) {
+    r->attempt = 0; /* reached meanwhile: a later drift starts afresh */
+    return;
+  }
+  if (attempt <= t->policy.retries) {
+    double backoff = t->policy.retry_backoff * ldexp(1.0, attempt - 1);
+    r->retry_at = now + fmin(backoff, MAX_BACKOFF);
+    want_deadline(t, r->retry_at);
+    return;
+  }
+  r->stopped = true;
+  t->stats.ops[BM_OP_GAVE_UP]++;
+  if ((ev = events_push(out, BM_EV_END, relay))) {
+    ev->outcome = BM_OP_GAVE_UP;
+    ev->severity = BM_SEV_FAILURE;
+    ev->status = r->desired;
+    ev->attempt = attempt;
+    copy_str(ev->origin, sizeof(ev->origin), r->origin);
+    snprintf(ev->reason, sizeof(ev->reason),
+             "gave up after %d attempt%s without confirmation", attempt,
+             attempt == 1 ? "" : "s");
   }
 }
 
@@ -433,6 +519,24 @@ static enum bm_op result_op(enum bm_result res)
   }
 }
 
+/* The sequence number of a correlationId this table issued ("<prefix>-<n>",
+ * 1 <= n <= the last one issued), or 0 for any other id. */
+static uint64_t own_seq(const bm_relay_table_t *t, const char *corr)
+{
+  size_t len = strlen(t->prefix);
+  unsigned long long seq;
+  char *end;
+
+  if (strncmp(corr, t->prefix, len) != 0 || corr[len] != '-' ||
+      !isdigit((unsigned char)corr[len + 1]) || corr[len + 1] == '0')
+    return 0;
+  errno = 0;
+  seq = strtoull(corr + len + 1, &end, 10);
+  if (*end || errno || seq > t->seq)
+    return 0;
+  return (uint64_t)seq;
+}
+
 static struct recent_cmd *find_recent(struct relay *r, uint64_t hash)
 {
   for (int i = 0; i < RECENT_CMDS; i++)
@@ -451,8 +555,10 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
   struct recent_cmd *old;
   enum bm_op op = result_op(resp->result);
 
-  if (relay < 0)
+  if (relay < 0) {
+    t->stats.ops[BM_OP_UNKNOWN]++;
     return BM_APPLY_UNKNOWN_ID;
+  }
   r = &t->relays[relay];
 
   if (r->pending && r->pending->hash == hash &&
@@ -468,8 +574,10 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
     t->stats.ops[op]++;
     t->stats.ack_sum += now - p->published_at;
     t->stats.ack_n++;
-    if (resp->result == BM_RESULT_SENT)
+    if (resp->result == BM_RESULT_SENT) {
+      t->next_deadline = earliest_timer(t, now);
       return BM_APPLY_OK;
+    }
 
     /* Any other result ends the command; the relay waits for a new intent
      * instead of hammering a gateway that said no. */
@@ -487,11 +595,14 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
     }
     retire_pending(t, r, false);
     r->stopped = true;
+    t->next_deadline = earliest_timer(t, now);
     return BM_APPLY_OK;
   }
 
-  if (!(old = find_recent(r, hash)))
+  if (!(old = find_recent(r, hash))) {
+    t->stats.ops[BM_OP_UNKNOWN]++;
     return BM_APPLY_UNKNOWN_ID;
+  }
   if (old->acked) {
     t->stats.ops[BM_OP_DUPLICATE]++;
     return BM_APPLY_DUPLICATE;
@@ -531,11 +642,15 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
   uint64_t hash;
   struct recent_cmd *old;
 
-  if (!n->has_state)
+  if (!n->has_state) {
+    t->stats.ops[BM_OP_UNKNOWN]++;
     return BM_APPLY_IGNORED;
+  }
   relay = bm_relay_table_lookup(t, n->state.resource_id, n->state.output);
-  if (relay < 0)
+  if (relay < 0) {
+    t->stats.ops[BM_OP_UNKNOWN]++;
     return BM_APPLY_UNKNOWN_RELAY;
+  }
   r = &t->relays[relay];
 
   if (!n->has_correlation_id) {
@@ -547,12 +662,34 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
   hash = bm_idmap_hash(n->correlation_id);
   if (r->pending && r->pending->hash == hash &&
       strcmp(r->pending->corr, n->correlation_id) == 0) {
+    int attempt = r->pending->attempt, commanded = r->pending->status;
+    struct bm_event *ev;
+
     t->stats.ops[BM_OP_CONFIRMED]++;
     t->stats.confirm_sum += now - r->pending->published_at;
     t->stats.confirm_n++;
     r->confirmed_seq = r->pending->seq;
     retire_pending(t, r, true);
     apply_state(t, relay, n->state.status, n->correlation_id, out);
+    if (n->state.status != commanded) {
+      /* The device answered with the other state: it could not switch.  A
+       * failed attempt, retried with backoff like a timeout, never in a
+       * tight loop. */
+      t->stats.ops[BM_OP_CONTRADICTED]++;
+      if ((ev = events_push(out, BM_EV_END, relay))) {
+        ev->outcome = BM_OP_CONTRADICTED;
+        ev->severity = BM_SEV_WARNING;
+        ev->status = commanded;
+        ev->attempt = attempt;
+        copy_str(ev->corr, sizeof(ev->corr), n->correlation_id);
+        copy_str(ev->origin, sizeof(ev->origin), r->origin);
+        snprintf(ev->reason, sizeof(ev->reason),
+                 "the device reported status %d in answer to status %d",
+                 n->state.status, commanded);
+      }
+      retry_or_give_up(t, relay, attempt, now, out);
+    }
+    t->next_deadline = earliest_timer(t, now);
     return BM_APPLY_OK;
   }
 
@@ -568,6 +705,20 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
     t->stats.confirm_sum += now - old->published_at;
     t->stats.confirm_n++;
     r->confirmed_seq = old->seq;
+    apply_state(t, relay, n->state.status, n->correlation_id, out);
+    return BM_APPLY_OK;
+  }
+
+  /* One of ours that the ring has forgotten: the ordering rule still holds
+   * (the sequence applied last only grows, so an applied one is <= it). */
+  uint64_t seq = own_seq(t, n->correlation_id);
+  if (seq) {
+    if (seq <= r->confirmed_seq) {
+      t->stats.ops[BM_OP_DUPLICATE]++;
+      return BM_APPLY_DUPLICATE;
+    }
+    t->stats.ops[BM_OP_CONFIRMED]++;
+    r->confirmed_seq = seq;
     apply_state(t, relay, n->state.status, n->correlation_id, out);
     return BM_APPLY_OK;
   }
@@ -607,32 +758,11 @@ static void time_out(bm_relay_table_t *t, int relay, double now,
     copy_str(ev->reason, sizeof(ev->reason), why);
   }
   retire_pending(t, r, false);
-
-  if (r->desired < 0 || r->desired == r->confirmed)
-    return;
-  if (attempt <= t->policy.retries) {
-    double backoff = t->policy.retry_backoff * ldexp(1.0, attempt - 1);
-    r->retry_at = now + fmin(backoff, MAX_BACKOFF);
-    want_deadline(t, r->retry_at);
-    return;
-  }
-  r->stopped = true;
-  t->stats.ops[BM_OP_GAVE_UP]++;
-  if ((ev = events_push(out, BM_EV_END, relay))) {
-    ev->outcome = BM_OP_GAVE_UP;
-    ev->severity = BM_SEV_FAILURE;
-    ev->status = r->desired;
-    ev->attempt = attempt;
-    copy_str(ev->origin, sizeof(ev->origin), r->origin);
-    snprintf(ev->reason, sizeof(ev->reason),
-             "gave up after %d attempt%s without confirmation", attempt,
-             attempt == 1 ? "" : "s");
-  }
+  retry_or_give_up(t, relay, attempt, now, out);
 }
 
 static void run_timers(bm_relay_table_t *t, double now, struct bm_events *out)
 {
-  double next = HUGE_VAL;
   char why[BM_REASON_SIZE];
 
   for (size_t i = 0; i < t->n; i++) {
@@ -650,13 +780,8 @@ static void run_timers(bm_relay_table_t *t, double now, struct bm_events *out)
     }
     if (r->retry_at > 0 && now >= r->retry_at)
       mark(t, (int)i);
-    if ((p = r->pending) != NULL)
-      next = fmin(next, p->acked ? p->confirm_deadline
-                                 : fmin(p->ack_deadline, p->confirm_deadline));
-    if (r->retry_at > now)
-      next = fmin(next, r->retry_at);
   }
-  t->next_deadline = next;
+  t->next_deadline = earliest_timer(t, now);
 }
 
 void bm_relay_table_tick(bm_relay_table_t *t, double now,

@@ -26,8 +26,13 @@
  * out is retried with a new correlationId after a backoff (RetryBackoff,
  * doubled per attempt, at most 60 s) while desired still differs from
  * confirmed, up to Retries times; then the relay gives up until its desired
- * state is set again.  A commandResponse other than "sent" ends the command
- * and is not retried.
+ * state is set again.  A notification answering a command with the other
+ * state (the device could not switch) counts as a failed attempt, retried
+ * the same way.  A commandResponse other than "sent" ends the command and is
+ * not retried.  When a superseded command is replaced, the new command goes
+ * out even if the confirmed state already equals the new desired one: the
+ * old command may still reach the device.  Republished commands (after the
+ * broker lost the session) get their full timeouts again.
  *
  * Ordering and de-duplication: every command gets the next number of the
  * table's sequence.  The relay remembers the sequence of the command whose
@@ -64,6 +69,8 @@ enum bm_op {
   BM_OP_DUPLICATE,    /* answers already seen, stale confirmations */
   BM_OP_MALFORMED,    /* undecodable, unknown or foreign messages */
   BM_OP_UNSOLICITED,  /* state changes without a correlationId of ours */
+  BM_OP_CONTRADICTED, /* the device reported the other state to a command */
+  BM_OP_UNKNOWN,      /* answers for no command, relay or state of ours */
   BM_OP_COUNT
 };
 

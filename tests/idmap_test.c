@@ -120,15 +120,18 @@ static void test_key_zero(void)
 
   is_int(bm_idmap_put(&m, 0, 7), 0, "put key 0");
   is_int(bm_idmap_get(&m, 0), 7, "get key 0");
-  is_int(m.n, 1, "key 0 counts once");
+  size_t n0 = m.n;
+  is_int(bm_idmap_put(&m, 0, 9), 0, "put key 0 again");
+  is_int(bm_idmap_get(&m, 0), 9, "key 0 replaced");
+  is_int(m.n, n0, "replacing key 0 does not change n");
   /* The header says key 0 is stored as 1: keys 0 and 1 must still be
    * distinct keys of the map. */
   is_int(bm_idmap_get(&m, 1), -1, "key 1 is absent although key 0 is set");
   is_int(bm_idmap_put(&m, 1, 8), 0, "put key 1");
-  is_int(bm_idmap_get(&m, 0), 7, "key 0 keeps its value after put of key 1");
+  is_int(bm_idmap_get(&m, 0), 9, "key 0 keeps its value after put of key 1");
   is_int(bm_idmap_get(&m, 1), 8, "key 1 has its own value");
   bm_idmap_del(&m, 1);
-  is_int(bm_idmap_get(&m, 0), 7, "deleting key 1 keeps key 0");
+  is_int(bm_idmap_get(&m, 0), 9, "deleting key 1 keeps key 0");
   bm_idmap_del(&m, 0);
   is_int(bm_idmap_get(&m, 0), -1, "key 0 can be deleted");
   ok(map_invariants(&m), "invariants after key 0 / key 1");

@@ -5,12 +5,13 @@
 #
 #   . "$top_srcdir/tests/lib.sh"
 #   bm_start_broker
+#   bm_sub_start resource/commands
 #   bm_start_gwsim -v
 #   bm_start_collectd 'LoadPlugin bimetri
 #   <Plugin bimetri> ... </Plugin>'
-#   bm_notify warning plant1 bool pump "pump on"
-#   bm_wait_log "$T/gwsim.out" 'setExtDO' 10
-#   bm_check "command reached the gateway" grep -q setExtDO "$T/gwsim.out"
+#   bm_notify failure sensors temperature "" "too hot"
+#   bm_check "the command was published" bm_wait_log "$SUB_LOG" setExtDO 10
+#   bm_is "$(bm_getval testhost/bimetri-plant1/bool-pump)" 1 "pump is on"
 #   bm_done
 #
 # What sourcing this file sets up:
@@ -27,11 +28,18 @@
 # Peers are real and on loopback only: mosquitto on 127.0.0.1 and a free port,
 # collectd with the built plugin, the project's gateway simulator.
 #
-# Rules for test scripts: do not use `set -e` (a failed assertion returns 1 so
-# that `bm_is ... || bm_bail ...` is possible, and set -e would end the test
-# on it); call the bm_start_* functions directly, never in $(...) or a pipe
-# (they set variables and track processes in the calling shell); end with
-# bm_done.
+# Rules for test scripts:
+# - Only bm_ok, bm_check, bm_is, bm_isnt, bm_like, bm_unlike, bm_pass and
+#   bm_fail emit test points. bm_wait_for and bm_wait_log only return
+#   nonzero on timeout: assert on them (`bm_check "desc" bm_wait_for ...`,
+#   or `bm_wait_for ...; bm_ok $? "desc"`), never `bm_wait_for ...;
+#   bm_pass "desc"`, which cannot fail.
+# - Failed assertions return 1 (so `bm_is ... || bm_bail ...` works); under
+#   `set -e` the first one ends the test (the harness itself copes with
+#   set -euo pipefail).
+# - Call the bm_start_* functions directly, never in $(...) or a pipe: they
+#   set variables and track processes in the calling shell.
+# - End with bm_done.
 #
 # Environment knobs:
 #   BM_TEST_TIMEOUT      the deadline in seconds (default 120)
@@ -854,11 +862,14 @@ _bm_startup_timeout() {
 # comments) when collectd exits or does not answer in time.
 _bm_launch_collectd() {
   local -a wrapper=() envs=()
-  local until rc
+  local until rc out_from log_from
   [[ -n ${BM_COLLECTD_WRAPPER:-} ]] && read -ra wrapper <<<"$BM_COLLECTD_WRAPPER"
   mapfile -t envs < <(_bm_sanitizer_env)
   rm -f "$T/collectd.sock"
   echo "==== $(date '+%F %T') starting collectd" >>"$T/collectd.out"
+  # Show only what this start wrote when it fails.
+  out_from=$(($(_bm_lines "$T/collectd.out") + 1))
+  log_from=$(($(_bm_lines "$T/collectd.log") + 1))
   env "${envs[@]}" "${wrapper[@]}" collectd -f -C "$T/collectd.conf" \
     >>"$T/collectd.out" 2>&1 &
   COLLECTD_PID=$!
@@ -870,8 +881,8 @@ _bm_launch_collectd() {
       _bm_reap "$COLLECTD_PID" || rc=$?
       COLLECTD_PID=
       bm_diag "collectd exited with status $rc during startup; its output:"
-      [[ -f $T/collectd.out ]] && bm_diag "$(tail -n 40 "$T/collectd.out")"
-      [[ -f $T/collectd.log ]] && bm_diag "$(tail -n 40 "$T/collectd.log")"
+      bm_diag "$(tail -n "+$out_from" "$T/collectd.out" 2>/dev/null | tail -n 40)"
+      bm_diag "$(tail -n "+$log_from" "$T/collectd.log" 2>/dev/null | tail -n 40)"
       return 1
     fi
     if [[ -S $T/collectd.sock ]] && bm_unixsock LISTVAL >/dev/null 2>&1; then
@@ -879,7 +890,7 @@ _bm_launch_collectd() {
     fi
     if ((EPOCHSECONDS >= until)); then
       bm_diag "collectd did not answer on $T/collectd.sock within $(_bm_startup_timeout)s"
-      [[ -f $T/collectd.log ]] && bm_diag "$(tail -n 40 "$T/collectd.log")"
+      bm_diag "$(tail -n "+$log_from" "$T/collectd.log" 2>/dev/null | tail -n 40)"
       _bm_stop_pid "$COLLECTD_PID" 5
       COLLECTD_PID=
       return 1
@@ -1049,4 +1060,28 @@ bm_getval() {
       else if (tolower(v) ~ /inf/) print (v ~ /^-/ ? "-inf" : "inf")
       else printf "%.15g\n", v + 0
     }' <<<"$reply"
+}
+
+# bm_csv_last IDENTIFIER: prints the last value(s) the csv plugin wrote for
+# IDENTIFIER ("host/plugin[-inst]/type[-inst]"), one number per data source,
+# formatted as bm_getval does. The csv plugin stores what was dispatched
+# (StoreRates false), so this reads a DERIVE or COUNTER metric (e.g.
+# "operations") as its count, where GETVAL answers its rate (nan after the
+# first value). csv writes once per interval: wait for a value with
+# bm_wait_for. Returns 1 when nothing has been written yet.
+bm_csv_last() {
+  local -a files
+  local line
+  files=("$T/csv/$1"-[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9])
+  [[ -f ${files[-1]} ]] || return 1
+  line=$(tail -n 1 "${files[-1]}")
+  [[ -n $line && $line != epoch* ]] || return 1
+  awk -F, '{
+    for (i = 2; i <= NF; i++) {
+      v = $i
+      if (tolower(v) ~ /nan/) print "nan"
+      else if (tolower(v) ~ /inf/) print (v ~ /^-/ ? "-inf" : "inf")
+      else printf "%.15g\n", v + 0
+    }
+  }' <<<"$line"
 }

@@ -220,7 +220,7 @@ static void test_names_of_ops(void)
   static const char *want[BM_OP_COUNT] = {
       "published", "sent",    "confirmed", "not_send",  "failed",
       "send_no_ack", "unauthorized", "timeout", "gave_up", "duplicate",
-      "malformed", "unsolicited"};
+      "malformed", "unsolicited", "contradicted", "unknown"};
   bool all = true;
   for (int i = 0; i < BM_OP_COUNT; i++)
     if (!bm_op_name((enum bm_op)i) ||
@@ -921,6 +921,43 @@ static void test_supersede_late_before(void)
   bm_relay_table_tick(t, 104, &ev);
   is_int(ev.n, 0, "and nothing more to do");
   is_int(op_count(t, BM_OP_CONFIRMED), 2, "two confirmations counted");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
+/* Three commands in flight (t-1 on, t-2 off, t-3 on); the notifications of
+ * the two superseded ones arrive newest first. */
+static void test_supersede_chain(void)
+{
+  bm_relay_table_t *t = table_new(&POLICY, "t");
+  struct bm_events ev = {0};
+  char corr[BM_MSG_ID_SIZE];
+  struct bm_notification n;
+
+  bm_relay_table_add(t, "pump", 101, 4);
+  command(t, 0, 1, 100, corr, &ev);
+  bm_relay_table_set_desired(t, 0, 0, "off", 101);
+  bm_relay_table_tick(t, 101, &ev);
+  bm_relay_table_set_desired(t, 0, 1, "on", 102);
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 102, &ev);
+  is_str(first_kind(&ev, BM_EV_PUBLISH)->corr, "t-3", "t-3 pending");
+  n = notification("t-2", 101, 4, 0);
+  is_int(bm_relay_table_on_notification(t, &n, 103, &ev), BM_APPLY_OK,
+         "superseded t-2 confirms first: applies");
+  is_int(view_of(t, 0).confirmed, 0, "confirmed 0");
+  is_int(bm_relay_table_on_notification(t, &n, 103.5, &ev),
+         BM_APPLY_DUPLICATE, "t-2 redelivered: duplicate");
+  n = notification("t-1", 101, 4, 1);
+  is_int(bm_relay_table_on_notification(t, &n, 104, &ev), BM_APPLY_DUPLICATE,
+         "then t-1 (older than the applied t-2) is stale");
+  is_int(view_of(t, 0).confirmed, 0, "no rollback to t-1's state");
+  n = notification("t-3", 101, 4, 1);
+  is_int(bm_relay_table_on_notification(t, &n, 105, &ev), BM_APPLY_OK,
+         "t-3 applies");
+  is_int(view_of(t, 0).confirmed, 1, "confirmed 1");
+  is_int(op_count(t, BM_OP_CONFIRMED), 2, "two confirmations");
+  is_int(op_count(t, BM_OP_DUPLICATE), 2, "two duplicates");
   bm_events_release(&ev);
   bm_relay_table_free(t);
 }
@@ -1932,6 +1969,21 @@ static void p_step(struct prop *p, struct bm_events *ev)
   p_check(p);
 }
 
+/* The gateway answers command seq truthfully: "sent", then the state. */
+static void p_answer(struct prop *p, uint64_t seq, int relay, int status)
+{
+  char corr[BM_MSG_ID_SIZE];
+  struct bm_events sink = {0};
+
+  p_corr(seq, corr);
+  struct bm_response resp = response(corr, BM_RESULT_SENT, "");
+  struct bm_notification n =
+      notification(corr, 1000 + relay, relay + 1, status);
+  bm_relay_table_on_response(p->t, &resp, p->now, &sink);
+  bm_relay_table_on_notification(p->t, &n, p->now, &sink);
+  bm_events_release(&sink);
+}
+
 static void p_run(uint64_t seed, int steps, bool whole_history)
 {
   struct prop p;
@@ -1958,24 +2010,20 @@ static void p_run(uint64_t seed, int steps, bool whole_history)
   p.connected = true;
   bm_events_clear(&ev);
   bm_relay_table_set_connected(p.t, true, true, p.now, &ev);
-  for (int i = 0; i < P_RELAYS; i++)
+  for (int i = 0; i < P_RELAYS; i++) {
+    uint64_t seq = p.r[i].pending; /* answer what is still in flight */
+    if (seq)
+      p_answer(&p, seq, i, p.cmds[seq].status);
     bm_relay_table_set_desired(p.t, i, i % 2, "drain", p.now);
+  }
   for (int round = 0; round < 50; round++) {
     p.now += 100; /* past every timer */
     bm_events_clear(&ev);
     bm_relay_table_tick(p.t, p.now, &ev);
-    for (size_t k = 0; k < ev.n; k++) {
-      if (ev.ev[k].kind != BM_EV_PUBLISH)
-        continue;
-      struct bm_response resp = response(ev.ev[k].corr, BM_RESULT_SENT, "");
-      struct bm_notification n =
-          notification(ev.ev[k].corr, 1000 + ev.ev[k].relay,
-                       ev.ev[k].relay + 1, ev.ev[k].status);
-      struct bm_events sink = {0};
-      bm_relay_table_on_response(p.t, &resp, p.now, &sink);
-      bm_relay_table_on_notification(p.t, &n, p.now, &sink);
-      bm_events_release(&sink);
-    }
+    for (size_t k = 0; k < ev.n; k++)
+      if (ev.ev[k].kind == BM_EV_PUBLISH)
+        p_answer(&p, corr_seq(ev.ev[k].corr), ev.ev[k].relay,
+                 ev.ev[k].status);
   }
   bool converged = true;
   for (int i = 0; i < P_RELAYS; i++) {
@@ -2005,6 +2053,7 @@ static void p_run(uint64_t seed, int steps, bool whole_history)
   bm_relay_table_free(p.t);
 }
 
+/* relay_test [STEPS [SEED]]: the property test's length and seed. */
 int main(int argc, char **argv)
 {
   int steps = argc > 1 ? atoi(argv[1]) : 20000;
@@ -2024,6 +2073,7 @@ int main(int argc, char **argv)
   test_no_publish_while_down();
   test_supersede_late_after();
   test_supersede_late_before();
+  test_supersede_chain();
   test_supersede_late_refusal();
   test_supersede_back_to_confirmed();
   test_old_own_ids();
@@ -2036,8 +2086,14 @@ int main(int argc, char **argv)
   test_next_deadline();
   test_events_list();
   test_strings();
-  p_run(1, steps, false);
-  p_run(0xC0FFEE, steps, false);
-  p_run(42, steps, true);
+  if (argc > 2) { /* relay_test STEPS SEED: reproduce one seed */
+    uint64_t seed = strtoull(argv[2], NULL, 0);
+    p_run(seed, steps, false);
+    p_run(seed, steps, true);
+  } else {
+    p_run(1, steps, false);
+    p_run(0xC0FFEE, steps, false);
+    p_run(42, steps, true);
+  }
   return done_testing();
 }

@@ -13,8 +13,7 @@ APP_LOG=$SUB_LOG
 bm_start_gwsim --secret-file "$T/secret" --delay 300
 bm_start_collectd "$(plant_conf)"
 
-bm_wait_for 10 val_is current_connections 1
-bm_pass "connected and subscribed: current_connections is 1"
+bm_check "connected and subscribed: current_connections is 1" bm_wait_for 10 val_is current_connections 1
 bm_is "$(val bool-pump 2>/dev/null || echo unknown)" unknown \
   "no state is reported before the gateway said anything"
 
@@ -34,8 +33,7 @@ re+='","userId":12345,"organizationId":23456,"command":"setExtDO","correlationId
 bm_like "$line" "$re" "the command is published at QoS 2 with the exact envelope"
 corr=$(sed -E 's/.*"correlationId":"([^"]+)".*/\1/' <<<"$line")
 
-wait_val bool-pump 1 10
-bm_pass "bool-pump is 1 after the confirmation"
+bm_check "bool-pump is 1 after the confirmation" wait_val bool-pump 1 10
 bm_wait_log "$APP_LOG" '"messageType":"notification"' 5
 bm_like "$(grep commandResponse "$APP_LOG" | head -1)" "\"correlationId\":\"$corr\",\"result\":\"sent\"" \
   "the gateway answered sent for that correlationId"
@@ -46,9 +44,9 @@ bm_check "the receive log lines name the correlationId" \
 bm_check "the plugin dispatched a relay_on notification" \
   grep -qE "Notification: severity = OKAY, host = testhost, plugin = bimetri, plugin_instance = plant1, type = relay_on, type_instance = pump" "$T/collectd.log"
 bm_wait_for 5 val_is operations-confirmed 1
-bm_is "$(val operations-published)" 1 "operations-published is 1"
-bm_is "$(val operations-sent)" 1 "operations-sent is 1"
-bm_is "$(val operations-confirmed)" 1 "operations-confirmed is 1"
+bm_check "operations-published is 1" wait_val operations-published 1 5
+bm_check "operations-sent is 1" wait_val operations-sent 1 5
+bm_check "operations-confirmed is 1" wait_val operations-confirmed 1 5
 bm_is "$(val pending_operations-pump)" 0 "nothing is pending"
 bm_wait_for 5 val pending_operations-fan
 bm_is "$(val bool-fan 2>/dev/null || echo unknown)" unknown "the fan's state is still unknown"
@@ -63,8 +61,7 @@ bm_is "$(count "$CMD_LOG" setExtDO)" 1 "a repeated FAILURE publishes nothing"
 
 # OKAY: the pump goes off.
 bm_notify okay sensors temperature "" "cool again"
-wait_val bool-pump 0 10
-bm_pass "bool-pump is 0 after the OKAY"
+bm_check "bool-pump is 0 after the OKAY" wait_val bool-pump 0 10
 bm_is "$(count "$CMD_LOG" '"status":0\}\}$')" 1 "one command with status 0 was published"
 bm_check "the plugin dispatched a relay_off notification" \
   grep -qE "type = relay_off, type_instance = pump" "$T/collectd.log"

@@ -79,6 +79,5 @@ refused "an unknown top-level option" \
 bm_start_broker
 good=$(plant_conf)
 bm_start_collectd "$good"
-bm_wait_for 10 val_is current_connections 1
-bm_pass "the good configuration starts and connects"
+bm_check "the good configuration starts and connects" bm_wait_for 10 val_is current_connections 1
 bm_done

@@ -114,6 +114,18 @@ bm_isnt $? 0 "bm_unixsock fails on an error reply"
 bm_check "the csv plugin writes under \$T/csv" bm_wait_for 5 \
   bash -c "ls '$T'/csv/testhost/selftest-a/gauge-b-* >/dev/null 2>&1"
 
+# A DERIVE metric: GETVAL answers its rate, bm_csv_last the value itself.
+now=$EPOCHSECONDS
+bm_unixsock "PUTVAL \"testhost/selftest-a/operations-x\" $((now - 2)):5" >/dev/null
+bm_unixsock "PUTVAL \"testhost/selftest-a/operations-x\" $now:9" >/dev/null
+bm_is "$(bm_getval testhost/selftest-a/operations-x)" 2 "bm_getval of a DERIVE is its rate per second"
+csv_is() { [[ $(bm_csv_last "$1") == "$2" ]]; }
+bm_check "bm_csv_last reads the stored value of the DERIVE" \
+  bm_wait_for 5 csv_is testhost/selftest-a/operations-x 9
+bm_is "$(bm_csv_last testhost/selftest-a/operations-x)" 9 "bm_csv_last prints the last value dispatched"
+bm_csv_last testhost/selftest-a/operations-none >/dev/null
+bm_isnt $? 0 "bm_csv_last fails when nothing was written"
+
 bm_notify warning 'selftest-inst' mytype myinst 'pump "P1" went \ off'
 bm_ok $? "bm_notify is accepted"
 bm_wait_log "$T/collectd.log" \

@@ -12,20 +12,18 @@ CMD_LOG=$SUB_LOG
 bm_start_gwsim --secret-file "$T/secret" --duplicate --garbage --reorder --delay 100
 bm_start_collectd "$(plant_conf 'AckTimeout 3
     CommandTimeout 3')"
-bm_wait_for 10 val_is current_connections 1
+bm_check "the plugin is connected and subscribed" bm_wait_for 10 val_is current_connections 1
 
 bm_notify failure sensors temperature "" "too hot"
-wait_val bool-pump 1 10
-bm_pass "the relay is confirmed on through duplicates, garbage and reordering"
-bm_wait_for 5 bash -c "[[ \$(grep -o 'value=.*' <<<\"\$(printf 'GETVAL \"testhost/bimetri-plant1/operations-duplicate\"\n' | socat - UNIX-CONNECT:$T/collectd.sock)\") != 'value=0.000000e+00' ]]"
-bm_is "$(val operations-duplicate)" 2 "the duplicated response and notification count 2 duplicates"
-bm_is "$(val operations-malformed)" 2 "the garbage and the unknown messageType count 2 malformed"
-bm_is "$(val operations-confirmed)" 1 "one confirmation"
-bm_is "$(val operations-sent)" 1 "one sent (the late response after the notification is no duplicate)"
+bm_check "the relay is confirmed on through duplicates, garbage and reordering" wait_val bool-pump 1 10
+bm_check "the duplicated response and notification count 2 duplicates" wait_val operations-duplicate 2 5
+bm_check "the garbage and the unknown messageType count 2 malformed" wait_val operations-malformed 2 5
+bm_check "one confirmation" wait_val operations-confirmed 1 5
+bm_check "one sent (the late response after the notification is no duplicate)" wait_val operations-sent 1 5
 bm_is "$(count "$CMD_LOG" setExtDO)" 1 "one command only"
 bm_check "malformed messages are logged" grep -q 'dropped a message on' "$T/collectd.log"
 sleep 4
-bm_is "$(val operations-timeout)" 0 "nothing timed out"
+bm_check "nothing timed out" wait_val operations-timeout 0 5
 
 # Forged or foreign messages on our topic: another appId, a field of the
 # wrong type, an oversized payload. Counted, logged (rate-limited), ignored.
@@ -33,21 +31,18 @@ bm_pub "$APP_TOPIC" '{"messageType":"notification","appId":"otherApp.1","correla
 bm_pub "$APP_TOPIC" '{"messageType":"notification","appId":"flexyWattApp.1","notificationType":"extDOStateChanged","parameters":{"resourceId":101,"output":4,"status":"0"}}' 1
 head -c 70000 /dev/zero | tr '\0' ' ' >"$T/big"
 mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -t "$APP_TOPIC" -q 1 -f "$T/big"
-bm_wait_for 5 val_is operations-malformed 5
-bm_pass "a foreign appId, a string status and an oversized payload count as malformed"
+bm_check "a foreign appId, a string status and an oversized payload count as malformed" bm_wait_for 5 val_is operations-malformed 5
 bm_is "$(val bool-pump)" 1 "none of them changed the relay"
 
 # Unsolicited: someone switched the relay at the device.
 bm_pub "$APP_TOPIC" '{"messageType":"notification","appId":"flexyWattApp.1","command":"setExtDO","notificationType":"extDOStateChanged","userName":"Field Technician","userId":1,"parameters":{"resourceId":102,"output":1,"status":1}}' 1
-wait_val bool-fan 1 5
-bm_pass "an unsolicited change (no correlationId) applies"
+bm_check "an unsolicited change (no correlationId) applies" wait_val bool-fan 1 5
 bm_check "and is reported as unsolicited" grep -qE 'relay "fan" is on \(was unknown\), unsolicited' "$T/collectd.log"
-bm_is "$(val operations-unsolicited)" 1 "operations-unsolicited is 1"
+bm_check "operations-unsolicited is 1" wait_val operations-unsolicited 1 5
 
 # A notification for no configured relay changes nothing.
 bm_pub "$APP_TOPIC" '{"messageType":"notification","appId":"flexyWattApp.1","notificationType":"extDOStateChanged","parameters":{"resourceId":999,"output":1,"status":1}}' 1
-bm_wait_log "$T/collectd.log" 'which is no configured Relay|similar since' 12
-bm_pass "a notification for an unknown relay is reported"
+bm_check "a notification for an unknown relay is reported" bm_wait_log "$T/collectd.log" 'which is no configured Relay|similar since' 12
 
 # The simulator's own unsolicited changes, flipping the pump: the desired
 # state (on, from the Trigger) wins again each time (drift is corrected).
@@ -55,9 +50,7 @@ bm_stop_gwsim
 bm_start_gwsim --secret-file "$T/secret" --app-id flexyWattApp.1 --unsolicited 1500 \
   --unsolicited-relay 101:4 --state 101:4=1 --delay 100
 bm_wait_for 10 grep -q '^notif corr=- res=101 out=4 status=0' "$T/gwsim.log"
-bm_wait_for 10 bash -c "grep -q 'status=1' <(grep '^cmd ' '$T/gwsim.log')"
-bm_pass "a drift away from the desired state is commanded back"
-wait_val bool-pump 1 10
-bm_pass "and the relay is on again"
+bm_check "a drift away from the desired state is commanded back" bm_wait_for 10 bash -c "grep -q 'status=1' <(grep '^cmd ' '$T/gwsim.log')"
+bm_check "and the relay is on again" wait_val bool-pump 1 10
 bm_check "the token appears in no log, output or metric" no_secret_leaked
 bm_done

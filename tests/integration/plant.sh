@@ -54,8 +54,16 @@ LoadPlugin bimetri
 EOF2
 }
 
-# val METRIC: the value collectd holds for testhost/bimetri-plant1/METRIC.
-val() { bm_getval "testhost/bimetri-plant1/$1"; }
+# val METRIC: the value of testhost/bimetri-plant1/METRIC.  Counters
+# (operations-*, DERIVE) are read from the csv plugin's files, which hold
+# what was dispatched, since GETVAL answers a DERIVE's rate; csv writes once
+# per interval, so wait for a counter with wait_val.
+val() {
+  case $1 in
+  operations-*) bm_csv_last "testhost/bimetri-plant1/$1" ;;
+  *) bm_getval "testhost/bimetri-plant1/$1" ;;
+  esac
+}
 
 # val_is METRIC WANT: true when the metric currently has value WANT.
 val_is() { [[ $(val "$1" 2>/dev/null) == "$2" ]]; }
