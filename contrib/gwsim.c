@@ -180,6 +180,8 @@ struct sim {
   FILE *log;
   struct mosquitto *mosq;
   bool link_up;  /* a socket to the broker exists */
+  bool connected_once; /* mosquitto_reconnect may be used */
+  bool retrying; /* in an outage that was already reported */
   bool ready;    /* CONNACK accepted: publications may go */
   uint64_t reconnect_at_ms;
   int fatal;     /* exit status a callback asked for, 0 if none */
@@ -822,25 +824,44 @@ static void on_message(struct mosquitto *mosq, void *obj,
   handle_command(s, m->payload, (size_t)m->payloadlen);
 }
 
-/* Connects (first == true) or reconnects; on failure schedules the next
- * attempt RECONNECT_MS later. */
-static void session_connect(struct sim *s, bool first, uint64_t now)
+/* Opens the link: mosquitto_connect the first time, mosquitto_reconnect
+ * after.  On failure schedules the next attempt RECONNECT_MS later; only
+ * the first failure of an outage is reported. */
+static void session_connect(struct sim *s, uint64_t now)
 {
-  int rc = first ? mosquitto_connect(s->mosq, s->opt.host, s->opt.port,
-                                     KEEPALIVE_S)
-                 : mosquitto_reconnect(s->mosq);
+  int rc = s->connected_once
+               ? mosquitto_reconnect(s->mosq)
+               : mosquitto_connect(s->mosq, s->opt.host, s->opt.port,
+                                   KEEPALIVE_S);
 
   if (rc == MOSQ_ERR_SUCCESS) {
     s->link_up = true;
+    s->connected_once = true;
+    s->retrying = false;
     return;
   }
   s->link_up = false;
   s->reconnect_at_ms = now + RECONNECT_MS;
-  if (first)
+  if (!s->retrying)
     complain("cannot connect to %s:%d: %s; retrying every %d ms",
              s->opt.host, s->opt.port,
              rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
              RECONNECT_MS);
+  s->retrying = true;
+}
+
+/* After mosquitto_loop failed: the link is gone, reconnect later. */
+static void session_lost(struct sim *s, int rc, uint64_t now)
+{
+  if (!s->fatal && !s->retrying)
+    complain("connection to %s:%d lost (%s); reconnecting every %d ms",
+             s->opt.host, s->opt.port,
+             rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
+             RECONNECT_MS);
+  s->link_up = false;
+  s->ready = false;
+  s->retrying = true;
+  s->reconnect_at_ms = now + RECONNECT_MS;
 }
 
 /* The main loop: MQTT I/O, timers and the queue until a signal,
@@ -851,38 +872,24 @@ static void run(struct sim *s)
   uint64_t deadline = s->opt.exit_after_s > 0
                           ? start + (uint64_t)s->opt.exit_after_s * 1000u
                           : 0;
-  bool connected_once = false;
 
   s->next_unsolicited_ms = start + (uint64_t)s->opt.unsolicited_ms;
-  session_connect(s, true, start);
-  connected_once = s->link_up;
+  session_connect(s, start);
   while (!stop_signal && !s->fatal) {
     uint64_t now = now_ms();
     struct timespec nap = {0, LOOP_MS * 1000000L};
 
     if (deadline != 0 && now >= deadline)
       break;
-    if (!s->link_up) {
-      if (now >= s->reconnect_at_ms) {
-        session_connect(s, !connected_once, now);
-        connected_once = connected_once || s->link_up;
-      } else if (nanosleep(&nap, NULL) != 0 && errno != EINTR) {
-        complain("nanosleep: %s", strerror(errno));
-        s->fatal = 1;
-      }
-    } else {
+    if (s->link_up) {
       int rc = mosquitto_loop(s->mosq, LOOP_MS, 1);
-      if (rc != MOSQ_ERR_SUCCESS) {
-        if (!s->fatal && (s->ready || rc != MOSQ_ERR_NO_CONN))
-          complain("connection to %s:%d lost (%s); reconnecting in %d ms",
-                   s->opt.host, s->opt.port,
-                   rc == MOSQ_ERR_ERRNO ? strerror(errno)
-                                        : mosquitto_strerror(rc),
-                   RECONNECT_MS);
-        s->link_up = false;
-        s->ready = false;
-        s->reconnect_at_ms = now + RECONNECT_MS;
-      }
+      if (rc != MOSQ_ERR_SUCCESS)
+        session_lost(s, rc, now);
+    } else if (now >= s->reconnect_at_ms) {
+      session_connect(s, now);
+    } else if (nanosleep(&nap, NULL) != 0 && errno != EINTR) {
+      complain("nanosleep: %s", strerror(errno));
+      s->fatal = 1;
     }
     now = now_ms();
     unsolicited_tick(s, now);

@@ -472,7 +472,7 @@ static int conf_trigger(const oconfig_item_t *ci)
         CONF_ERR(block, o, "expects exactly one string argument");
       else if ((rc = bm_trigger_set_pattern(&t, field, o->values[0].value.string,
                                             err, sizeof(err))) != 0)
-        CONF_ERR(block, o, "%s", err);
+        ERROR(PLUGIN_NAME " plugin: %s, %s", block, err); /* names the option */
     } else if (sev >= 0) {
       if ((rc = conf_int(block, o, 0, 1, &v)) == 0)
         t.on[sev] = (int)v;

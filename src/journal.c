@@ -79,6 +79,7 @@ struct bm_journal_snapshot {
   uint64_t off;           /* file offset of buf[0] */
   uint64_t seq;           /* seq of the next record emitted */
   int error;              /* first errno; 0 while all went well */
+  const char *failed;     /* the step that set error */
 };
 
 /* --- small helpers ----------------------------------------------------- */
@@ -92,6 +93,19 @@ set_err(char *err, size_t errlen, const char *fmt, ...)
   va_start(ap, fmt);
   vsnprintf(err, errlen, fmt, ap);
   va_end(ap);
+}
+
+/* out = path followed by suffix.  Returns 0, or -1 with errno
+ * ENAMETOOLONG when that does not fit in size bytes. */
+static int name_with_suffix(char *out, size_t size, const char *path,
+                            const char *suffix)
+{
+  int n = snprintf(out, size, "%s%s", path, suffix);
+  if (n < 0 || (size_t)n >= size) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  return 0;
 }
 
 static int64_t wall_ms(void)
@@ -169,6 +183,11 @@ int bm_journal_sync_mode_parse(const char *s, enum bm_journal_sync_mode *out)
 }
 
 /* --- record validation, encoding, decoding ----------------------------- */
+
+static bool type_known(int type)
+{
+  return type >= BM_JREC_COMMAND && type <= BM_JREC_SEQ;
+}
 
 /* s is NUL-terminated within size bytes, and non-empty if required. */
 static bool str_ok(const char *s, size_t size, bool required)
@@ -604,7 +623,7 @@ static enum rec_status rec_parse(struct reader *r, uint64_t off,
   type = p[4];
   if (plen > BM_JOURNAL_MAX_PAYLOAD)
     return REC_BAD_LENGTH;
-  if (!bm_jrec_type_name((enum bm_jrec_type)type))
+  if (!type_known(type))
     return REC_BAD_TYPE;
   got = reader_get(r, off, REC_FRAME + plen, &p);
   if (got < 0)
@@ -723,7 +742,7 @@ static void dir_of(const char *path, char *dir, size_t size)
   size_t n;
 
   if (!slash) {
-    snprintf(dir, size, ".");
+    memcpy(dir, ".", 2);
     return;
   }
   n = slash == path ? 1 : (size_t)(slash - path);
@@ -816,11 +835,14 @@ static int lock_file(int fd, const char *path, char *err, size_t errlen)
 static int corrupt_name(const char *path, char *out, size_t size)
 {
   struct stat st;
+  char suffix[JOURNAL_SUFFIX_MAX];
+
   for (int i = 0; i < BM_JOURNAL_CORRUPT_MAX; i++) {
-    if (i == 0)
-      snprintf(out, size, "%s.corrupt", path);
-    else
-      snprintf(out, size, "%s.corrupt.%d", path, i);
+    int n = i == 0 ? snprintf(suffix, sizeof(suffix), ".corrupt")
+                   : snprintf(suffix, sizeof(suffix), ".corrupt.%d", i);
+    if (n < 0 || (size_t)n >= sizeof(suffix) ||
+        name_with_suffix(out, size, path, suffix) < 0)
+      return -1;
     if (lstat(out, &st) < 0 && errno == ENOENT)
       return 0;
   }
@@ -892,6 +914,7 @@ static int journal_create(bm_journal_t *j, char *err, size_t errlen)
   unsigned char hdr[BM_JOURNAL_HEADER_SIZE];
   struct header h = {wall_ms(), 1};
   int fd = -1, status = -1;
+  bool locked = false;
 
   fd = open(j->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
@@ -899,8 +922,11 @@ static int journal_create(bm_journal_t *j, char *err, size_t errlen)
             strerror(errno));
     goto cleanup;
   }
+  /* Another process may open the new, empty file before the lock: it then
+   * owns the journal, and this open fails. */
   if (lock_file(fd, j->path, err, errlen) < 0)
     goto cleanup;
+  locked = true;
   header_encode(hdr, &h);
   if (write_all(&libc_io, fd, hdr, sizeof(hdr), 0) < 0 ||
       fsync_retry(&libc_io, fd) < 0 || fsync_dir_of(&libc_io, j->path) < 0) {
@@ -917,7 +943,7 @@ cleanup:
   if (fd >= 0) {
     /* A header this process could not write is worth nothing: remove the
      * file so the next open starts afresh instead of keeping it aside. */
-    if (unlink(j->path) < 0)
+    if (locked && unlink(j->path) < 0)
       BM_WARNING("cannot remove \"%s\": %s", j->path, strerror(errno));
     if (close(fd) < 0)
       BM_WARNING("cannot close \"%s\": %s", j->path, strerror(errno));
@@ -1145,8 +1171,8 @@ bm_journal_t *bm_journal_open(const char *path,
 
   /* A compaction that crashed leaves its temporary file: it was never the
    * journal, so it goes. */
-  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-  if (unlink(tmp) < 0 && errno != ENOENT)
+  if (name_with_suffix(tmp, sizeof(tmp), path, ".tmp") == 0 &&
+      unlink(tmp) < 0 && errno != ENOENT)
     BM_WARNING("cannot remove \"%s\": %s", tmp, strerror(errno));
   ret = j;
   j = NULL;
@@ -1283,6 +1309,7 @@ static int snapshot_flush(struct bm_journal_snapshot *s)
     return -1;
   if (write_all(&s->j->io, s->fd, s->buf, s->fill, s->off) < 0) {
     s->error = errno;
+    s->failed = "write";
     return -1;
   }
   s->off += s->fill;
@@ -1307,6 +1334,7 @@ int bm_journal_snapshot_emit(struct bm_journal_snapshot *s,
   n = jrec_encode(rec, s->seq, s->buf + s->fill, JOURNAL_OUT_BUF - s->fill);
   if (n == 0) {
     s->error = errno;
+    s->failed = "snapshot (invalid record)";
     return -1;
   }
   s->fill += n;
@@ -1316,14 +1344,15 @@ int bm_journal_snapshot_emit(struct bm_journal_snapshot *s,
 
 int bm_journal_compact(bm_journal_t *j, bm_journal_snapshot_cb cb, void *ctx)
 {
-  struct bm_journal_snapshot s = {j, -1, NULL, 0, 0, j->next_seq, 0};
+  struct bm_journal_snapshot s = {j, -1, NULL, 0, 0, j->next_seq, 0, NULL};
   struct header h = {wall_ms(), j->next_seq};
   char tmp[PATH_MAX];
   const char *step = "allocate";
-  int status = -1, saved = 0;
+  int status = -1, saved = 0, rc;
   bool renamed = false;
 
-  snprintf(tmp, sizeof(tmp), "%s.tmp", j->path);
+  if (name_with_suffix(tmp, sizeof(tmp), j->path, ".tmp") < 0)
+    goto fail;
   s.buf = malloc(JOURNAL_OUT_BUF);
   if (!s.buf)
     goto fail;
@@ -1342,12 +1371,18 @@ int bm_journal_compact(bm_journal_t *j, bm_journal_snapshot_cb cb, void *ctx)
   header_encode(s.buf, &h);
   s.fill = BM_JOURNAL_HEADER_SIZE;
   step = "snapshot";
-  if (cb(&s, ctx) != 0) {
-    if (!s.error)
-      s.error = ECANCELED;
+  rc = cb(&s, ctx);
+  if (s.error) {
+    step = s.failed;
+    errno = s.error;
+    goto fail;
+  }
+  if (rc != 0) {
+    errno = ECANCELED;
+    goto fail;
   }
   step = "write";
-  if (s.error || snapshot_flush(&s) < 0) {
+  if (snapshot_flush(&s) < 0) {
     errno = s.error;
     goto fail;
   }

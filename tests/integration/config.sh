@@ -67,7 +67,7 @@ refused "a Trigger on an unknown relay" \
 refused "a Trigger on an unknown gateway" \
   'option "Relay": no Gateway "plant9" is defined' "$(sub 'Relay "plant1" "pump"' 'Relay "plant9" "pump"')"
 refused "an invalid regex" \
-  'option "Type": invalid regex "temp\[" ' "$(sub 'Type "temperature"' 'Type "/temp[/"')"
+  'option "Type": invalid regex "temp\[": ' "$(sub 'Type "temperature"' 'Type "/temp[/"')"
 refused "a Trigger without On* options" \
   'at least one of "OnFailure", "OnWarning", "OnOkay" is required' "$(sub '    OnFailure 1' '' | sed '/    OnOkay 0/d')"
 refused "an OnFailure other than 0 or 1" \
@@ -76,6 +76,7 @@ refused "an unknown top-level option" \
   '<Plugin bimetri>, option "Gatway": unknown option' "$(sub '<Plugin bimetri>' '<Plugin bimetri>\n  Gatway "x"')"
 
 # The good configuration starts (against a real broker).
+unset BROKER_PORT
 bm_start_broker
 good=$(plant_conf)
 bm_start_collectd "$good"
