@@ -124,8 +124,12 @@ pids+=($!)
 
 sock() { printf '%s\n' "$1" | socat - "UNIX-CONNECT:$T/collectd.sock"; }
 state() {
-  sock 'GETVAL "demohost/bimetri-plant1/bool-pump"' 2>/dev/null |
-    sed -n 's/^value=\(.*\)/\1/p'
+  case $(sock 'GETVAL "demohost/bimetri-plant1/bool-pump"' 2>/dev/null |
+    sed -n 's/^value=\(.*\)/\1/p') in
+  1.000000e+00) echo on ;;
+  0.000000e+00) echo off ;;
+  *) echo unknown ;;
+  esac
 }
 
 echo "== temperature rises past 70 (the threshold plugin's FailureMax)"

@@ -66,6 +66,7 @@
 #include "jwt.h"
 #include "message.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -112,7 +113,8 @@
 #define REASON_NO_ACK "Command sent, no acknowledgement from the device"
 
 #define GARBAGE_TEXT "this is not JSON {{{"
-#define GARBAGE_UNKNOWN_TYPE "{\"messageType\":\"gatewayHeartbeat\",\"uptime\":86400}"
+#define GARBAGE_UNKNOWN_TYPE                                                   \
+  "{\"messageType\":\"gatewayHeartbeat\",\"uptime\":86400}"
 
 struct relay {
   int64_t resource_id;
@@ -206,6 +208,19 @@ static void __attribute__((format(printf, 1, 2))) complain(const char *fmt,
   va_end(ap);
   fputc('\n', stderr);
   fflush(stderr);
+}
+
+/* Copies src into dst (capacity cap), where it is known to fit: a literal,
+ * or a string from a field no larger than dst.  A longer one is cut. */
+static void set_str(char *dst, size_t cap, const char *src)
+{
+  size_t n = strnlen(src, cap);
+
+  assert(n < cap);
+  if (n == cap)
+    n--;
+  memcpy(dst, src, n);
+  dst[n] = '\0';
 }
 
 static uint64_t now_ms(void)
@@ -340,8 +355,8 @@ static void queue_push(struct sim *s, const struct pub *p, const char *topic,
   *slot = *p;
   slot->payload = payload;
   /* Topics are at most REPLY_PREFIX and an appId; ids fit by type. */
-  (void)snprintf(slot->topic, sizeof(slot->topic), "%s", topic);
-  (void)snprintf(slot->corr, sizeof(slot->corr), "%s", corr);
+  set_str(slot->topic, sizeof(slot->topic), topic);
+  set_str(slot->corr, sizeof(slot->corr), corr);
 }
 
 /* Publishes one entry (or logs its drop). */
@@ -465,10 +480,10 @@ static void make_notification(const struct bm_command *c,
   memcpy(n->app_id, c->app_id, sizeof(n->app_id));
   n->has_correlation_id = true;
   memcpy(n->correlation_id, c->correlation_id, sizeof(n->correlation_id));
-  snprintf(n->command, sizeof(n->command), "setExtDO");
-  snprintf(n->notification_type, sizeof(n->notification_type),
-           "extDOStateChanged");
-  snprintf(n->user_name, sizeof(n->user_name), USER_NAME);
+  set_str(n->command, sizeof(n->command), "setExtDO");
+  set_str(n->notification_type, sizeof(n->notification_type),
+          "extDOStateChanged");
+  set_str(n->user_name, sizeof(n->user_name), USER_NAME);
   n->has_user_id = true;
   n->user_id = c->user_id;
   n->has_state = true;
@@ -476,8 +491,8 @@ static void make_notification(const struct bm_command *c,
   n->state.output = relay->output;
   n->state.status = relay->status;
   memcpy(n->brand, c->brand, sizeof(n->brand));
-  snprintf(n->model, sizeof(n->model), MODEL);
-  snprintf(n->network_id, sizeof(n->network_id), NETWORK_ID);
+  set_str(n->model, sizeof(n->model), MODEL);
+  set_str(n->network_id, sizeof(n->network_id), NETWORK_ID);
   n->has_organization_id = true;
   n->organization_id = c->organization_id;
 }
@@ -570,7 +585,7 @@ static void handle_undecodable(struct sim *s, const void *payload, size_t len,
     return;
   }
   r.result = BM_RESULT_FAILED;
-  snprintf(r.reason, sizeof(r.reason), "%s", err);
+  set_str(r.reason, sizeof(r.reason), err);
   queue_response(s, now, topic, &r);
 }
 
@@ -586,12 +601,12 @@ static int token_check(struct sim *s, const char *token, char *why,
       bm_jwt_decode(token, &claims, why, cap) != 0)
     return -1;
   if (claims.has_exp && claims.exp <= (int64_t)wall) {
-    snprintf(why, cap, "expired %" PRId64 " s ago",
+    (void)snprintf(why, cap, "expired %" PRId64 " s ago",
              (int64_t)wall - claims.exp);
     return -1;
   }
   if (claims.has_nbf && claims.nbf > (int64_t)wall) {
-    snprintf(why, cap, "not valid for another %" PRId64 " s",
+    (void)snprintf(why, cap, "not valid for another %" PRId64 " s",
              claims.nbf - (int64_t)wall);
     return -1;
   }
@@ -662,7 +677,7 @@ static struct relay *decide(struct sim *s, const struct bm_command *c,
   }
 
   r->result = result;
-  snprintf(r->reason, sizeof(r->reason), "%s", reason);
+  set_str(r->reason, sizeof(r->reason), reason);
   if (strcmp(c->command, "setExtDO") == 0) {
     r->has_resource_id = true;
     r->resource_id = c->parameters.resource_id;
@@ -672,8 +687,8 @@ static struct relay *decide(struct sim *s, const struct bm_command *c,
     r->user_id = c->user_id;
   } else if (result == BM_RESULT_SENT || result == BM_RESULT_SEND_NO_ACK) {
     memcpy(r->brand, c->brand, sizeof(r->brand));
-    snprintf(r->model, sizeof(r->model), MODEL);
-    snprintf(r->network_id, sizeof(r->network_id), NETWORK_ID);
+    set_str(r->model, sizeof(r->model), MODEL);
+    set_str(r->network_id, sizeof(r->network_id), NETWORK_ID);
   }
   return relay;
 }
@@ -681,7 +696,8 @@ static struct relay *decide(struct sim *s, const struct bm_command *c,
 static void handle_command(struct sim *s, const void *payload, size_t len)
 {
   char err[256], topic[TOPIC_SIZE], fp[13], corr[BM_MSG_ID_SIZE];
-  char note[BM_MSG_ID_SIZE + 64];
+  char cmd_name[BM_MSG_STR_SIZE], app_id[BM_MSG_ID_SIZE];
+  char note[BM_MSG_STR_SIZE + BM_MSG_ID_SIZE + 8];
   const struct bm_command *c = &s->msg.u.command;
   const char *why = NULL;
   struct bm_response r;
@@ -700,9 +716,9 @@ static void handle_command(struct sim *s, const void *payload, size_t len)
 
   bm_jwt_fingerprint(c->jwt_token, fp);
   log_safe(corr, sizeof(corr), c->correlation_id);
-  log_safe(note, sizeof(note), c->command);
-  snprintf(note + strlen(note), sizeof(note) - strlen(note), " from ");
-  log_safe(note + strlen(note), sizeof(note) - strlen(note), c->app_id);
+  log_safe(cmd_name, sizeof(cmd_name), c->command);
+  log_safe(app_id, sizeof(app_id), c->app_id);
+  (void)snprintf(note, sizeof(note), "%s from %s", cmd_name, app_id);
   if (strcmp(c->command, "setExtDO") == 0)
     sim_event(s, note,
               "cmd corr=%s res=%" PRId64 " out=%d status=%d token=%s", corr,
@@ -713,8 +729,7 @@ static void handle_command(struct sim *s, const void *payload, size_t len)
               fp);
 
   if (reply_topic(c->app_id, topic, sizeof(topic), &why) != 0) {
-    log_safe(note, sizeof(note), c->app_id);
-    sim_event(s, NULL, "bad appId \"%s\" %s: not answered", note, why);
+    sim_event(s, NULL, "bad appId \"%s\" %s: not answered", app_id, why);
     return;
   }
 
@@ -751,18 +766,18 @@ static void unsolicited_tick(struct sim *s, uint64_t now)
   }
   relay->status = !relay->status;
   memset(&n, 0, sizeof(n));
-  snprintf(n.app_id, sizeof(n.app_id), "%s", s->opt.app_id);
-  snprintf(n.command, sizeof(n.command), "setExtDO");
-  snprintf(n.notification_type, sizeof(n.notification_type),
-           "extDOStateChanged");
-  snprintf(n.user_name, sizeof(n.user_name), LOCAL_USER_NAME);
+  set_str(n.app_id, sizeof(n.app_id), s->opt.app_id);
+  set_str(n.command, sizeof(n.command), "setExtDO");
+  set_str(n.notification_type, sizeof(n.notification_type),
+          "extDOStateChanged");
+  set_str(n.user_name, sizeof(n.user_name), LOCAL_USER_NAME);
   n.has_state = true;
   n.state.resource_id = relay->resource_id;
   n.state.output = relay->output;
   n.state.status = relay->status;
-  snprintf(n.brand, sizeof(n.brand), "Bimetri");
-  snprintf(n.model, sizeof(n.model), MODEL);
-  snprintf(n.network_id, sizeof(n.network_id), NETWORK_ID);
+  set_str(n.brand, sizeof(n.brand), "Bimetri");
+  set_str(n.model, sizeof(n.model), MODEL);
+  set_str(n.network_id, sizeof(n.network_id), NETWORK_ID);
   queue_notification(s, now, s->unsolicited_topic, &n);
 }
 
@@ -940,7 +955,8 @@ static void usage(FILE *f)
     "      --drop-notifications N drop the first N notifications\n"
     "      --duplicate            publish every response and notification\n"
     "                             twice\n"
-    "      --reorder              publish the notification before the response\n"
+    "      --reorder              publish the notification before the\n"
+    "                             response\n"
     "      --garbage              publish a non-JSON payload and an unknown\n"
     "                             messageType before each response\n"
     "      --no-notify            never publish notifications\n"
@@ -1277,10 +1293,15 @@ static int sign_token(struct sim *s, long lifetime_s, char *out, size_t cap)
 {
   char payload[128];
   int64_t wall = (int64_t)time(NULL);
+  int n = snprintf(payload, sizeof(payload),
+                   "{\"iss\":\"" PROG "\",\"iat\":%" PRId64
+                   ",\"exp\":%" PRId64 "}",
+                   wall, wall + lifetime_s);
 
-  snprintf(payload, sizeof(payload),
-           "{\"iss\":\"" PROG "\",\"iat\":%" PRId64 ",\"exp\":%" PRId64 "}",
-           wall, wall + lifetime_s);
+  if (n < 0 || (size_t)n >= sizeof(payload)) {
+    complain("cannot build a token payload");
+    return -1;
+  }
   if (bm_jwt_sign_hs256(payload, s->secret, s->secret_len, out, cap) < 0) {
     complain("cannot sign an HS256 token with the %zu-byte secret in \"%s\" "
              "(too short?)",

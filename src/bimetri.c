@@ -476,6 +476,9 @@ static int conf_trigger(const oconfig_item_t *ci)
     } else if (sev >= 0) {
       if ((rc = conf_int(block, o, 0, 1, &v)) == 0)
         t.on[sev] = (int)v;
+    } else if (strcasecmp(o->key, "OnMissing") == 0) {
+      if ((rc = conf_int(block, o, 0, 1, &v)) == 0)
+        t.on_missing = (int)v;
     } else if (strcasecmp(o->key, "Relay") == 0) {
       int g, r = -1;
       if (o->values_num != 2 || o->values[0].type != OCONFIG_TYPE_STRING ||
@@ -505,9 +508,9 @@ static int conf_trigger(const oconfig_item_t *ci)
     goto out;
   }
   if (t.on[BM_SEV_OKAY] < 0 && t.on[BM_SEV_WARNING] < 0 &&
-      t.on[BM_SEV_FAILURE] < 0) {
+      t.on[BM_SEV_FAILURE] < 0 && t.on_missing < 0) {
     ERROR(PLUGIN_NAME " plugin: %s: at least one of \"OnFailure\", "
-                      "\"OnWarning\", \"OnOkay\" is required",
+                      "\"OnWarning\", \"OnOkay\", \"OnMissing\" is required",
           block);
     goto out;
   }
@@ -738,6 +741,18 @@ static enum bm_severity severity_of(int collectd_severity)
   }
 }
 
+/* The threshold plugin reports a value that stopped coming as a FAILURE
+ * (or WARNING) without any of the meta data its range reports carry. */
+static bool is_missing_report(const notification_t *n)
+{
+  if (n->severity == NOTIF_OKAY || !strstr(n->message, " has not been updated for "))
+    return false;
+  for (const notification_meta_t *m = n->meta; m; m = m->next)
+    if (strcmp(m->name, "CurrentValue") == 0)
+      return false;
+  return true;
+}
+
 static int bimetri_notification(const notification_t *n, user_data_t *ud)
 {
   struct bm_notif_fields f;
@@ -752,6 +767,7 @@ static int bimetri_notification(const notification_t *n, user_data_t *ud)
   f.severity = severity_of(n->severity);
   if (!f.severity)
     return 0;
+  f.missing = is_missing_report(n);
 
   for (size_t i = 0; i < triggers_n; i++) {
     const struct bm_trigger *t = &triggers[i];
@@ -761,8 +777,8 @@ static int bimetri_notification(const notification_t *n, user_data_t *ud)
 
     if (want < 0)
       continue;
-    snprintf(origin, sizeof(origin), "trigger %s: %s from %s/%s%s%s/%s%s%s",
-             t->name, sev_names[f.severity], n->host, n->plugin,
+    snprintf(origin, sizeof(origin), "trigger %s: %s%s from %s/%s%s%s/%s%s%s",
+             t->name, sev_names[f.severity], f.missing ? " (missing value)" : "", n->host, n->plugin,
              n->plugin_instance[0] ? "-" : "", n->plugin_instance, n->type,
              n->type_instance[0] ? "-" : "", n->type_instance);
     rc = bm_gateway_request(gateways[t->gateway].gw, t->relay, want, origin,

@@ -1012,9 +1012,9 @@ static int journal_cut(bm_journal_t *j, int fd, uint64_t size,
              j->path, end->valid_end, rec_status_name(end->stop), copy,
              dropped);
   else
-    BM_WARNING("journal \"%s\": dropped %" PRIu64 " bytes of a torn tail at "
-               "offset %" PRIu64 " (%s)",
-               j->path, dropped, end->valid_end, rec_status_name(end->stop));
+    BM_WARNING("journal \"%s\" ends in a torn record at offset %" PRIu64
+               " (%s): dropped %" PRIu64 " bytes",
+               j->path, end->valid_end, rec_status_name(end->stop), dropped);
   return 0;
 }
 
@@ -1228,8 +1228,8 @@ int bm_journal_append(bm_journal_t *j, const struct bm_jrec *rec)
   while (rc < 0 && errno == EINTR);
   if (rc < 0) {
     j->failed = true;
-    BM_ERROR("journal \"%s\": cannot cut a failed append back to %" PRIu64
-             " bytes (%s): refusing appends until the next compaction",
+    BM_ERROR("cannot cut a failed append off journal \"%s\" at %" PRIu64
+             " bytes: %s; refusing appends until the next compaction",
              j->path, j->size, strerror(errno));
   }
   errno = saved;
@@ -1251,7 +1251,7 @@ int bm_journal_sync(bm_journal_t *j)
        * a full rewrite restores the guarantee. */
       int saved = errno;
       j->failed = true;
-      BM_ERROR("journal \"%s\": fsync failed (%s): refusing appends until "
+      BM_ERROR("cannot fsync journal \"%s\": %s; refusing appends until "
                "the next compaction",
                j->path, strerror(saved));
       errno = saved;
@@ -1396,7 +1396,7 @@ int bm_journal_compact(bm_journal_t *j, bm_journal_snapshot_cb cb, void *ctx)
     goto fail;
   renamed = true;
   if (close(j->fd) < 0)
-    BM_WARNING("journal \"%s\": cannot close the replaced file: %s", j->path,
+    BM_WARNING("cannot close the replaced journal \"%s\": %s", j->path,
                strerror(errno));
   j->fd = s.fd;
   s.fd = -1;
@@ -1416,7 +1416,7 @@ int bm_journal_compact(bm_journal_t *j, bm_journal_snapshot_cb cb, void *ctx)
 
 fail:
   saved = errno;
-  BM_ERROR("journal \"%s\": compaction failed at step %s: %s%s", j->path,
+  BM_ERROR("cannot compact journal \"%s\": %s failed: %s%s", j->path,
            step, strerror(saved),
            renamed ? " (the new journal is in place; the next sync retries)"
                    : " (the old journal stays in use)");

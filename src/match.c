@@ -23,6 +23,7 @@ int bm_trigger_init(struct bm_trigger *t, const char *name)
   for (int s = 0; s <= BM_SEV_FAILURE; s++)
     t->on[s] = -1;
   t->gateway = t->relay = -1;
+  t->on_missing = -1;
   t->name = strdup(name);
   return t->name ? 0 : -1;
 }
@@ -90,8 +91,12 @@ int bm_trigger_evaluate(const struct bm_trigger *t,
 {
   const char *plugin = n->field[BM_FIELD_PLUGIN] ? n->field[BM_FIELD_PLUGIN] : "";
 
-  if (n->severity < BM_SEV_OKAY || n->severity > BM_SEV_FAILURE ||
-      t->on[n->severity] < 0)
+  int want;
+
+  if (n->severity < BM_SEV_OKAY || n->severity > BM_SEV_FAILURE)
+    return -1;
+  want = n->missing ? t->on_missing : t->on[n->severity];
+  if (want < 0)
     return -1;
   /* The plugin's own reports need a Plugin pattern that names it. */
   if (strcmp(plugin, OWN_PLUGIN) == 0 &&
@@ -101,5 +106,5 @@ int bm_trigger_evaluate(const struct bm_trigger *t,
   for (int f = 0; f < BM_FIELD_COUNT; f++)
     if (!pattern_test(&t->pattern[f], n->field[f] ? n->field[f] : ""))
       return -1;
-  return t->on[n->severity];
+  return want;
 }

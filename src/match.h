@@ -5,7 +5,10 @@
  * PluginInstance, Type, TypeInstance).  A pattern is an exact string, or a
  * POSIX extended regular expression written between slashes ("/^fan[0-9]+$/");
  * an absent field matches anything.  A Trigger maps each severity to the
- * desired relay status (0 or 1), or to nothing.
+ * desired relay status (0 or 1), or to nothing.  A report that a value went
+ * missing (the threshold plugin's FAILURE "... has not been updated for ...")
+ * says nothing about the value's level: it maps to OnMissing only, never to
+ * OnFailure or OnWarning.
  *
  * The plugin's own notifications (plugin "bimetri") match only a Trigger whose
  * Plugin pattern names "bimetri" itself (exactly, or a regex that contains
@@ -37,6 +40,7 @@ const char *bm_field_name(enum bm_field f);
 struct bm_notif_fields {
   const char *field[BM_FIELD_COUNT];
   enum bm_severity severity;
+  bool missing; /* the threshold plugin's "has not been updated" report */
 };
 
 struct bm_pattern {
@@ -53,6 +57,7 @@ struct bm_trigger {
   char *name;
   struct bm_pattern pattern[BM_FIELD_COUNT];
   int on[BM_SEV_FAILURE + 1]; /* indexed by enum bm_severity; -1: ignore */
+  int on_missing;             /* for a missing value; -1: ignore */
   int gateway;                /* index, resolved by the owner */
   int relay;
 };
@@ -69,7 +74,8 @@ int bm_trigger_set_pattern(struct bm_trigger *t, enum bm_field f,
                            const char *spec, char *err, size_t errlen);
 
 /* The desired status the notification asks of the trigger's relay: 0 or 1,
- * or -1 when the notification does not match or its severity is ignored. */
+ * or -1 when the notification does not match or its severity (or, for a
+ * missing value, on_missing) is ignored. */
 int bm_trigger_evaluate(const struct bm_trigger *t,
                         const struct bm_notif_fields *n);
 

@@ -44,6 +44,7 @@ static struct bm_notif_fields notif(const char *host, const char *plugin,
   n.field[BM_FIELD_TYPE] = type;
   n.field[BM_FIELD_TYPE_INSTANCE] = ti;
   n.severity = sev;
+  n.missing = false;
   return n;
 }
 
@@ -371,8 +372,34 @@ static void test_own_plugin(void)
   bm_trigger_release(&t);
 }
 
+/* A missing value says nothing about the level: only OnMissing counts. */
+static void test_missing(void)
+{
+  struct bm_trigger t;
+  struct bm_notif_fields n = notif("h", "sensors", "", "temperature", "",
+                                   BM_SEV_FAILURE);
+
+  bm_trigger_init(&t, "m");
+  set(&t, BM_FIELD_TYPE, "temperature");
+  is_int(t.on_missing, -1, "on_missing starts ignored");
+  t.on[BM_SEV_FAILURE] = 1;
+  t.on[BM_SEV_WARNING] = 1;
+  is_int(bm_trigger_evaluate(&t, &n), 1, "a range FAILURE maps to OnFailure");
+  n.missing = true;
+  is_int(bm_trigger_evaluate(&t, &n), -1,
+         "a missing-value FAILURE does not map to OnFailure");
+  n.severity = BM_SEV_WARNING;
+  is_int(bm_trigger_evaluate(&t, &n), -1, "nor a missing WARNING to OnWarning");
+  t.on_missing = 0;
+  is_int(bm_trigger_evaluate(&t, &n), 0, "it maps to OnMissing when set");
+  n.field[BM_FIELD_TYPE] = "humidity";
+  is_int(bm_trigger_evaluate(&t, &n), -1, "only when the fields match");
+  bm_trigger_release(&t);
+}
+
 int main(void)
 {
+  test_missing();
   test_names_and_init();
   test_severity_map();
   test_exact_per_field();

@@ -17,21 +17,22 @@
 
 /* ---- the protocol's examples, verbatim ---------------------------- */
 
-static const char SPEC_COMMAND[] = "{\n"
-                                   "\"messageType\": \"commandMessage\",\n"
-                                   "\"appId\": \"flexyWattApp.1\",\n"
-                                   "\"brand\": \"Bimetri\",\n"
-                                   "\"jwtToken\": \"replace-with-your-token\",\n"
-                                   "\"userId\": 12345,\n"
-                                   "\"organizationId\": 23456,\n"
-                                   "\"command\": \"setExtDO\",\n"
-                                   "\"correlationId\": \"100\",\n"
-                                   "\"parameters\": {\n"
-                                   "\"resourceId\": 101,\n"
-                                   "\"output\": 4,\n"
-                                   "\"status\": 0\n"
-                                   "}\n"
-                                   "}";
+static const char SPEC_COMMAND[] =
+    "{\n"
+    "\"messageType\": \"commandMessage\",\n"
+    "\"appId\": \"flexyWattApp.1\",\n"
+    "\"brand\": \"Bimetri\",\n"
+    "\"jwtToken\": \"replace-with-your-token\",\n"
+    "\"userId\": 12345,\n"
+    "\"organizationId\": 23456,\n"
+    "\"command\": \"setExtDO\",\n"
+    "\"correlationId\": \"100\",\n"
+    "\"parameters\": {\n"
+    "\"resourceId\": 101,\n"
+    "\"output\": 4,\n"
+    "\"status\": 0\n"
+    "}\n"
+    "}";
 
 static const char SPEC_RESPONSE_SENT[] =
     "{\n"
@@ -374,10 +375,11 @@ static void test_seed_files(void)
     }
     is_int(decode_n(json, n, &msg), 0, "%s decodes", seeds[i].name);
     is_int(msg.type, seeds[i].type, "%s type", seeds[i].name);
+    if (strcmp(seeds[i].name, "response-unauthorized.json") == 0) {
+      is_int(msg.u.response.result, BM_RESULT_UNAUTHORIZED, "  result");
+      ok(!msg.u.response.has_data, "  no data");
+    }
   }
-  is_int(msg.u.response.result, BM_RESULT_UNAUTHORIZED,
-         "response-unauthorized.json result");
-  ok(!msg.u.response.has_data, "response-unauthorized.json has no data");
 }
 
 /* ---- encoding ------------------------------------------------------ */
@@ -629,7 +631,8 @@ static void test_escaping(void)
                 "\"sent\"}",
                 &msg),
          0, "\\u escapes decode");
-  is_str(msg.u.response.correlation_id, "A\xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e/",
+  is_str(msg.u.response.correlation_id,
+         "A\xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e/",
          "  to UTF-8");
 }
 

@@ -69,7 +69,7 @@ refused "a Trigger on an unknown gateway" \
 refused "an invalid regex" \
   'option "Type": invalid regex "temp\[": ' "$(sub 'Type "temperature"' 'Type "/temp[/"')"
 refused "a Trigger without On* options" \
-  'at least one of "OnFailure", "OnWarning", "OnOkay" is required' "$(sub '    OnFailure 1' '' | sed '/    OnOkay 0/d')"
+  'at least one of "OnFailure", "OnWarning", "OnOkay", "OnMissing" is required' "$(sub '    OnFailure 1' '' | sed '/    OnOkay 0/d')"
 refused "an OnFailure other than 0 or 1" \
   'option "OnFailure": expects an integer from 0 to 1, got 2' "$(sub 'OnFailure 1' 'OnFailure 2')"
 refused "an unknown top-level option" \
