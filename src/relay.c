@@ -622,6 +622,8 @@ static void apply_state(bm_relay_table_t *t, int relay, int status,
   int previous = r->confirmed;
 
   r->confirmed = (int8_t)status;
+  if (r->confirmed == r->desired)
+    r->attempt = 0; /* reached: a later drift gets the whole retry budget */
   mark(t, relay); /* desired may differ now (drift) or be reached */
   if (previous == status)
     return;
