@@ -230,7 +230,8 @@ static bool jrec_valid(const struct bm_jrec *r)
   case BM_JREC_STATE: {
     const struct bm_jrec_state *s = &r->u.state;
     if (!str_ok(s->relay, sizeof(s->relay), false) || !output_ok(s->output) ||
-        s->confirmed < -1 || s->confirmed > 1 || s->n_applied < 0 ||
+        s->confirmed < -1 || s->confirmed > 1 || s->by_command < 0 ||
+        s->by_command > 1 || s->n_applied < 0 ||
         s->n_applied > BM_JREC_APPLIED_MAX)
       return false;
     for (int i = 0; i < s->n_applied; i++)
@@ -338,6 +339,7 @@ static size_t jrec_encode(const struct bm_jrec *r, uint64_t seq,
     enc_u64(&e, (uint64_t)s->resource_id);
     enc_u16(&e, (uint16_t)s->output);
     enc_u8(&e, (uint8_t)(int8_t)s->confirmed);
+    enc_u8(&e, (uint8_t)s->by_command);
     enc_u64(&e, s->applied_seq);
     enc_str(&e, s->relay);
     enc_u8(&e, (uint8_t)s->n_applied);
@@ -474,6 +476,9 @@ static int jrec_decode(int type, const unsigned char *p, size_t n,
     s->resource_id = (int64_t)dec_u64(&d);
     s->output = dec_u16(&d);
     s->confirmed = (int8_t)dec_u8(&d);
+    s->by_command = dec_u8(&d);
+    if (s->by_command > 1)
+      return -1;
     s->applied_seq = dec_u64(&d);
     dec_str(&d, s->relay, sizeof(s->relay));
     s->n_applied = dec_u8(&d);
@@ -972,12 +977,12 @@ static int journal_init_empty(bm_journal_t *j, int fd, char *err,
 }
 
 /* Cuts the file (fd, of `size` bytes) at the end of its valid region and
- * fsyncs the cut; with `mid` (valid records after the corruption) keeps a
- * copy of the whole file first.  Returns 0, or -1 with err filled and the
- * file unchanged. */
+ * fsyncs the cut; with `mid` (a valid record found at offset `later`, after
+ * the corruption) keeps a copy of the whole file first.  Returns 0, or -1
+ * with err filled and the file unchanged. */
 static int journal_cut(bm_journal_t *j, int fd, uint64_t size,
-                       const struct replay_end *end, bool mid, char *err,
-                       size_t errlen)
+                       const struct replay_end *end, bool mid, uint64_t later,
+                       char *err, size_t errlen)
 {
   char copy[PATH_MAX];
   uint64_t dropped = size - end->valid_end;
@@ -1007,10 +1012,10 @@ static int journal_cut(bm_journal_t *j, int fd, uint64_t size,
   }
   if (mid)
     BM_ERROR("journal \"%s\" is corrupt at offset %" PRIu64
-             " (%s) with valid records after it: kept a copy in \"%s\" "
-             "and dropped %" PRIu64 " bytes",
-             j->path, end->valid_end, rec_status_name(end->stop), copy,
-             dropped);
+             " (%s) and has a valid record after it at offset %" PRIu64
+             ": kept a copy in \"%s\" and dropped %" PRIu64 " bytes",
+             j->path, end->valid_end, rec_status_name(end->stop), later,
+             copy, dropped);
   else
     BM_WARNING("journal \"%s\" ends in a torn record at offset %" PRIu64
                " (%s): dropped %" PRIu64 " bytes",
@@ -1105,8 +1110,8 @@ static int journal_recover(bm_journal_t *j, int *fdp,
               strerror(errno));
       goto cleanup;
     }
-    if (journal_cut(j, *fdp, (uint64_t)st.st_size, &end, found == 1, err,
-                    errlen) < 0)
+    if (journal_cut(j, *fdp, (uint64_t)st.st_size, &end, found == 1, later,
+                    err, errlen) < 0)
       goto cleanup;
   }
   j->size = end.valid_end;

@@ -22,7 +22,10 @@
  *        0    4  magic "BMJ1" (42 4D 4A 31)
  *        4    4  format version, u32: 1
  *        8    8  creation time, i64, ms since the epoch (informative)
- *       16    8  first_seq, u64 >= 1: the sequence number of the first record
+ *       16    8  first_seq, u64 >= 1: the sequence number of the first
+ *                record; 1 in a new journal, and in a compacted one the
+ *                number the old journal had reached, so a record number
+ *                is never used twice for one path
  *       24    4  CRC-32C (src/crc32c.h) of bytes 0..23
  *
  *   offset size  record (L = payload length, 17 + L bytes in all)
@@ -47,9 +50,11 @@
  *   TIMEOUT (4)   0 i64 time, 8 str corr+
  *   GIVE_UP (5)   0 i64 time, 8 i64 resourceId, 16 u16 output, 18 str relay
  *   STATE (6)     0 i64 time of the last change, 8 i64 resourceId, 16 u16
- *                 output, 18 i8 confirmed (-1 unknown, 0, 1), 19 u64
- *                 applied_seq, 27 str relay, then u8 n (0..8) and n times
- *                 str corr+ (the correlationIds applied last, oldest first)
+ *                 output, 18 i8 confirmed (-1 unknown, 0, 1), 19 u8
+ *                 by_command (0|1: the state came from a command of ours),
+ *                 20 u64 applied_seq, 28 str relay, then u8 n (0..8) and n
+ *                 times str corr+ (the correlationIds applied last, oldest
+ *                 first)
  *   SEQ (7)       0 i64 time, 8 u64 cmd_seq (the highest one issued)
  *
  * A sample: a new journal created at 1700000000000 ms, then one SEQ record
@@ -77,7 +82,8 @@
  *      and the directory fsync'd).
  *   2. A header that is short, or has a wrong magic, version or CRC: the
  *      file is renamed to the first free <path>.corrupt, <path>.corrupt.1,
- *      ... <path>.corrupt.9 and a new journal starts.  Logged.
+ *      ... <path>.corrupt.9 and a new journal starts.  Logged as an error;
+ *      when all ten names are taken the open fails instead.
  *   3. The records are replayed while valid.  Say the valid region ends at
  *      offset X before the end of the file.  Every later offset is tried
  *      as the start of a valid record whose seq is at least the expected
@@ -91,6 +97,8 @@
  *      (fsync'd), then the journal is truncated to X.  Logged as an error.
  *      When no name is free or the copy fails, the open fails and the file
  *      stays untouched: evidence is never destroyed without a copy.
+ *   6. A <path>.tmp left by a compaction that crashed is removed: it never
+ *      was the journal.
  *
  * Durability.  Appends write whole records with a loop that survives EINTR
  * and short writes; a failed write is cut back off the file (ftruncate), so
@@ -179,6 +187,7 @@ struct bm_jrec_state {
   int64_t resource_id;
   int output;                      /* 0..65535 */
   int confirmed;                   /* -1 unknown, 0, 1 */
+  int by_command;                  /* 0|1: set by a command of ours */
   uint64_t applied_seq;            /* cmd_seq of the last applied confirm */
   int n_applied;                   /* 0..BM_JREC_APPLIED_MAX */
   char applied[BM_JREC_APPLIED_MAX][BM_JREC_CORR_SIZE]; /* [0, n) used */

@@ -31,6 +31,7 @@ struct pending_cmd {
   int status;
   int attempt;
   bool acked;
+  bool resumed;     /* from before a restart: publish again on connect */
   double published_at;
   double ack_deadline;
   double confirm_deadline;
@@ -54,6 +55,7 @@ struct relay {
   bool stopped;
   bool queued;
   bool force;       /* superseded a command: send even if confirmed == desired */
+  bool by_command;  /* confirmed came from a command of ours */
   int attempt;      /* commands sent for the current desired state */
   uint64_t confirmed_seq;
   double retry_at;  /* 0: no retry scheduled */
@@ -90,6 +92,7 @@ static const char *op_names[BM_OP_COUNT] = {
     [BM_OP_GAVE_UP] = "gave_up",           [BM_OP_DUPLICATE] = "duplicate",
     [BM_OP_MALFORMED] = "malformed",       [BM_OP_UNSOLICITED] = "unsolicited",
     [BM_OP_CONTRADICTED] = "contradicted", [BM_OP_UNKNOWN] = "unknown",
+    [BM_OP_DRIFT] = "drift",
 };
 
 const char *bm_op_name(enum bm_op op)
@@ -379,6 +382,7 @@ static void issue_command(bm_relay_table_t *t, int relay, double now,
     return;
   ev->status = p->status;
   ev->attempt = p->attempt;
+  ev->seq = p->seq;
   copy_str(ev->corr, sizeof(ev->corr), p->corr);
   copy_str(ev->origin, sizeof(ev->origin), r->origin);
 }
@@ -448,8 +452,9 @@ void bm_relay_table_set_connected(bm_relay_table_t *t, bool up,
         mark(t, (int)i);
       continue;
     }
-    if (session_present || r->pending->acked)
+    if (!r->pending->resumed && (session_present || r->pending->acked))
       continue;
+    r->pending->resumed = false;
     /* The broker lost the session, and with it our QoS 2 exchange: the
      * command goes out again and gets its full time again. */
     r->pending->ack_deadline = now + t->policy.ack_timeout;
@@ -462,6 +467,7 @@ void bm_relay_table_set_connected(bm_relay_table_t *t, bool up,
     ev->status = r->pending->status;
     ev->attempt = r->pending->attempt;
     ev->republish = true;
+    ev->seq = r->pending->seq;
     copy_str(ev->corr, sizeof(ev->corr), r->pending->corr);
     copy_str(ev->origin, sizeof(ev->origin), r->origin);
   }
@@ -519,22 +525,29 @@ static enum bm_op result_op(enum bm_result res)
   }
 }
 
-/* The sequence number of a correlationId this table issued ("<prefix>-<n>",
- * 1 <= n <= the last one issued), or 0 for any other id. */
-static uint64_t own_seq(const bm_relay_table_t *t, const char *corr)
+uint64_t bm_relay_corr_seq(const char *corr)
 {
-  size_t len = strlen(t->prefix);
   unsigned long long seq;
   char *end;
 
-  if (strncmp(corr, t->prefix, len) != 0 || corr[len] != '-' ||
-      !isdigit((unsigned char)corr[len + 1]) || corr[len + 1] == '0')
+  for (int i = 0; i < 16; i++)
+    if (!isxdigit((unsigned char)corr[i]) || isupper((unsigned char)corr[i]))
+      return 0;
+  if (corr[16] != '-' || !isdigit((unsigned char)corr[17]) || corr[17] == '0')
     return 0;
   errno = 0;
-  seq = strtoull(corr + len + 1, &end, 10);
-  if (*end || errno || seq > t->seq)
+  seq = strtoull(corr + 17, &end, 10);
+  if (*end || errno)
     return 0;
   return (uint64_t)seq;
+}
+
+/* The sequence number of a correlationId of ours (this run's or an earlier
+ * one's: sequences keep growing across restarts), or 0 for any other id. */
+static uint64_t own_seq(const bm_relay_table_t *t, const char *corr)
+{
+  uint64_t seq = bm_relay_corr_seq(corr);
+  return seq <= t->seq ? seq : 0;
 }
 
 static struct recent_cmd *find_recent(struct relay *r, uint64_t hash)
@@ -553,6 +566,7 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
   int relay = bm_idmap_get(&t->by_corr, hash);
   struct relay *r;
   struct recent_cmd *old;
+  struct bm_event *ev;
   enum bm_op op = result_op(resp->result);
 
   if (relay < 0) {
@@ -564,7 +578,6 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
   if (r->pending && r->pending->hash == hash &&
       strcmp(r->pending->corr, resp->correlation_id) == 0) {
     struct pending_cmd *p = r->pending;
-    struct bm_event *ev;
 
     if (p->acked) {
       t->stats.ops[BM_OP_DUPLICATE]++;
@@ -574,6 +587,12 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
     t->stats.ops[op]++;
     t->stats.ack_sum += now - p->published_at;
     t->stats.ack_n++;
+    if ((ev = events_push(out, BM_EV_ACK, relay))) {
+      ev->result = resp->result;
+      ev->seq = p->seq;
+      copy_str(ev->corr, sizeof(ev->corr), p->corr);
+      copy_str(ev->reason, sizeof(ev->reason), resp->reason);
+    }
     if (resp->result == BM_RESULT_SENT) {
       t->next_deadline = earliest_timer(t, now);
       return BM_APPLY_OK;
@@ -611,20 +630,48 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
    * or confirmed before its response): counted, nothing else changes. */
   old->acked = true;
   t->stats.ops[op]++;
+  if ((ev = events_push(out, BM_EV_ACK, relay))) {
+    ev->result = resp->result;
+    ev->seq = old->seq;
+    copy_str(ev->corr, sizeof(ev->corr), resp->correlation_id);
+    copy_str(ev->reason, sizeof(ev->reason), resp->reason);
+  }
   return BM_APPLY_OK;
 }
 
+/* Applies a state the gateway reported.  seq is the sequence of our
+ * command it answers, 0 for a change nobody here asked for. */
 static void apply_state(bm_relay_table_t *t, int relay, int status,
-                        const char *corr, struct bm_events *out)
+                        const char *corr, uint64_t seq, struct bm_events *out)
 {
   struct relay *r = &t->relays[relay];
   struct bm_event *ev;
   int previous = r->confirmed;
+  bool drift = !seq && r->by_command && previous >= 0 && previous != status;
 
   r->confirmed = (int8_t)status;
+  r->by_command = seq != 0;
+  if (seq)
+    r->confirmed_seq = seq;
   if (r->confirmed == r->desired)
     r->attempt = 0; /* reached: a later drift gets the whole retry budget */
   mark(t, relay); /* desired may differ now (drift) or be reached */
+  if ((ev = events_push(out, BM_EV_APPLIED, relay))) {
+    ev->status = status;
+    ev->previous = previous;
+    ev->seq = seq;
+    copy_str(ev->corr, sizeof(ev->corr), corr);
+  }
+  if (drift) {
+    /* Switched by hand, or the device rebooted into its power-on state. */
+    t->stats.ops[BM_OP_DRIFT]++;
+    if ((ev = events_push(out, BM_EV_DRIFT, relay))) {
+      ev->status = status;
+      ev->previous = previous;
+      copy_str(ev->corr, sizeof(ev->corr), corr);
+      copy_str(ev->origin, sizeof(ev->origin), r->origin);
+    }
+  }
   if (previous == status)
     return;
   if (!(ev = events_push(out, BM_EV_STATE, relay)))
@@ -657,7 +704,7 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
 
   if (!n->has_correlation_id) {
     t->stats.ops[BM_OP_UNSOLICITED]++;
-    apply_state(t, relay, n->state.status, "", out);
+    apply_state(t, relay, n->state.status, "", 0, out);
     return BM_APPLY_OK;
   }
 
@@ -665,14 +712,14 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
   if (r->pending && r->pending->hash == hash &&
       strcmp(r->pending->corr, n->correlation_id) == 0) {
     int attempt = r->pending->attempt, commanded = r->pending->status;
+    uint64_t seq = r->pending->seq;
     struct bm_event *ev;
 
     t->stats.ops[BM_OP_CONFIRMED]++;
     t->stats.confirm_sum += now - r->pending->published_at;
     t->stats.confirm_n++;
-    r->confirmed_seq = r->pending->seq;
     retire_pending(t, r, true);
-    apply_state(t, relay, n->state.status, n->correlation_id, out);
+    apply_state(t, relay, n->state.status, n->correlation_id, seq, out);
     if (n->state.status != commanded) {
       /* The device answered with the other state: it could not switch.  A
        * failed attempt, retried with backoff like a timeout, never in a
@@ -706,8 +753,7 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
     t->stats.ops[BM_OP_CONFIRMED]++;
     t->stats.confirm_sum += now - old->published_at;
     t->stats.confirm_n++;
-    r->confirmed_seq = old->seq;
-    apply_state(t, relay, n->state.status, n->correlation_id, out);
+    apply_state(t, relay, n->state.status, n->correlation_id, old->seq, out);
     return BM_APPLY_OK;
   }
 
@@ -720,8 +766,7 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
       return BM_APPLY_DUPLICATE;
     }
     t->stats.ops[BM_OP_CONFIRMED]++;
-    r->confirmed_seq = seq;
-    apply_state(t, relay, n->state.status, n->correlation_id, out);
+    apply_state(t, relay, n->state.status, n->correlation_id, seq, out);
     return BM_APPLY_OK;
   }
 
@@ -735,7 +780,7 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
   r->applied[r->applied_next] = hash;
   r->applied_next = (uint8_t)((r->applied_next + 1) % APPLIED_IDS);
   t->stats.ops[BM_OP_UNSOLICITED]++;
-  apply_state(t, relay, n->state.status, n->correlation_id, out);
+  apply_state(t, relay, n->state.status, n->correlation_id, 0, out);
   return BM_APPLY_OK;
 }
 
@@ -800,4 +845,102 @@ void bm_relay_table_tick(bm_relay_table_t *t, double now,
     t->relays[relay].queued = false;
     reconcile(t, relay, now, out);
   }
+}
+
+/* ---- persistence ------------------------------------------------------- */
+
+void bm_relay_table_save(const bm_relay_table_t *t, int relay,
+                         struct bm_relay_saved *out)
+{
+  const struct relay *r = &t->relays[relay];
+
+  memset(out, 0, sizeof(*out));
+  out->confirmed = r->confirmed;
+  out->confirmed_seq = r->confirmed_seq;
+  out->by_command = r->by_command;
+  for (int i = 0; i < APPLIED_IDS && i < BM_RELAY_APPLIED_IDS; i++)
+    out->applied[i] = r->applied[(r->applied_next + i) % APPLIED_IDS];
+}
+
+void bm_relay_table_load(bm_relay_table_t *t, int relay,
+                         const struct bm_relay_saved *in)
+{
+  struct relay *r = &t->relays[relay];
+
+  r->confirmed = (int8_t)(in->confirmed < 0 ? -1 : in->confirmed ? 1 : 0);
+  r->confirmed_seq = in->confirmed_seq;
+  r->by_command = in->by_command;
+  r->applied_next = 0;
+  for (int i = 0; i < APPLIED_IDS && i < BM_RELAY_APPLIED_IDS; i++)
+    if (in->applied[i])
+      r->applied[r->applied_next++ % APPLIED_IDS] = in->applied[i];
+  r->applied_next %= APPLIED_IDS;
+}
+
+bool bm_relay_table_pending_of(const bm_relay_table_t *t, int relay,
+                               struct bm_command_saved *out)
+{
+  const struct relay *r = &t->relays[relay];
+  const struct pending_cmd *p = r->pending;
+
+  if (!p)
+    return false;
+  memset(out, 0, sizeof(*out));
+  copy_str(out->corr, sizeof(out->corr), p->corr);
+  out->seq = p->seq;
+  out->status = p->status;
+  out->attempt = p->attempt;
+  out->acked = p->acked;
+  out->published_at = p->published_at;
+  copy_str(out->origin, sizeof(out->origin), r->origin);
+  return true;
+}
+
+int bm_relay_table_resume(bm_relay_table_t *t, int relay,
+                          const struct bm_command_saved *c)
+{
+  struct relay *r = &t->relays[relay];
+  struct pending_cmd *p;
+  char origin[BM_ORIGIN_SIZE];
+  char *copy;
+
+  if (r->pending || (c->status != 0 && c->status != 1))
+    return -1;
+  if (!(p = calloc(1, sizeof(*p))))
+    return -1;
+  copy_str(p->corr, sizeof(p->corr), c->corr);
+  p->hash = bm_idmap_hash(p->corr);
+  if (bm_idmap_put(&t->by_corr, p->hash, relay) != 0) {
+    free(p);
+    return -1;
+  }
+  p->seq = c->seq;
+  p->status = c->status;
+  p->attempt = c->attempt > 0 ? c->attempt : 1;
+  p->acked = c->acked;
+  p->resumed = true;
+  p->published_at = c->published_at;
+  p->ack_deadline = c->published_at + t->policy.ack_timeout;
+  p->confirm_deadline = c->published_at + t->policy.command_timeout;
+  r->pending = p;
+  r->desired = (int8_t)c->status;
+  r->attempt = p->attempt;
+  snprintf(origin, sizeof(origin), "resumed after restart: %s", c->origin);
+  if ((copy = strdup(origin))) {
+    free(r->origin);
+    r->origin = copy;
+  }
+  if (c->seq > t->seq)
+    t->seq = c->seq;
+  want_deadline(t, p->acked ? p->confirm_deadline
+                            : fmin(p->ack_deadline, p->confirm_deadline));
+  return 0;
+}
+
+uint64_t bm_relay_table_last_seq(const bm_relay_table_t *t) { return t->seq; }
+
+void bm_relay_table_raise_seq(bm_relay_table_t *t, uint64_t seq)
+{
+  if (seq > t->seq)
+    t->seq = seq;
 }

@@ -71,6 +71,7 @@ enum bm_op {
   BM_OP_UNSOLICITED,  /* state changes without a correlationId of ours */
   BM_OP_CONTRADICTED, /* the device reported the other state to a command */
   BM_OP_UNKNOWN,      /* answers for no command, relay or state of ours */
+  BM_OP_DRIFT,        /* unsolicited changes against our confirmed state */
   BM_OP_COUNT
 };
 
@@ -80,9 +81,13 @@ const char *bm_op_name(enum bm_op op);
 enum bm_severity { BM_SEV_OKAY = 1, BM_SEV_WARNING, BM_SEV_FAILURE };
 
 enum bm_event_kind {
-  BM_EV_PUBLISH, /* publish a setExtDO command: relay, status, corr */
+  BM_EV_PUBLISH, /* publish a setExtDO command: relay, status, corr, seq */
   BM_EV_STATE,   /* the confirmed state changed (or became known) */
-  BM_EV_END      /* a command ended other than confirmed: outcome, reason */
+  BM_EV_END,     /* a command ended other than confirmed: outcome, reason */
+  BM_EV_ACK,     /* a commandResponse matched a command: corr, result */
+  BM_EV_APPLIED, /* a notification was applied: corr ("" none), status, seq */
+  BM_EV_DRIFT    /* a change nobody here asked for contradicts the state
+                    our last confirmed command set: status, previous */
 };
 
 /* One effect for the caller to carry out.  A value type. */
@@ -95,6 +100,9 @@ struct bm_event {
   enum bm_severity severity;          /* END: WARNING or FAILURE */
   int attempt;                        /* PUBLISH, END: 1 for the first try */
   bool republish;                     /* PUBLISH: same correlationId again */
+  uint64_t seq;                       /* PUBLISH, APPLIED: command sequence
+                                         (0: not a command of ours) */
+  enum bm_result result;              /* ACK */
   char corr[BM_MSG_ID_SIZE];          /* "" for STATE without one */
   char origin[BM_ORIGIN_SIZE];        /* who asked, e.g. "trigger overheat" */
   char reason[BM_REASON_SIZE];        /* END: human-readable */
@@ -211,5 +219,55 @@ void bm_relay_table_count_op(bm_relay_table_t *t, enum bm_op op);
  * afterwards (the counters are never reset: they are DERIVE). */
 void bm_relay_table_stats(bm_relay_table_t *t, struct bm_relay_stats *out,
                           bool reset_latency);
+
+/* ---- persistence ------------------------------------------------------
+ * What the journal keeps of a relay, and how a restarted table gets it
+ * back.  Restoring happens before the table is used (no tick has run). */
+
+#define BM_RELAY_APPLIED_IDS 4
+
+struct bm_relay_saved {
+  int confirmed;          /* -1 unknown */
+  uint64_t confirmed_seq; /* command sequence of the last applied
+                             confirmation of ours, 0 none */
+  bool by_command;        /* the confirmed state came from a command of ours
+                             (a later unsolicited change is drift) */
+  uint64_t applied[BM_RELAY_APPLIED_IDS]; /* hashes of foreign ids applied,
+                                             0 for an empty slot */
+};
+
+struct bm_command_saved {
+  char corr[BM_MSG_ID_SIZE];
+  uint64_t seq;
+  int status;
+  int attempt;
+  bool acked;
+  double published_at; /* monotonic seconds, may lie in the past */
+  char origin[BM_ORIGIN_SIZE];
+};
+
+void bm_relay_table_save(const bm_relay_table_t *t, int relay,
+                         struct bm_relay_saved *out);
+void bm_relay_table_load(bm_relay_table_t *t, int relay,
+                         const struct bm_relay_saved *in);
+/* Copies the relay's pending command; false when none is pending. */
+bool bm_relay_table_pending_of(const bm_relay_table_t *t, int relay,
+                               struct bm_command_saved *out);
+/* Puts a command from before a restart back in flight: pending with its
+ * own correlationId, sequence and timing (deadlines count from
+ * published_at, so an old one times out at the first tick, as it would
+ * have live), the relay's desired state set to its status with the origin
+ * "resumed after restart: <origin>", and published again at the next
+ * connection whatever the broker's session holds.  Returns 0, or -1 when
+ * the relay already has a pending command or memory runs out. */
+int bm_relay_table_resume(bm_relay_table_t *t, int relay,
+                          const struct bm_command_saved *c);
+/* The highest command sequence issued; raise_seq makes the next command's
+ * sequence larger than seq (sequences never go back across restarts). */
+uint64_t bm_relay_table_last_seq(const bm_relay_table_t *t);
+void bm_relay_table_raise_seq(bm_relay_table_t *t, uint64_t seq);
+/* The command sequence in a correlationId of this plugin's form
+ * "<16 hex digits>-<n>", from this run or an earlier one, or 0. */
+uint64_t bm_relay_corr_seq(const char *corr);
 
 #endif

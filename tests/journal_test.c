@@ -1249,10 +1249,13 @@ static void test_crafted(void)
       {"status 2", 3, 21, {[18] = 2}},
       /* RESPONSE: time, result 9, corr "a", reason "" */
       {"result 9", 2, 14, {[8] = 9, [9] = 1, [11] = 'a'}},
-      /* STATE: time rid output confirmed(-2) applied_seq relay"" n=0 */
-      {"confirmed -2", 6, 30, {[18] = 0xFE}},
+      /* STATE: time rid output confirmed(-2) by_command applied_seq
+       * relay"" n=0 */
+      {"confirmed -2", 6, 31, {[18] = 0xFE}},
+      /* STATE with by_command 2 */
+      {"by_command 2", 6, 31, {[19] = 2}},
       /* STATE with n_applied 9 and nothing after it */
-      {"nine applied correlationIds", 6, 30, {[29] = 9}},
+      {"nine applied correlationIds", 6, 31, {[30] = 9}},
       /* COMMAND with attempt 2^31 */
       {"attempt 2^31", 1, 38, {[30] = 0x80, [31] = 1, [33] = 'a'}},
   };
@@ -1270,14 +1273,15 @@ static void test_crafted(void)
   }
   /* The sanity of the field cases: the same shapes with valid values. */
   {
-    unsigned char ok_state[30] = {[18] = 0xFF, [29] = 0};
+    unsigned char ok_state[31] = {[18] = 0xFF, [19] = 1, [30] = 0};
     size_t n;
     memcpy(buf, bytes, len);
-    n = len + craft(buf + len, 30, 6, 4, ok_state, 30);
+    n = len + craft(buf + len, 31, 6, 4, ok_state, 31);
     spit(path, buf, n);
     coll_reset(&c);
     ok(bm_journal_read(path, collect, &c, &info, err, sizeof(err)) == 0 &&
-           c.n == 4 && c.v[3].u.state.confirmed == -1,
+           c.n == 4 && c.v[3].u.state.confirmed == -1 &&
+           c.v[3].u.state.by_command == 1,
        "a crafted STATE with confirmed -1 is valid (%s)", info.stop);
     remove_journal(path);
   }
