@@ -37,6 +37,7 @@ struct gateway_slot {
   pthread_t thread;
   bool running;
   struct bm_relay_view *views; /* snapshot buffer for the read callback */
+  char journal_file[BM_GW_PATH_SIZE];
 };
 
 static struct gateway_slot gateways[MAX_GATEWAYS];
@@ -209,6 +210,15 @@ static void default_client_id(char *buf, size_t size, const char *gateway)
   snprintf(buf, size, "collectd-%s-%s", host, gateway);
 }
 
+/* <BaseDir>/bimetri-<gateway>.journal: BaseDir is a global option, read
+ * before any plugin's block. */
+static void default_journal_file(char *buf, size_t size, const char *gateway)
+{
+  const char *base = global_option_get("BaseDir");
+  snprintf(buf, size, "%s/bimetri-%s.journal", base && *base ? base : ".",
+           gateway);
+}
+
 static int conf_gateway(const oconfig_item_t *ci)
 {
   struct bm_gateway_conf *c = NULL;
@@ -253,6 +263,8 @@ static int conf_gateway(const oconfig_item_t *ci)
   c->policy.command_timeout = 30;
   c->policy.retries = 2;
   c->policy.retry_backoff = 1;
+  c->journal_sync = true;
+  c->journal_limit = 1024 * 1024;
 
   for (int i = 0; i < ci->children_num; i++) {
     const oconfig_item_t *o = &ci->children[i];
@@ -335,6 +347,28 @@ static int conf_gateway(const oconfig_item_t *ci)
     } else if (strcasecmp(k, "RetryBackoff") == 0) {
       if ((rc = conf_number(block, o, 0, 60, false, &d)) == 0)
         c->policy.retry_backoff = d;
+    } else if (strcasecmp(k, "JournalFile") == 0) {
+      if ((rc = conf_string(block, o, c->journal_file,
+                            sizeof(c->journal_file))) == 0 &&
+          c->journal_file[0] == '\0') {
+        CONF_ERR(block, o, "must not be empty");
+        rc = -1;
+      }
+    } else if (strcasecmp(k, "JournalSync") == 0) {
+      char mode[16];
+      if ((rc = conf_string(block, o, mode, sizeof(mode))) == 0) {
+        if (strcasecmp(mode, "always") == 0)
+          c->journal_sync = true;
+        else if (strcasecmp(mode, "none") == 0)
+          c->journal_sync = false;
+        else {
+          CONF_ERR(block, o, "expects \"always\" or \"none\", got \"%s\"", mode);
+          rc = -1;
+        }
+      }
+    } else if (strcasecmp(k, "JournalSizeLimit") == 0) {
+      if ((rc = conf_int(block, o, 4096, 1073741824.0, &v)) == 0)
+        c->journal_limit = (uint64_t)v;
     } else if (strcasecmp(k, "Relay") == 0) {
       struct relay_conf *r = &relays[relays_n];
       if ((rc = conf_relay(block, o, r)) == 0) {
@@ -383,6 +417,16 @@ static int conf_gateway(const oconfig_item_t *ci)
           block);
     goto out;
   }
+  if (!c->journal_file[0])
+    default_journal_file(c->journal_file, sizeof(c->journal_file), c->name);
+  for (size_t i = 0; i < gateways_n; i++) {
+    if (strcmp(gateways[i].journal_file, c->journal_file) == 0) {
+      ERROR(PLUGIN_NAME " plugin: %s: option \"JournalFile\": \"%s\" is "
+                        "the journal of another Gateway already",
+            block, c->journal_file);
+      goto out;
+    }
+  }
 
   {
     struct bm_gateway_hooks hooks;
@@ -407,6 +451,8 @@ static int conf_gateway(const oconfig_item_t *ci)
     ERROR(PLUGIN_NAME " plugin: out of memory");
     goto out;
   }
+  sstrncpy(gateways[gateways_n].journal_file, c->journal_file,
+           sizeof(gateways[gateways_n].journal_file));
   gateways[gateways_n++].gw = gw;
   gw = NULL;
   status = 0;
@@ -611,8 +657,9 @@ static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
   notification_t n = {0};
   const char *relay;
 
-  if (ev->kind == BM_EV_PUBLISH)
-    return;
+  if (ev->kind != BM_EV_STATE && ev->kind != BM_EV_END &&
+      ev->kind != BM_EV_DRIFT)
+    return; /* PUBLISH, ACK, APPLIED: logged and journaled by the gateway */
   relay = bm_gateway_relay_name(s->gw, ev->relay);
 
   n.time = cdtime();
@@ -621,7 +668,15 @@ static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
   sstrncpy(n.plugin_instance, gateway, sizeof(n.plugin_instance));
   sstrncpy(n.type_instance, relay, sizeof(n.type_instance));
 
-  if (ev->kind == BM_EV_STATE) {
+  if (ev->kind == BM_EV_DRIFT) {
+    n.severity = NOTIF_WARNING;
+    sstrncpy(n.type, "relay_drift", sizeof(n.type));
+    snprintf(n.message, sizeof(n.message),
+             "relay \"%s\" is %s, but our last confirmed command had set it "
+             "%s: switched outside this plugin (by hand, or a device restart)",
+             relay, state_name(ev->status), state_name(ev->previous));
+    WARNING(PLUGIN_NAME " plugin: gateway \"%s\": %s", gateway, n.message);
+  } else if (ev->kind == BM_EV_STATE) {
     dispatch_gauge(gateway, "bool", relay, (gauge_t)ev->status);
     n.severity = NOTIF_OKAY;
     sstrncpy(n.type, ev->status ? "relay_on" : "relay_off", sizeof(n.type));
@@ -665,6 +720,24 @@ static void on_connection(void *ctx, const char *gateway, bool up)
 
 static void *gateway_thread(void *arg) { return bm_gateway_run(arg); }
 
+/* The journal's confirmed states, reported before the first interval. */
+static void dispatch_restored(struct gateway_slot *s)
+{
+  const char *gateway = bm_gateway_name(s->gw);
+  struct bm_relay_stats st;
+  bool ready;
+  size_t n = bm_gateway_snapshot(s->gw, s->views,
+                                 bm_gateway_relay_count(s->gw), &st, &ready);
+
+  for (size_t i = 0; i < n; i++) {
+    if (s->views[i].confirmed >= 0)
+      dispatch_gauge(gateway, "bool", s->views[i].name,
+                     (gauge_t)s->views[i].confirmed);
+    dispatch_gauge(gateway, "pending_operations", s->views[i].name,
+                   (gauge_t)s->views[i].pending);
+  }
+}
+
 static int bimetri_init(void)
 {
   if (config_failed) {
@@ -684,6 +757,7 @@ static int bimetri_init(void)
             bm_gateway_name(gateways[i].gw), err);
       return -1;
     }
+    dispatch_restored(&gateways[i]);
     snprintf(name, sizeof(name), "bimetri#%zu", i);
     if (plugin_thread_create(&gateways[i].thread, gateway_thread,
                              gateways[i].gw, name) != 0) {

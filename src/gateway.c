@@ -29,6 +29,8 @@
 #include <mosquitto.h>
 #include <openssl/rand.h>
 
+#include "idmap.h"
+#include "journal.h"
 #include "jwt.h"
 #include "log.h"
 #include "message.h"
@@ -69,6 +71,7 @@ struct bm_gateway {
   char payload[BM_MSG_TOKEN_SIZE + 4096];
   struct bm_msg msg;               /* reused for decoding */
   char token_print[13];
+  bm_journal_t *journal;
   struct stat token_stat;
   double complained_at;
   unsigned long complaints_suppressed;
@@ -79,6 +82,13 @@ static double now_mono(void)
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int64_t now_wall_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Logs a problem with a received message at most once per
@@ -175,6 +185,438 @@ out:
   return status;
 }
 
+/* ---- journal ----------------------------------------------------------- */
+
+/* Writes one event's record, if it has one.  Returns 0, or -1 when the
+ * record could not be written (errno kept). */
+static int journal_event(bm_gateway_t *gw, const struct bm_event *ev,
+                         const struct bm_relay_view *v)
+{
+  struct bm_jrec rec;
+
+  memset(&rec, 0, sizeof(rec));
+  rec.time_ms = now_wall_ms();
+  switch (ev->kind) {
+  case BM_EV_PUBLISH:
+    if (ev->republish)
+      return 0; /* the same command again: its record exists */
+    rec.type = BM_JREC_COMMAND;
+    rec.u.command.cmd_seq = ev->seq;
+    snprintf(rec.u.command.corr, sizeof(rec.u.command.corr), "%s", ev->corr);
+    snprintf(rec.u.command.relay, sizeof(rec.u.command.relay), "%s", v->name);
+    rec.u.command.resource_id = v->resource_id;
+    rec.u.command.output = v->output;
+    rec.u.command.status = ev->status;
+    rec.u.command.attempt = ev->attempt;
+    snprintf(rec.u.command.origin, sizeof(rec.u.command.origin), "%s",
+             ev->origin);
+    break;
+  case BM_EV_ACK:
+    rec.type = BM_JREC_RESPONSE;
+    snprintf(rec.u.response.corr, sizeof(rec.u.response.corr), "%s", ev->corr);
+    rec.u.response.result = (int)ev->result;
+    snprintf(rec.u.response.reason, sizeof(rec.u.response.reason), "%s",
+             ev->reason);
+    break;
+  case BM_EV_APPLIED:
+    rec.type = BM_JREC_CONFIRM;
+    snprintf(rec.u.confirm.corr, sizeof(rec.u.confirm.corr), "%s", ev->corr);
+    rec.u.confirm.resource_id = v->resource_id;
+    rec.u.confirm.output = v->output;
+    rec.u.confirm.status = ev->status;
+    break;
+  case BM_EV_END:
+    if (ev->outcome == BM_OP_TIMEOUT) {
+      rec.type = BM_JREC_TIMEOUT;
+      snprintf(rec.u.timeout.corr, sizeof(rec.u.timeout.corr), "%s", ev->corr);
+    } else if (ev->outcome == BM_OP_GAVE_UP) {
+      rec.type = BM_JREC_GIVE_UP;
+      snprintf(rec.u.give_up.relay, sizeof(rec.u.give_up.relay), "%s", v->name);
+      rec.u.give_up.resource_id = v->resource_id;
+      rec.u.give_up.output = v->output;
+    } else {
+      return 0; /* refusals are in the RESPONSE record */
+    }
+    break;
+  default:
+    return 0;
+  }
+  return bm_journal_append(gw->journal, &rec);
+}
+
+/* Makes the journal records of the collected events; with JournalSync,
+ * fsyncs once for all commands among them (group commit).  A command whose
+ * record could not be made durable is taken back from the table and its
+ * event turned into a FAILURE, so it is never published. */
+static void journal_events(bm_gateway_t *gw)
+{
+  bool commands = false, failed = false;
+  char why[160] = "";
+
+  if (!gw->journal)
+    return;
+  for (size_t i = 0; i < gw->events.n; i++) {
+    struct bm_event *ev = &gw->events.ev[i];
+    struct bm_relay_view v;
+
+    pthread_mutex_lock(&gw->lock);
+    bm_relay_table_view(gw->table, ev->relay, &v);
+    pthread_mutex_unlock(&gw->lock);
+    if (journal_event(gw, ev, &v) != 0) {
+      BM_ERROR("gateway \"%s\": cannot write the journal \"%s\": %s",
+               gw->conf.name, gw->conf.journal_file, strerror(errno));
+      snprintf(why, sizeof(why), "journal write failed: %s", strerror(errno));
+      if (ev->kind == BM_EV_PUBLISH && !ev->republish)
+        failed = true;
+      continue;
+    }
+    commands |= ev->kind == BM_EV_PUBLISH && !ev->republish;
+  }
+  if (commands && !failed && bm_journal_sync(gw->journal) != 0) {
+    BM_ERROR("gateway \"%s\": cannot fsync the journal \"%s\": %s",
+             gw->conf.name, gw->conf.journal_file, strerror(errno));
+    snprintf(why, sizeof(why), "journal fsync failed: %s", strerror(errno));
+    failed = true;
+  }
+  if (!failed)
+    return;
+
+  /* Nothing promised durable leaves unrecorded: every new command of this
+   * turn fails instead, and a best-effort TIMEOUT record keeps a restart
+   * from resuming one whose COMMAND record did make it. */
+  for (size_t i = 0; i < gw->events.n; i++) {
+    struct bm_event *ev = &gw->events.ev[i];
+    struct bm_jrec rec;
+
+    if (ev->kind != BM_EV_PUBLISH || ev->republish)
+      continue;
+    pthread_mutex_lock(&gw->lock);
+    bm_relay_table_abort(gw->table, ev->relay, ev->corr);
+    pthread_mutex_unlock(&gw->lock);
+    memset(&rec, 0, sizeof(rec));
+    rec.type = BM_JREC_TIMEOUT;
+    rec.time_ms = now_wall_ms();
+    snprintf(rec.u.timeout.corr, sizeof(rec.u.timeout.corr), "%s", ev->corr);
+    (void)bm_journal_append(gw->journal, &rec); /* already failing: no log */
+    ev->kind = BM_EV_END;
+    ev->outcome = BM_OP_FAILED;
+    ev->severity = BM_SEV_FAILURE;
+    snprintf(ev->reason, sizeof(ev->reason), "not sent: %s", why);
+  }
+}
+
+/* What a compaction writes, copied from the table under the mutex so that
+ * the disk is written without it. */
+struct snapshot {
+  size_t n;
+  uint64_t seq;
+  struct bm_relay_view *views;
+  struct bm_relay_saved *saved;
+  struct bm_command_saved *pending;
+  bool *has_pending;
+  double mono;
+  int64_t wall_ms;
+};
+
+static void snapshot_free(struct snapshot *s)
+{
+  free(s->views);
+  free(s->saved);
+  free(s->pending);
+  free(s->has_pending);
+}
+
+static int snapshot_take(bm_gateway_t *gw, struct snapshot *s)
+{
+  memset(s, 0, sizeof(*s));
+  s->n = bm_relay_table_size(gw->table);
+  s->views = calloc(s->n + 1, sizeof(*s->views));
+  s->saved = calloc(s->n + 1, sizeof(*s->saved));
+  s->pending = calloc(s->n + 1, sizeof(*s->pending));
+  s->has_pending = calloc(s->n + 1, sizeof(*s->has_pending));
+  if (!s->views || !s->saved || !s->pending || !s->has_pending) {
+    snapshot_free(s);
+    return -1;
+  }
+  s->mono = now_mono();
+  s->wall_ms = now_wall_ms();
+  pthread_mutex_lock(&gw->lock);
+  s->seq = bm_relay_table_last_seq(gw->table);
+  for (size_t i = 0; i < s->n; i++) {
+    bm_relay_table_view(gw->table, (int)i, &s->views[i]);
+    bm_relay_table_save(gw->table, (int)i, &s->saved[i]);
+    s->has_pending[i] =
+        bm_relay_table_pending_of(gw->table, (int)i, &s->pending[i]);
+  }
+  pthread_mutex_unlock(&gw->lock);
+  return 0;
+}
+
+static int snapshot_emit(struct bm_journal_snapshot *js, void *ctx)
+{
+  const struct snapshot *s = ctx;
+  struct bm_jrec rec;
+
+  memset(&rec, 0, sizeof(rec));
+  rec.type = BM_JREC_SEQ;
+  rec.time_ms = s->wall_ms;
+  rec.u.seq.cmd_seq = s->seq;
+  if (bm_journal_snapshot_emit(js, &rec) != 0)
+    return -1;
+  for (size_t i = 0; i < s->n; i++) {
+    const struct bm_relay_saved *sv = &s->saved[i];
+    struct bm_jrec_state *st = &rec.u.state;
+
+    memset(&rec, 0, sizeof(rec));
+    rec.type = BM_JREC_STATE;
+    rec.time_ms = s->wall_ms;
+    snprintf(st->relay, sizeof(st->relay), "%s", s->views[i].name);
+    st->resource_id = s->views[i].resource_id;
+    st->output = s->views[i].output;
+    st->confirmed = sv->confirmed;
+    st->by_command = sv->by_command;
+    st->applied_seq = sv->confirmed_seq;
+    for (int k = 0; k < BM_RELAY_APPLIED_IDS; k++)
+      if (sv->applied[k])
+        snprintf(st->applied[st->n_applied++], sizeof(st->applied[0]),
+                 "#%016llx", (unsigned long long)sv->applied[k]);
+    if (bm_journal_snapshot_emit(js, &rec) != 0)
+      return -1;
+    if (!s->has_pending[i])
+      continue;
+
+    const struct bm_command_saved *c = &s->pending[i];
+    memset(&rec, 0, sizeof(rec));
+    rec.type = BM_JREC_COMMAND;
+    rec.time_ms = s->wall_ms - (int64_t)((s->mono - c->published_at) * 1000);
+    rec.u.command.cmd_seq = c->seq;
+    snprintf(rec.u.command.corr, sizeof(rec.u.command.corr), "%s", c->corr);
+    snprintf(rec.u.command.relay, sizeof(rec.u.command.relay), "%s",
+             s->views[i].name);
+    rec.u.command.resource_id = s->views[i].resource_id;
+    rec.u.command.output = s->views[i].output;
+    rec.u.command.status = c->status;
+    rec.u.command.attempt = c->attempt;
+    snprintf(rec.u.command.origin, sizeof(rec.u.command.origin), "%s",
+             c->origin);
+    if (bm_journal_snapshot_emit(js, &rec) != 0)
+      return -1;
+    if (!c->acked)
+      continue;
+    memset(&rec, 0, sizeof(rec));
+    rec.type = BM_JREC_RESPONSE;
+    rec.time_ms = s->wall_ms;
+    snprintf(rec.u.response.corr, sizeof(rec.u.response.corr), "%s", c->corr);
+    rec.u.response.result = BM_RESULT_SENT;
+    if (bm_journal_snapshot_emit(js, &rec) != 0)
+      return -1;
+  }
+  return 0;
+}
+
+static void journal_compact(bm_gateway_t *gw)
+{
+  struct snapshot s;
+  uint64_t before = bm_journal_size(gw->journal);
+
+  if (snapshot_take(gw, &s) != 0) {
+    BM_ERROR("gateway \"%s\": out of memory for a journal snapshot",
+             gw->conf.name);
+    return;
+  }
+  if (bm_journal_compact(gw->journal, snapshot_emit, &s) != 0)
+    BM_ERROR("gateway \"%s\": compaction of the journal \"%s\" failed; the "
+             "old journal stays in use",
+             gw->conf.name, gw->conf.journal_file);
+  else
+    BM_INFO("gateway \"%s\": journal \"%s\" compacted from %llu to %llu bytes",
+            gw->conf.name, gw->conf.journal_file, (unsigned long long)before,
+            (unsigned long long)bm_journal_size(gw->journal));
+  snapshot_free(&s);
+}
+
+/* Replay: records are folded into per-relay state, loaded into the table
+ * once the whole journal has been read. */
+struct replay {
+  bm_gateway_t *gw;
+  struct bm_relay_saved *saved;
+  struct bm_command_saved *pending;
+  int64_t *published_ms;
+  bool *has_pending;
+  struct bm_idmap corr; /* correlationId hash -> relay, for answers */
+  uint64_t max_seq;
+  unsigned long records, unknown_relays;
+};
+
+static void replay_applied(struct bm_relay_saved *sv, uint64_t hash)
+{
+  memmove(&sv->applied[0], &sv->applied[1],
+          sizeof(sv->applied[0]) * (BM_RELAY_APPLIED_IDS - 1));
+  sv->applied[BM_RELAY_APPLIED_IDS - 1] = hash;
+}
+
+static int replay_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
+{
+  struct replay *rp = ctx;
+  bm_relay_table_t *t = rp->gw->table;
+  int relay = -1;
+  const char *corr = NULL;
+
+  (void)seq;
+  rp->records++;
+  switch (rec->type) {
+  case BM_JREC_COMMAND: {
+    const struct bm_jrec_command *c = &rec->u.command;
+    if (c->cmd_seq > rp->max_seq)
+      rp->max_seq = c->cmd_seq;
+    if ((relay = bm_relay_table_lookup(t, c->resource_id, c->output)) < 0)
+      break;
+    struct bm_command_saved *p = &rp->pending[relay];
+    memset(p, 0, sizeof(*p));
+    snprintf(p->corr, sizeof(p->corr), "%s", c->corr);
+    p->seq = c->cmd_seq;
+    p->status = c->status;
+    p->attempt = c->attempt;
+    snprintf(p->origin, sizeof(p->origin), "%s", c->origin);
+    rp->published_ms[relay] = rec->time_ms;
+    rp->has_pending[relay] = true;
+    if (bm_idmap_put(&rp->corr, bm_idmap_hash(c->corr), relay) != 0)
+      return -1;
+    break;
+  }
+  case BM_JREC_RESPONSE:
+    corr = rec->u.response.corr;
+    relay = bm_idmap_get(&rp->corr, bm_idmap_hash(corr));
+    if (relay < 0 || !rp->has_pending[relay] ||
+        strcmp(rp->pending[relay].corr, corr) != 0)
+      break;
+    if (rec->u.response.result == BM_RESULT_SENT)
+      rp->pending[relay].acked = true;
+    else
+      rp->has_pending[relay] = false;
+    break;
+  case BM_JREC_TIMEOUT:
+    corr = rec->u.timeout.corr;
+    relay = bm_idmap_get(&rp->corr, bm_idmap_hash(corr));
+    if (relay >= 0 && rp->has_pending[relay] &&
+        strcmp(rp->pending[relay].corr, corr) == 0)
+      rp->has_pending[relay] = false;
+    break;
+  case BM_JREC_CONFIRM: {
+    const struct bm_jrec_confirm *c = &rec->u.confirm;
+    struct bm_relay_saved *sv;
+    uint64_t cseq = c->corr[0] ? bm_relay_corr_seq(c->corr) : 0;
+
+    if ((relay = bm_relay_table_lookup(t, c->resource_id, c->output)) < 0) {
+      rp->unknown_relays++;
+      break;
+    }
+    sv = &rp->saved[relay];
+    if (rp->has_pending[relay] && strcmp(rp->pending[relay].corr, c->corr) == 0)
+      rp->has_pending[relay] = false;
+    if (cseq && cseq <= sv->confirmed_seq)
+      break; /* the live run judged it stale too */
+    sv->confirmed = c->status;
+    sv->by_command = cseq != 0;
+    if (cseq)
+      sv->confirmed_seq = cseq;
+    else if (c->corr[0])
+      replay_applied(sv, bm_idmap_hash(c->corr));
+    break;
+  }
+  case BM_JREC_STATE: {
+    const struct bm_jrec_state *st = &rec->u.state;
+    struct bm_relay_saved *sv;
+
+    if ((relay = bm_relay_table_lookup(t, st->resource_id, st->output)) < 0) {
+      rp->unknown_relays++;
+      break;
+    }
+    sv = &rp->saved[relay];
+    memset(sv, 0, sizeof(*sv));
+    sv->confirmed = st->confirmed;
+    sv->by_command = st->by_command != 0;
+    sv->confirmed_seq = st->applied_seq;
+    for (int k = 0; k < st->n_applied; k++) {
+      unsigned long long h;
+      if (st->applied[k][0] == '#' && sscanf(st->applied[k] + 1, "%16llx", &h) == 1)
+        replay_applied(sv, (uint64_t)h);
+      else
+        replay_applied(sv, bm_idmap_hash(st->applied[k]));
+    }
+    break;
+  }
+  case BM_JREC_SEQ:
+    if (rec->u.seq.cmd_seq > rp->max_seq)
+      rp->max_seq = rec->u.seq.cmd_seq;
+    break;
+  case BM_JREC_GIVE_UP:
+  default:
+    break;
+  }
+  return 0;
+}
+
+/* Opens (creating or recovering) the journal and restores the table. */
+static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
+{
+  struct replay rp;
+  size_t n = bm_relay_table_size(gw->table);
+  double mono = now_mono();
+  int64_t wall = now_wall_ms();
+  unsigned long known = 0, resumed = 0;
+  int status = -1;
+
+  memset(&rp, 0, sizeof(rp));
+  rp.gw = gw;
+  rp.saved = calloc(n + 1, sizeof(*rp.saved));
+  rp.pending = calloc(n + 1, sizeof(*rp.pending));
+  rp.published_ms = calloc(n + 1, sizeof(*rp.published_ms));
+  rp.has_pending = calloc(n + 1, sizeof(*rp.has_pending));
+  if (!rp.saved || !rp.pending || !rp.published_ms || !rp.has_pending) {
+    snprintf(err, errlen, "out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++)
+    rp.saved[i].confirmed = -1;
+
+  gw->journal = bm_journal_open(gw->conf.journal_file,
+                                gw->conf.journal_sync ? BM_JOURNAL_SYNC_ALWAYS
+                                                      : BM_JOURNAL_SYNC_NONE,
+                                replay_record, &rp, err, errlen);
+  if (!gw->journal)
+    goto out;
+  if (gw->conf.journal_limit)
+    bm_journal_set_limit(gw->journal, gw->conf.journal_limit);
+
+  bm_relay_table_raise_seq(gw->table, rp.max_seq);
+  for (size_t i = 0; i < n; i++) {
+    bm_relay_table_load(gw->table, (int)i, &rp.saved[i]);
+    known += rp.saved[i].confirmed >= 0;
+    if (!rp.has_pending[i])
+      continue;
+    /* Deadlines count from the original publish, on our monotonic clock. */
+    rp.pending[i].published_at = mono - (double)(wall - rp.published_ms[i]) / 1000.0;
+    if (bm_relay_table_resume(gw->table, (int)i, &rp.pending[i]) == 0)
+      resumed++;
+  }
+  BM_INFO("gateway \"%s\": journal \"%s\": %lu records replayed, %lu relay "
+          "states restored, %lu commands resumed%s",
+          gw->conf.name, gw->conf.journal_file, rp.records, known, resumed,
+          rp.unknown_relays ? " (records of relays no longer configured "
+                              "ignored)"
+                            : "");
+  journal_compact(gw);
+  status = 0;
+out:
+  bm_idmap_release(&rp.corr);
+  free(rp.saved);
+  free(rp.pending);
+  free(rp.published_ms);
+  free(rp.has_pending);
+  return status;
+}
+
 /* ---- events ------------------------------------------------------------ */
 
 static void publish_command(bm_gateway_t *gw, const struct bm_event *ev)
@@ -224,6 +666,7 @@ static void publish_command(bm_gateway_t *gw, const struct bm_event *ev)
  * list.  Called without the mutex. */
 static void run_events(bm_gateway_t *gw)
 {
+  journal_events(gw);
   if (gw->events.lost)
     BM_ERROR("gateway \"%s\": out of memory: %zu relay events lost",
              gw->conf.name, gw->events.lost);
@@ -235,6 +678,8 @@ static void run_events(bm_gateway_t *gw)
       gw->hooks.event(gw->hooks.ctx, gw->conf.name, ev);
   }
   bm_events_clear(&gw->events);
+  if (gw->journal && bm_journal_needs_compaction(gw->journal))
+    journal_compact(gw);
 }
 
 static void set_ready(bm_gateway_t *gw, bool ready)
@@ -492,6 +937,8 @@ int bm_gateway_open(bm_gateway_t *gw, const char *default_client_id,
 
   if (gw->mosq)
     return 0;
+  if (gw->conf.journal_file[0] && journal_restore(gw, err, errlen) != 0)
+    return -1;
   if (!gw->conf.client_id[0])
     snprintf(gw->conf.client_id, sizeof(gw->conf.client_id), "%s",
              default_client_id);
@@ -523,6 +970,9 @@ void bm_gateway_free(bm_gateway_t *gw)
     return;
   if (gw->mosq)
     mosquitto_destroy(gw->mosq);
+  if (gw->journal && bm_journal_close(gw->journal) != 0)
+    BM_ERROR("gateway \"%s\": closing the journal \"%s\" failed",
+             gw->conf.name, gw->conf.journal_file);
   if (gw->wake_fd >= 0)
     close(gw->wake_fd);
   bm_relay_table_free(gw->table);

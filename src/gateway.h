@@ -17,6 +17,14 @@
  * before it hands events to the host's hooks, so a hook may call
  * bm_gateway_request on any gateway.
  *
+ * Journal (journal.h): every command's record is appended, and with
+ * JournalSync fsync'd once for all the commands of one loop turn (group
+ * commit), before any of them is published; answers, timeouts and
+ * give-ups are appended as they happen.  A command whose record cannot be
+ * made durable is not published: it fails loudly.  Past its size limit the
+ * journal is compacted to a snapshot of the relay table, copied under the
+ * mutex and written without it.
+ *
  * Incoming messages are accepted only on the subscribed topic, at most
  * BM_MSG_MAX_SIZE bytes, with a notification's appId equal to ours; the rest
  * is counted as malformed and logged at most once per 10 s per gateway.
@@ -51,6 +59,9 @@ struct bm_gateway_conf {
   char command_topic[BM_GW_STR_SIZE];
   int qos;                       /* 0, 1 or 2 */
   struct bm_relay_policy policy;
+  char journal_file[BM_GW_PATH_SIZE]; /* "" for none (tests of the core) */
+  bool journal_sync;             /* fsync commands before they leave */
+  uint64_t journal_limit;        /* bytes before a compaction */
 };
 
 /* Called from the gateway thread, without the gateway's mutex held. */
@@ -77,9 +88,11 @@ void bm_gateway_library_cleanup(void);
 bm_gateway_t *bm_gateway_new(const struct bm_gateway_conf *conf,
                              const struct bm_gateway_hooks *hooks, char *err,
                              size_t errlen);
-/* Creates the MQTT client, with default_client_id when the configuration
- * named none (the host's name is known only once the host has started).
- * Call once before the thread starts.  Returns 0, or -1 with err set. */
+/* Opens the journal (replaying it into the relay table: confirmed states,
+ * sequences, commands still in flight) and creates the MQTT client, with
+ * default_client_id when the configuration named none (the host's name is
+ * known only once the host has started).  Call once before the thread
+ * starts.  Returns 0, or -1 with err set. */
 int bm_gateway_open(bm_gateway_t *gw, const char *default_client_id,
                     char *err, size_t errlen);
 /* Frees a gateway whose thread has returned (or never ran).  NULL: no-op. */

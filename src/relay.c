@@ -937,6 +937,18 @@ int bm_relay_table_resume(bm_relay_table_t *t, int relay,
   return 0;
 }
 
+bool bm_relay_table_abort(bm_relay_table_t *t, int relay, const char *corr)
+{
+  struct relay *r = &t->relays[relay];
+
+  if (!r->pending || strcmp(r->pending->corr, corr) != 0)
+    return false;
+  retire_pending(t, r, false);
+  r->stopped = true;
+  t->stats.ops[BM_OP_FAILED]++;
+  return true;
+}
+
 uint64_t bm_relay_table_last_seq(const bm_relay_table_t *t) { return t->seq; }
 
 void bm_relay_table_raise_seq(bm_relay_table_t *t, uint64_t seq)

@@ -262,6 +262,11 @@ bool bm_relay_table_pending_of(const bm_relay_table_t *t, int relay,
  * the relay already has a pending command or memory runs out. */
 int bm_relay_table_resume(bm_relay_table_t *t, int relay,
                           const struct bm_command_saved *c);
+/* Ends the relay's pending command `corr` before it was published (its
+ * journal record could not be made durable): the relay is stopped until a
+ * new intent, and the command counts as failed.  Returns true when it was
+ * pending. */
+bool bm_relay_table_abort(bm_relay_table_t *t, int relay, const char *corr);
 /* The highest command sequence issued; raise_seq makes the next command's
  * sequence larger than seq (sequences never go back across restarts). */
 uint64_t bm_relay_table_last_seq(const bm_relay_table_t *t);

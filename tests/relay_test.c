@@ -221,7 +221,7 @@ static void test_names_of_ops(void)
   static const char *want[BM_OP_COUNT] = {
       "published", "sent",    "confirmed", "not_send",  "failed",
       "send_no_ack", "unauthorized", "timeout", "gave_up", "duplicate",
-      "malformed", "unsolicited", "contradicted", "unknown"};
+      "malformed", "unsolicited", "contradicted", "unknown", "drift"};
   bool all = true;
   for (int i = 0; i < BM_OP_COUNT; i++)
     if (!bm_op_name((enum bm_op)i) ||
