@@ -852,19 +852,27 @@ static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
   run_events(gw);
 }
 
+void bm_gateway_receive(bm_gateway_t *gw, const char *topic,
+                        const void *payload, size_t len)
+{
+  if (strcmp(topic, gw->topic) != 0) {
+    pthread_mutex_lock(&gw->lock);
+    bm_relay_table_count_op(gw->table, BM_OP_MALFORMED);
+    pthread_mutex_unlock(&gw->lock);
+    complain(gw, "dropped a message on unexpected topic \"%.64s\"", topic);
+    return;
+  }
+  handle_message(gw, payload, len);
+}
+
 static void on_message(struct mosquitto *m, void *obj,
                        const struct mosquitto_message *msg,
                        const mosquitto_property *props)
 {
-  bm_gateway_t *gw = obj;
-
   (void)m;
   (void)props;
-  if (strcmp(msg->topic, gw->topic) != 0) {
-    complain(gw, "dropped a message on unexpected topic \"%s\"", msg->topic);
-    return;
-  }
-  handle_message(gw, msg->payload, (size_t)(msg->payloadlen > 0 ? msg->payloadlen : 0));
+  bm_gateway_receive(obj, msg->topic, msg->payload,
+                     (size_t)(msg->payloadlen > 0 ? msg->payloadlen : 0));
 }
 
 /* ---- lifecycle --------------------------------------------------------- */

@@ -110,6 +110,12 @@ const char *bm_gateway_name(const bm_gateway_t *gw);
 const char *bm_gateway_relay_name(const bm_gateway_t *gw, int relay);
 size_t bm_gateway_relay_count(const bm_gateway_t *gw);
 
+/* Handles one message from the broker: the MQTT callback's whole work
+ * (topic check, size limit, decode, validation, apply, events).  Gateway
+ * thread only; the fuzzer drives it directly. */
+void bm_gateway_receive(bm_gateway_t *gw, const char *topic,
+                        const void *payload, size_t len);
+
 /* The thread body: runs the session until bm_gateway_stop.  Returns NULL. */
 void *bm_gateway_run(void *gw);
 /* Asks the thread to disconnect and return; does not wait. */

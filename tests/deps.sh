@@ -4,7 +4,7 @@
 
 BM_DEPS="build-essential autoconf automake libtool pkg-config \
 collectd-core collectd-dev libmosquitto-dev mosquitto mosquitto-clients \
-libyajl-dev libssl-dev openssl socat valgrind procps"
+libyajl-dev libssl-dev openssl socat valgrind procps clang libclang-rt-14-dev"
 
 bm_install_deps() {
   local missing=() p

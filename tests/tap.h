@@ -47,7 +47,7 @@ static int __attribute__((format(printf, 2, 3))) ok(int cond, const char *fmt, .
              want_ ? want_ : "(null)");                                          \
   } while (0)
 
-static void __attribute__((format(printf, 1, 2))) diag(const char *fmt, ...)
+static void __attribute__((format(printf, 1, 2), unused)) diag(const char *fmt, ...)
 {
   va_list ap;
   printf("# ");
@@ -57,7 +57,7 @@ static void __attribute__((format(printf, 1, 2))) diag(const char *fmt, ...)
   printf("\n");
 }
 
-static int done_testing(void)
+static int __attribute__((unused)) done_testing(void)
 {
   printf("1..%d\n", tap_count);
   return tap_failed ? 1 : 0;

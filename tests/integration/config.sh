@@ -72,6 +72,8 @@ refused "a Trigger without On* options" \
   'at least one of "OnFailure", "OnWarning", "OnOkay", "OnMissing" is required' "$(sub '    OnFailure 1' '' | sed '/    OnOkay 0/d')"
 refused "an OnFailure other than 0 or 1" \
   'option "OnFailure": expects an integer from 0 to 1, got 2' "$(sub 'OnFailure 1' 'OnFailure 2')"
+refused "a JournalSync other than always or none" \
+  'option "JournalSync": expects "always" or "none", got "sometimes"' "$(sub 'UserId 12345' 'UserId 12345\n    JournalSync "sometimes"')"
 refused "an unknown top-level option" \
   '<Plugin bimetri>, option "Gatway": unknown option' "$(sub '<Plugin bimetri>' '<Plugin bimetri>\n  Gatway "x"')"
 
