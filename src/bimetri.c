@@ -109,6 +109,151 @@ static int conf_int(const char *block, const oconfig_item_t *ci, double min,
   return 0;
 }
 
+static int conf_bool(const char *block, const oconfig_item_t *ci, bool *out)
+{
+  if (ci->values_num != 1 || ci->values[0].type != OCONFIG_TYPE_BOOLEAN) {
+    CONF_ERR(block, ci, "expects true or false");
+    return -1;
+  }
+  *out = ci->values[0].value.boolean;
+  return 0;
+}
+
+/* Reads a password from a file (one line, the newline dropped), warning
+ * when group or others may read it. */
+static int read_secret(const char *block, const oconfig_item_t *ci,
+                       const char *path, char *buf, size_t size)
+{
+  struct stat st;
+  FILE *f = fopen(path, "re");
+  size_t len;
+  int status = -1;
+
+  if (!f) {
+    CONF_ERR(block, ci, "cannot open \"%s\": %s", path, STRERRNO);
+    return -1;
+  }
+  if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
+    WARNING(PLUGIN_NAME " plugin: %s, option \"%s\": \"%s\" is readable by "
+                        "group or others (mode %04o): chmod 600 it",
+            block, ci->key, path, (unsigned)(st.st_mode & 07777));
+  if (!fgets(buf, (int)size, f)) {
+    CONF_ERR(block, ci, "\"%s\" is empty", path);
+    goto out;
+  }
+  len = strlen(buf);
+  while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+    buf[--len] = '\0';
+  if (len == 0) {
+    CONF_ERR(block, ci, "\"%s\" is empty", path);
+    goto out;
+  }
+  status = 0;
+out:
+  fclose(f);
+  return status;
+}
+
+/* <Token>: a token minted here. */
+static int conf_token_block(const char *gw_block, const oconfig_item_t *ci,
+                            struct bm_token_conf *t)
+{
+  char block[160], alg[16] = "";
+  bool has_key = false;
+  double d;
+
+  snprintf(block, sizeof(block), "%s <Token>", gw_block);
+  if (ci->values_num != 0) {
+    ERROR(PLUGIN_NAME " plugin: %s: the block takes no argument", block);
+    return -1;
+  }
+  t->kind = BM_TOKEN_MINT;
+  for (int i = 0; i < ci->children_num; i++) {
+    const oconfig_item_t *o = &ci->children[i];
+    int rc = -1;
+
+    if (strcasecmp(o->key, "Algorithm") == 0) {
+      if ((rc = conf_string(block, o, alg, sizeof(alg))) == 0) {
+        if (strcmp(alg, "HS256") == 0)
+          t->alg = BM_TOKEN_HS256;
+        else if (strcmp(alg, "RS256") == 0)
+          t->alg = BM_TOKEN_RS256;
+        else if (strcmp(alg, "ES256") == 0)
+          t->alg = BM_TOKEN_ES256;
+        else {
+          CONF_ERR(block, o, "expects HS256, RS256 or ES256, got \"%s\"", alg);
+          rc = -1;
+        }
+      }
+    } else if (strcasecmp(o->key, "KeyFile") == 0) {
+      rc = conf_string(block, o, t->file, sizeof(t->file));
+      has_key = true;
+    } else if (strcasecmp(o->key, "Issuer") == 0) {
+      rc = conf_string(block, o, t->issuer, sizeof(t->issuer));
+    } else if (strcasecmp(o->key, "Subject") == 0) {
+      rc = conf_string(block, o, t->subject, sizeof(t->subject));
+    } else if (strcasecmp(o->key, "Audience") == 0) {
+      rc = conf_string(block, o, t->audience, sizeof(t->audience));
+    } else if (strcasecmp(o->key, "Lifetime") == 0) {
+      if ((rc = conf_number(block, o, 60, 31536000, false, &d)) == 0)
+        t->lifetime = d;
+    } else if (strcasecmp(o->key, "RenewBefore") == 0) {
+      if ((rc = conf_number(block, o, 1, 31536000, false, &d)) == 0)
+        t->renew_before = d;
+    } else if (strcasecmp(o->key, "Claim") == 0) {
+      static const char *reserved[] = {"iss", "sub", "aud", "exp",
+                                       "nbf", "iat", "jti"};
+      if (o->values_num != 2 || o->values[0].type != OCONFIG_TYPE_STRING ||
+          o->values[1].type != OCONFIG_TYPE_STRING) {
+        CONF_ERR(block, o, "expects two strings: the claim's name and value");
+      } else if (t->n_claims == BM_TOKEN_MAX_CLAIMS) {
+        CONF_ERR(block, o, "at most %d claims", BM_TOKEN_MAX_CLAIMS);
+      } else if (!o->values[0].value.string[0] ||
+                 strlen(o->values[0].value.string) >= sizeof(t->claims[0].name) ||
+                 strlen(o->values[1].value.string) >= sizeof(t->claims[0].value)) {
+        CONF_ERR(block, o, "the name must be 1 to 63 bytes, the value at most "
+                           "255");
+      } else {
+        rc = 0;
+        for (size_t r = 0; r < sizeof(reserved) / sizeof(reserved[0]); r++)
+          if (strcmp(o->values[0].value.string, reserved[r]) == 0) {
+            CONF_ERR(block, o, "\"%s\" is set by the plugin itself",
+                     reserved[r]);
+            rc = -1;
+          }
+        for (int c = 0; c < t->n_claims && rc == 0; c++)
+          if (strcmp(t->claims[c].name, o->values[0].value.string) == 0) {
+            CONF_ERR(block, o, "claim \"%s\" given twice", t->claims[c].name);
+            rc = -1;
+          }
+        if (rc == 0) {
+          sstrncpy(t->claims[t->n_claims].name, o->values[0].value.string,
+                   sizeof(t->claims[0].name));
+          sstrncpy(t->claims[t->n_claims].value, o->values[1].value.string,
+                   sizeof(t->claims[0].value));
+          t->n_claims++;
+        }
+      }
+    } else {
+      CONF_ERR(block, o, "unknown option");
+    }
+    if (rc != 0)
+      return -1;
+  }
+  if (!t->alg || !has_key) {
+    ERROR(PLUGIN_NAME " plugin: %s: option \"%s\" is required", block,
+          !t->alg ? "Algorithm" : "KeyFile");
+    return -1;
+  }
+  if (t->renew_before >= t->lifetime) {
+    ERROR(PLUGIN_NAME " plugin: %s: \"RenewBefore\" must be shorter than "
+                      "\"Lifetime\"",
+          block);
+    return -1;
+  }
+  return 0;
+}
+
 /* Names that end up in metric identifiers: 1..63 of [A-Za-z0-9_.-], not
  * starting with '-'. */
 static bool valid_instance(const char *s)
@@ -157,6 +302,8 @@ static int block_name(const oconfig_item_t *ci, const char *what, char *buf,
 
 static void on_event(void *ctx, const char *gateway, const struct bm_event *ev);
 static void on_connection(void *ctx, const char *gateway, bool up);
+static void on_token(void *ctx, const char *gateway, enum bm_severity sev,
+                     const char *message);
 
 struct relay_conf {
   char name[BM_RELAY_NAME_SIZE];
@@ -227,7 +374,8 @@ static int conf_gateway(const oconfig_item_t *ci)
   bm_gateway_t *gw = NULL;
   char block[96], err[512];
   bool has_app = false, has_inst = false, has_user = false, has_org = false,
-       has_token = false, has_pass = false;
+       has_pass = false, has_port = false;
+  int token_sources = 0;
   int status = -1;
   int64_t v;
   double d;
@@ -265,6 +413,13 @@ static int conf_gateway(const oconfig_item_t *ci)
   c->policy.retry_backoff = 1;
   c->journal_sync = true;
   c->journal_limit = 1024 * 1024;
+  c->token.command_timeout = 10;
+  c->token.lifetime = 3600;
+  c->token.renew_before = 300;
+  c->token_warn = 3600;
+  c->token_leeway = 60;
+  c->tls_verify_hostname = true;
+  c->tls_verify_peer = true;
 
   for (int i = 0; i < ci->children_num; i++) {
     const oconfig_item_t *o = &ci->children[i];
@@ -276,6 +431,7 @@ static int conf_gateway(const oconfig_item_t *ci)
     else if (strcasecmp(k, "Port") == 0) {
       if ((rc = conf_int(block, o, 1, 65535, &v)) == 0)
         c->port = (int)v;
+      has_port = true;
     } else if (strcasecmp(k, "ClientId") == 0) {
       if ((rc = conf_string(block, o, c->client_id, sizeof(c->client_id))) == 0 &&
           c->client_id[0] == '\0') {
@@ -323,8 +479,61 @@ static int conf_gateway(const oconfig_item_t *ci)
                     &c->organization_id);
       has_org = true;
     } else if (strcasecmp(k, "TokenFile") == 0) {
-      rc = conf_string(block, o, c->token_file, sizeof(c->token_file));
-      has_token = true;
+      rc = conf_string(block, o, c->token.file, sizeof(c->token.file));
+      c->token.kind = BM_TOKEN_FILE;
+      token_sources++;
+    } else if (strcasecmp(k, "TokenCommand") == 0) {
+      rc = conf_string(block, o, c->token.command, sizeof(c->token.command));
+      c->token.kind = BM_TOKEN_COMMAND;
+      token_sources++;
+    } else if (strcasecmp(k, "TokenCommandTimeout") == 0) {
+      if ((rc = conf_number(block, o, 0.1, 600, false, &d)) == 0)
+        c->token.command_timeout = d;
+    } else if (strcasecmp(k, "Token") == 0) {
+      rc = conf_token_block(block, o, &c->token);
+      token_sources++;
+    } else if (strcasecmp(k, "TokenWarn") == 0) {
+      if ((rc = conf_number(block, o, 0, 31536000, false, &d)) == 0)
+        c->token_warn = d;
+    } else if (strcasecmp(k, "TokenLeeway") == 0) {
+      if ((rc = conf_int(block, o, 0, 86400, &v)) == 0)
+        c->token_leeway = v;
+    } else if (strcasecmp(k, "PasswordFile") == 0) {
+      char path[BM_GW_PATH_SIZE];
+      if ((rc = conf_string(block, o, path, sizeof(path))) == 0 &&
+          (rc = read_secret(block, o, path, c->password, sizeof(c->password))) == 0)
+        has_pass = true;
+    } else if (strcasecmp(k, "CACert") == 0) {
+      rc = conf_string(block, o, c->ca_file, sizeof(c->ca_file));
+    } else if (strcasecmp(k, "CAPath") == 0) {
+      rc = conf_string(block, o, c->ca_path, sizeof(c->ca_path));
+    } else if (strcasecmp(k, "TLSSystemCAs") == 0) {
+      rc = conf_bool(block, o, &c->tls_system_cas);
+    } else if (strcasecmp(k, "CertificateFile") == 0) {
+      rc = conf_string(block, o, c->cert_file, sizeof(c->cert_file));
+    } else if (strcasecmp(k, "CertificateKeyFile") == 0) {
+      rc = conf_string(block, o, c->key_file, sizeof(c->key_file));
+    } else if (strcasecmp(k, "CertificateKeyPassword") == 0) {
+      rc = conf_string(block, o, c->key_password, sizeof(c->key_password));
+    } else if (strcasecmp(k, "CertificateKeyPasswordFile") == 0) {
+      char path[BM_GW_PATH_SIZE];
+      if ((rc = conf_string(block, o, path, sizeof(path))) == 0)
+        rc = read_secret(block, o, path, c->key_password,
+                         sizeof(c->key_password));
+    } else if (strcasecmp(k, "TLSProtocol") == 0) {
+      if ((rc = conf_string(block, o, c->tls_version, sizeof(c->tls_version))) == 0 &&
+          strcmp(c->tls_version, "tlsv1.2") != 0 &&
+          strcmp(c->tls_version, "tlsv1.3") != 0) {
+        CONF_ERR(block, o, "expects \"tlsv1.2\" or \"tlsv1.3\", got \"%s\"",
+                 c->tls_version);
+        rc = -1;
+      }
+    } else if (strcasecmp(k, "CipherSuite") == 0) {
+      rc = conf_string(block, o, c->ciphers, sizeof(c->ciphers));
+    } else if (strcasecmp(k, "TLSVerifyHostname") == 0) {
+      rc = conf_bool(block, o, &c->tls_verify_hostname);
+    } else if (strcasecmp(k, "TLSVerifyPeer") == 0) {
+      rc = conf_bool(block, o, &c->tls_verify_peer);
     } else if (strcasecmp(k, "CommandTopic") == 0) {
       if ((rc = conf_string(block, o, c->command_topic,
                             sizeof(c->command_topic))) == 0 &&
@@ -396,17 +605,39 @@ static int conf_gateway(const oconfig_item_t *ci)
   }
 
   {
-    const char *missing = !has_app     ? "AppName"
-                          : !has_inst  ? "InstanceId"
-                          : !has_user  ? "UserId"
-                          : !has_org   ? "OrganizationId"
-                          : !has_token ? "TokenFile"
-                                       : NULL;
+    const char *missing = !has_app           ? "AppName"
+                          : !has_inst        ? "InstanceId"
+                          : !has_user        ? "UserId"
+                          : !has_org         ? "OrganizationId"
+                          : !token_sources   ? "TokenFile"
+                                             : NULL;
     if (missing) {
       ERROR(PLUGIN_NAME " plugin: %s: option \"%s\" is required", block,
             missing);
       goto out;
     }
+  }
+  if (token_sources > 1) {
+    ERROR(PLUGIN_NAME " plugin: %s: give one of \"TokenFile\", "
+                      "\"TokenCommand\" and <Token>, not several",
+          block);
+    goto out;
+  }
+  if (c->ca_file[0] || c->ca_path[0] || c->tls_system_cas) {
+    if (!has_port)
+      c->port = 8883;
+  } else if (c->cert_file[0] || c->key_file[0] || c->tls_version[0] ||
+             c->ciphers[0] || c->key_password[0]) {
+    ERROR(PLUGIN_NAME " plugin: %s: TLS options need \"CACert\", \"CAPath\" "
+                      "or \"TLSSystemCAs true\"",
+          block);
+    goto out;
+  }
+  if (!c->cert_file[0] != !c->key_file[0]) {
+    ERROR(PLUGIN_NAME " plugin: %s: \"CertificateFile\" and "
+                      "\"CertificateKeyFile\" go together",
+          block);
+    goto out;
   }
   if (has_pass && !c->user[0]) {
     ERROR(PLUGIN_NAME " plugin: %s: option \"Password\" needs \"User\"", block);
@@ -432,6 +663,7 @@ static int conf_gateway(const oconfig_item_t *ci)
     struct bm_gateway_hooks hooks;
     hooks.event = on_event;
     hooks.connection = on_connection;
+    hooks.token = on_token;
     hooks.ctx = &gateways[gateways_n];
     if (!(gw = bm_gateway_new(c, &hooks, err, sizeof(err)))) {
       ERROR(PLUGIN_NAME " plugin: %s: %s", block, err);
@@ -458,8 +690,10 @@ static int conf_gateway(const oconfig_item_t *ci)
   status = 0;
 out:
   bm_gateway_free(gw);
-  if (c)
+  if (c) {
     memset(c->password, 0, sizeof(c->password));
+    memset(c->key_password, 0, sizeof(c->key_password));
+  }
   free(c);
   free(relays);
   return status;
@@ -710,6 +944,24 @@ static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
   plugin_notification_meta_free(n.meta);
 }
 
+static void on_token(void *ctx, const char *gateway, enum bm_severity sev,
+                     const char *message)
+{
+  notification_t n = {0};
+
+  (void)ctx;
+  n.severity = sev == BM_SEV_FAILURE   ? NOTIF_FAILURE
+               : sev == BM_SEV_WARNING ? NOTIF_WARNING
+                                       : NOTIF_OKAY;
+  n.time = cdtime();
+  sstrncpy(n.host, hostname_g, sizeof(n.host));
+  sstrncpy(n.plugin, PLUGIN_NAME, sizeof(n.plugin));
+  sstrncpy(n.plugin_instance, gateway, sizeof(n.plugin_instance));
+  sstrncpy(n.type, "token", sizeof(n.type));
+  sstrncpy(n.message, message, sizeof(n.message));
+  plugin_dispatch_notification(&n);
+}
+
 static void on_connection(void *ctx, const char *gateway, bool up)
 {
   (void)ctx;
@@ -788,6 +1040,11 @@ static int bimetri_read(void)
                      (gauge_t)s->views[i].pending);
     }
     dispatch_gauge(gateway, "current_connections", NULL, ready ? 1 : 0);
+    {
+      int64_t exp;
+      if (bm_gateway_token_expiry(s->gw, &exp))
+        dispatch_gauge(gateway, "timestamp", "token_expiry", (gauge_t)exp);
+    }
     for (int op = 0; op < BM_OP_COUNT; op++)
       dispatch_derive(gateway, "operations", bm_op_name(op),
                       (derive_t)st.ops[op]);

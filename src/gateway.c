@@ -32,6 +32,7 @@
 #include "idmap.h"
 #include "journal.h"
 #include "jwt.h"
+#include "token.h"
 #include "log.h"
 #include "message.h"
 
@@ -70,9 +71,16 @@ struct bm_gateway {
   struct bm_command cmd;           /* reused: holds the token */
   char payload[BM_MSG_TOKEN_SIZE + 4096];
   struct bm_msg msg;               /* reused for decoding */
-  char token_print[13];
+  bm_token_t *token;
+  bool *waiting_token;        /* per relay: stopped until a new token */
+  bool *unauthorized_retried; /* per relay: the one retry is spent */
+  enum bm_severity token_severity;
+  double token_checked;       /* monotonic time of the last refresh */
+  bool token_has_exp;         /* copies for the read callback (mutex) */
+  int64_t token_exp;
+  bool tls;                   /* a CA option was given */
+  bool tls_ready;             /* libmosquitto's TLS is set up */
   bm_journal_t *journal;
-  struct stat token_stat;
   double complained_at;
   unsigned long complaints_suppressed;
 };
@@ -116,73 +124,139 @@ complain(bm_gateway_t *gw, const char *fmt, ...)
   gw->complaints_suppressed = 0;
 }
 
-/* ---- token ------------------------------------------------------------- */
+/* ---- token ------------------------------------------------------------ */
 
-/* Reads the token file into gw->cmd.jwt_token when it changed since the last
- * read.  Returns 0 (token present, maybe unchanged) or -1 with err set; the
- * previous token stays in use on failure. */
-static int token_load(bm_gateway_t *gw, char *err, size_t errlen)
+static const char *sev_word(enum bm_severity s)
 {
-  struct stat st;
-  char buf[BM_MSG_TOKEN_SIZE + 1];
-  FILE *f = NULL;
-  size_t len;
-  int status = -1;
+  return s == BM_SEV_FAILURE ? "FAILURE" : s == BM_SEV_WARNING ? "WARNING" : "OKAY";
+}
 
-  if (stat(gw->conf.token_file, &st) != 0) {
-    snprintf(err, errlen, "cannot stat TokenFile \"%s\": %s",
-             gw->conf.token_file, strerror(errno));
-    goto out;
-  }
-  if (gw->cmd.jwt_token[0] && st.st_mtim.tv_sec == gw->token_stat.st_mtim.tv_sec &&
-      st.st_mtim.tv_nsec == gw->token_stat.st_mtim.tv_nsec &&
-      st.st_size == gw->token_stat.st_size && st.st_ino == gw->token_stat.st_ino) {
-    status = 0;
-    goto out;
-  }
-  if (!(f = fopen(gw->conf.token_file, "r"))) {
-    snprintf(err, errlen, "cannot open TokenFile \"%s\": %s",
-             gw->conf.token_file, strerror(errno));
-    goto out;
-  }
-  len = fread(buf, 1, sizeof(buf) - 1, f);
-  if (ferror(f)) {
-    snprintf(err, errlen, "cannot read TokenFile \"%s\"", gw->conf.token_file);
-    goto out;
-  }
-  buf[len] = '\0';
-  while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' ||
-                     buf[len - 1] == ' ' || buf[len - 1] == '\t'))
-    buf[--len] = '\0';
-  if (len == 0) {
-    snprintf(err, errlen, "TokenFile \"%s\" is empty", gw->conf.token_file);
-    goto out;
-  }
-  if (len > TOKEN_MAX || !feof(f)) {
-    snprintf(err, errlen, "TokenFile \"%s\" holds more than %d bytes",
-             gw->conf.token_file, TOKEN_MAX);
-    goto out;
-  }
-  for (size_t i = 0; i < len; i++) {
-    if ((unsigned char)buf[i] < 0x21 || (unsigned char)buf[i] > 0x7e) {
-      snprintf(err, errlen,
-               "TokenFile \"%s\" holds a character that no JWT has at byte %zu",
-               gw->conf.token_file, i);
-      goto out;
+/* Reports the token's expiry state when it changes: WARNING within
+ * TokenWarn of exp, FAILURE once expired, OKAY when a new token fixed it. */
+static void token_report(bm_gateway_t *gw, int64_t now)
+{
+  int64_t exp = 0;
+  bool has = bm_token_expiry(gw->token, &exp);
+  enum bm_severity sev = BM_SEV_OKAY;
+  char msg[256];
+
+  if (has && exp + gw->conf.token_leeway <= now)
+    sev = BM_SEV_FAILURE;
+  else if (has && exp - now <= (int64_t)gw->conf.token_warn)
+    sev = BM_SEV_WARNING;
+  pthread_mutex_lock(&gw->lock);
+  gw->token_has_exp = has;
+  gw->token_exp = exp;
+  pthread_mutex_unlock(&gw->lock);
+  if (sev == gw->token_severity)
+    return;
+  gw->token_severity = sev;
+  if (sev == BM_SEV_FAILURE)
+    snprintf(msg, sizeof(msg), "token %s expired at %lld: commands fail until "
+             "a new token is available", bm_token_fingerprint(gw->token),
+             (long long)exp);
+  else if (sev == BM_SEV_WARNING)
+    snprintf(msg, sizeof(msg), "token %s expires in %lld s (at %lld)",
+             bm_token_fingerprint(gw->token), (long long)(exp - now),
+             (long long)exp);
+  else
+    snprintf(msg, sizeof(msg), "token %s is valid%s",
+             bm_token_fingerprint(gw->token), has ? "" : " (no expiry)");
+  bm_log(sev == BM_SEV_OKAY ? BM_LOG_INFO : sev == BM_SEV_WARNING
+                                                ? BM_LOG_WARNING
+                                                : BM_LOG_ERR,
+         "gateway \"%s\": %s: %s", gw->conf.name, sev_word(sev), msg);
+  if (gw->hooks.token)
+    gw->hooks.token(gw->hooks.ctx, gw->conf.name, sev, msg);
+}
+
+/* Brings the token up to date (a changed file, a renewal due); with force
+ * a minted or commanded token is renewed now.  Relays that wait for a new
+ * token after an "unauthorized" are asked again when it changed. */
+static void token_update(bm_gateway_t *gw, bool force)
+{
+  char err[256];
+  int64_t now = now_wall_ms() / 1000;
+  int rc = bm_token_refresh(gw->token, now, force, err, sizeof(err));
+
+  if (rc < 0)
+    complain(gw, "%s; keeping token %s", err, bm_token_fingerprint(gw->token));
+  if (rc == 1) {
+    BM_INFO("gateway \"%s\": new token %s", gw->conf.name,
+            bm_token_fingerprint(gw->token));
+    for (size_t i = 0; i < bm_relay_table_size(gw->table); i++) {
+      struct bm_relay_view v;
+      if (!gw->waiting_token[i])
+        continue;
+      gw->waiting_token[i] = false;
+      pthread_mutex_lock(&gw->lock);
+      bm_relay_table_view(gw->table, (int)i, &v);
+      if (v.desired >= 0)
+        bm_relay_table_set_desired(gw->table, (int)i, v.desired,
+                                   "retry with a new token", now_mono());
+      pthread_mutex_unlock(&gw->lock);
     }
   }
-  memcpy(gw->cmd.jwt_token, buf, len + 1);
-  gw->token_stat = st;
-  bm_jwt_fingerprint(gw->cmd.jwt_token, gw->token_print);
-  BM_INFO("gateway \"%s\": loaded token %s from \"%s\"", gw->conf.name,
-          gw->token_print, gw->conf.token_file);
-  status = 0;
-out:
-  if (f)
-    fclose(f);
-  /* The buffer held the secret: do not leave it on the stack. */
-  memset(buf, 0, sizeof(buf));
-  return status;
+  gw->token_checked = now_mono();
+  token_report(gw, now);
+}
+
+/* Commands that cannot carry a valid token fail at once, unpublished. */
+static void refuse_without_token(bm_gateway_t *gw)
+{
+  char why[128];
+  bool checked = false;
+
+  for (size_t i = 0; i < gw->events.n; i++) {
+    struct bm_event *ev = &gw->events.ev[i];
+
+    if (ev->kind != BM_EV_PUBLISH)
+      continue;
+    if (!checked) {
+      token_update(gw, false);
+      checked = true;
+    }
+    if (bm_token_usable(gw->token, now_wall_ms() / 1000, gw->conf.token_leeway,
+                        why, sizeof(why)) == 0)
+      return;
+    pthread_mutex_lock(&gw->lock);
+    bm_relay_table_abort(gw->table, ev->relay, ev->corr);
+    pthread_mutex_unlock(&gw->lock);
+    ev->kind = BM_EV_END;
+    ev->outcome = BM_OP_FAILED;
+    ev->severity = BM_SEV_FAILURE;
+    snprintf(ev->reason, sizeof(ev->reason), "%s (token %s): not sent", why,
+             bm_token_fingerprint(gw->token));
+    gw->waiting_token[ev->relay] = true;
+  }
+}
+
+/* After "unauthorized": renew or reload the token once and retry once;
+ * otherwise the relay waits for a new token. */
+static void after_unauthorized(bm_gateway_t *gw, const struct bm_event *ev)
+{
+  char before[13];
+
+  snprintf(before, sizeof(before), "%s", bm_token_fingerprint(gw->token));
+  if (!gw->unauthorized_retried[ev->relay]) {
+    token_update(gw, true);
+    if (strcmp(before, bm_token_fingerprint(gw->token)) != 0) {
+      gw->unauthorized_retried[ev->relay] = true;
+      BM_NOTICE("gateway \"%s\": unauthorized with token %s; retrying once "
+                "with token %s",
+                gw->conf.name, before, bm_token_fingerprint(gw->token));
+      pthread_mutex_lock(&gw->lock);
+      bm_relay_table_set_desired(gw->table, ev->relay, ev->status,
+                                 "retry after unauthorized with a new token",
+                                 now_mono());
+      pthread_mutex_unlock(&gw->lock);
+      return;
+    }
+  }
+  gw->waiting_token[ev->relay] = true;
+  BM_ERROR("gateway \"%s\": the gateway refused token %s: waiting for a new "
+           "token",
+           gw->conf.name, bm_token_fingerprint(gw->token));
 }
 
 /* ---- journal ----------------------------------------------------------- */
@@ -622,12 +696,7 @@ out:
 static void publish_command(bm_gateway_t *gw, const struct bm_event *ev)
 {
   struct bm_relay_view v;
-  char err[256];
   int len, rc;
-
-  if (token_load(gw, err, sizeof(err)) != 0)
-    BM_WARNING("gateway \"%s\": %s; keeping token %s", gw->conf.name, err,
-               gw->token_print);
 
   pthread_mutex_lock(&gw->lock);
   bm_relay_table_view(gw->table, ev->relay, &v);
@@ -638,6 +707,8 @@ static void publish_command(bm_gateway_t *gw, const struct bm_event *ev)
   gw->cmd.parameters.resource_id = v.resource_id;
   gw->cmd.parameters.output = v.output;
   gw->cmd.parameters.status = ev->status;
+  snprintf(gw->cmd.jwt_token, sizeof(gw->cmd.jwt_token), "%s",
+           bm_token_value(gw->token));
   len = bm_msg_encode_command(&gw->cmd, gw->payload, sizeof(gw->payload));
   if (len < 0) {
     BM_ERROR("gateway \"%s\": cannot encode command \"%s\": too large",
@@ -659,13 +730,14 @@ static void publish_command(bm_gateway_t *gw, const struct bm_event *ev)
           "token %s",
           gw->conf.name, ev->republish ? "republished" : "published", v.name,
           (long long)v.resource_id, v.output, ev->status, ev->corr,
-          ev->attempt, ev->origin, gw->token_print);
+          ev->attempt, ev->origin, bm_token_fingerprint(gw->token));
 }
 
 /* Carries out and hands to the host every collected event, then empties the
  * list.  Called without the mutex. */
 static void run_events(bm_gateway_t *gw)
 {
+  refuse_without_token(gw);
   journal_events(gw);
   if (gw->events.lost)
     BM_ERROR("gateway \"%s\": out of memory: %zu relay events lost",
@@ -674,6 +746,10 @@ static void run_events(bm_gateway_t *gw)
     const struct bm_event *ev = &gw->events.ev[i];
     if (ev->kind == BM_EV_PUBLISH)
       publish_command(gw, ev);
+    if (ev->kind == BM_EV_ACK && ev->result == BM_RESULT_SENT)
+      gw->unauthorized_retried[ev->relay] = false;
+    if (ev->kind == BM_EV_END && ev->outcome == BM_OP_UNAUTHORIZED)
+      after_unauthorized(gw, ev);
     if (gw->hooks.event)
       gw->hooks.event(gw->hooks.ctx, gw->conf.name, ev);
   }
@@ -924,8 +1000,13 @@ bm_gateway_t *bm_gateway_new(const struct bm_gateway_conf *conf,
   snprintf(gw->cmd.command, sizeof(gw->cmd.command), "setExtDO");
   gw->cmd.user_id = conf->user_id;
   gw->cmd.organization_id = conf->organization_id;
-  if (token_load(gw, err, errlen) != 0)
+  gw->token_severity = BM_SEV_OKAY;
+  if (!(gw->token = bm_token_new(&conf->token, now_wall_ms() / 1000, err,
+                                 errlen)))
     goto fail;
+  BM_INFO("gateway \"%s\": token %s ready", conf->name,
+          bm_token_fingerprint(gw->token));
+  gw->tls = conf->ca_file[0] || conf->ca_path[0] || conf->tls_system_cas;
 
   if ((gw->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
     snprintf(err, errlen, "eventfd failed: %s", strerror(errno));
@@ -938,13 +1019,106 @@ fail:
   return NULL;
 }
 
+/* libmosquitto explains TLS and socket failures through its log. */
+static void on_mosq_log(struct mosquitto *m, void *obj, int level,
+                        const char *line)
+{
+  bm_gateway_t *gw = obj;
+
+  (void)m;
+  if (level & MOSQ_LOG_ERR)
+    BM_ERROR("gateway \"%s\": MQTT: %s", gw->conf.name, line);
+  else if (level & MOSQ_LOG_WARNING)
+    BM_WARNING("gateway \"%s\": MQTT: %s", gw->conf.name, line);
+}
+
+static int key_password_cb(char *buf, int size, int rwflag, void *userdata)
+{
+  bm_gateway_t *gw = mosquitto_userdata(userdata);
+  int n;
+
+  (void)rwflag;
+  n = snprintf(buf, (size_t)size, "%s", gw->conf.key_password);
+  return n < size ? n : size - 1;
+}
+
+/* Checks that a file TLS needs can be read, naming it when not. */
+static int tls_file_ok(bm_gateway_t *gw, const char *option, const char *path)
+{
+  if (!path[0] || access(path, R_OK) == 0)
+    return 0;
+  BM_ERROR("gateway \"%s\": cannot read %s \"%s\": %s; retrying", gw->conf.name,
+           option, path, strerror(errno));
+  return -1;
+}
+
+/* Sets libmosquitto's TLS up; called before each connection attempt until
+ * it succeeds, so files fixed later are picked up without a restart. */
+static int tls_setup(bm_gateway_t *gw)
+{
+  const struct bm_gateway_conf *c = &gw->conf;
+  int rc;
+
+  if (tls_file_ok(gw, "CACert", c->ca_file) || tls_file_ok(gw, "CAPath", c->ca_path) ||
+      tls_file_ok(gw, "CertificateFile", c->cert_file) ||
+      tls_file_ok(gw, "CertificateKeyFile", c->key_file))
+    return -1;
+  if (c->tls_system_cas &&
+      (rc = mosquitto_int_option(gw->mosq, MOSQ_OPT_TLS_USE_OS_CERTS, 1)) !=
+          MOSQ_ERR_SUCCESS) {
+    BM_ERROR("gateway \"%s\": cannot use the system's CA store: %s",
+             c->name, mosquitto_strerror(rc));
+    return -1;
+  }
+  rc = mosquitto_tls_set(gw->mosq, c->ca_file[0] ? c->ca_file : NULL,
+                         c->ca_path[0] ? c->ca_path : NULL,
+                         c->cert_file[0] ? c->cert_file : NULL,
+                         c->key_file[0] ? c->key_file : NULL,
+                         c->key_password[0] ? key_password_cb : NULL);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    BM_ERROR("gateway \"%s\": TLS setup failed: %s", c->name,
+             mosquitto_strerror(rc));
+    return -1;
+  }
+  rc = mosquitto_tls_opts_set(gw->mosq, c->tls_verify_peer ? 1 : 0,
+                              c->tls_version[0] ? c->tls_version : NULL,
+                              c->ciphers[0] ? c->ciphers : NULL);
+  if (rc == MOSQ_ERR_SUCCESS)
+    rc = mosquitto_tls_insecure_set(gw->mosq, !c->tls_verify_hostname);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    BM_ERROR("gateway \"%s\": TLS options refused (TLSProtocol \"%s\", "
+             "CipherSuite \"%s\"): %s",
+             c->name, c->tls_version, c->ciphers, mosquitto_strerror(rc));
+    return -1;
+  }
+  gw->tls_ready = true;
+  return 0;
+}
+
+bool bm_gateway_token_expiry(bm_gateway_t *gw, int64_t *exp)
+{
+  bool has;
+
+  pthread_mutex_lock(&gw->lock);
+  has = gw->token_has_exp;
+  *exp = gw->token_exp;
+  pthread_mutex_unlock(&gw->lock);
+  return has;
+}
+
 int bm_gateway_open(bm_gateway_t *gw, const char *default_client_id,
                     char *err, size_t errlen)
 {
   int rc;
+  size_t n = bm_relay_table_size(gw->table);
 
   if (gw->mosq)
     return 0;
+  if (!(gw->waiting_token = calloc(n + 1, sizeof(bool))) ||
+      !(gw->unauthorized_retried = calloc(n + 1, sizeof(bool)))) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
   if (gw->conf.journal_file[0] && journal_restore(gw, err, errlen) != 0)
     return -1;
   if (!gw->conf.client_id[0])
@@ -959,6 +1133,7 @@ int bm_gateway_open(bm_gateway_t *gw, const char *default_client_id,
   mosquitto_subscribe_v5_callback_set(gw->mosq, on_subscribe);
   mosquitto_disconnect_v5_callback_set(gw->mosq, on_disconnect);
   mosquitto_message_v5_callback_set(gw->mosq, on_message);
+  mosquitto_log_callback_set(gw->mosq, on_mosq_log);
   if (gw->conf.user[0]) {
     rc = mosquitto_username_pw_set(gw->mosq, gw->conf.user,
                                    gw->conf.password[0] ? gw->conf.password
@@ -984,6 +1159,9 @@ void bm_gateway_free(bm_gateway_t *gw)
   if (gw->wake_fd >= 0)
     close(gw->wake_fd);
   bm_relay_table_free(gw->table);
+  bm_token_free(gw->token);
+  free(gw->waiting_token);
+  free(gw->unauthorized_retried);
   bm_events_release(&gw->events);
   pthread_mutex_destroy(&gw->lock);
   /* The command buffer held the token. */
@@ -1076,7 +1254,20 @@ size_t bm_gateway_snapshot(bm_gateway_t *gw, struct bm_relay_view *views,
 
 static void start_connect(bm_gateway_t *gw)
 {
-  int rc = mosquitto_connect_async(gw->mosq, gw->conf.host, gw->conf.port,
+  int rc;
+
+  if (gw->tls && !gw->tls_ready && tls_setup(gw) != 0) {
+    gw->reconnect_at = now_mono() + gw->backoff;
+    gw->backoff = fmin(gw->backoff * 2, BACKOFF_MAX);
+    return;
+  }
+  if (gw->tls && (!gw->conf.tls_verify_hostname || !gw->conf.tls_verify_peer))
+    BM_WARNING("gateway \"%s\": connecting to %s:%d with TLS verification "
+               "OFF (%s): anyone on the path can read and forge commands",
+               gw->conf.name, gw->conf.host, gw->conf.port,
+               !gw->conf.tls_verify_peer ? "TLSVerifyPeer false"
+                                         : "TLSVerifyHostname false");
+  rc = mosquitto_connect_async(gw->mosq, gw->conf.host, gw->conf.port,
                                gw->conf.keepalive);
   if (rc != MOSQ_ERR_SUCCESS) {
     BM_WARNING("gateway \"%s\": cannot connect to %s:%d: %s; retrying in %g s",
@@ -1105,7 +1296,9 @@ void *bm_gateway_run(void *arg)
     if (gw->session == SESSION_IDLE && now >= gw->reconnect_at)
       start_connect(gw);
 
-    /* 2. timers and intents */
+    /* 2. timers, intents, the token's file and expiry (once a second) */
+    if (now - gw->token_checked >= 1.0)
+      token_update(gw, false);
     pthread_mutex_lock(&gw->lock);
     bm_relay_table_tick(gw->table, now, &gw->events);
     deadline = bm_relay_table_next_deadline(gw->table);

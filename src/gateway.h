@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "relay.h"
+#include "token.h"
 
 #define BM_GW_NAME_SIZE 64
 #define BM_GW_STR_SIZE 256
@@ -55,7 +56,20 @@ struct bm_gateway_conf {
   char brand[BM_GW_STR_SIZE];
   int64_t user_id;
   int64_t organization_id;
-  char token_file[BM_GW_PATH_SIZE];
+  struct bm_token_conf token;    /* TokenFile, <Token> or TokenCommand */
+  int64_t token_leeway;          /* s of clock difference allowed */
+  double token_warn;             /* s before exp: WARNING */
+  /* TLS: any of ca_file, ca_path, tls_system_cas turns it on. */
+  char ca_file[BM_GW_PATH_SIZE];
+  char ca_path[BM_GW_PATH_SIZE];
+  bool tls_system_cas;
+  char cert_file[BM_GW_PATH_SIZE];
+  char key_file[BM_GW_PATH_SIZE];
+  char key_password[BM_GW_STR_SIZE];
+  char tls_version[16];          /* "" for libmosquitto's default */
+  char ciphers[BM_GW_STR_SIZE];
+  bool tls_verify_hostname;
+  bool tls_verify_peer;
   char command_topic[BM_GW_STR_SIZE];
   int qos;                       /* 0, 1 or 2 */
   struct bm_relay_policy policy;
@@ -70,6 +84,10 @@ struct bm_gateway_hooks {
   void (*event)(void *ctx, const char *gateway, const struct bm_event *ev);
   /* The session became ready (subscribed) or was lost. */
   void (*connection)(void *ctx, const char *gateway, bool up);
+  /* The token's state changed: OKAY, WARNING (expires within TokenWarn),
+   * FAILURE (expired).  The message names the token by its fingerprint. */
+  void (*token)(void *ctx, const char *gateway, enum bm_severity severity,
+                const char *message);
   void *ctx;
 };
 
@@ -81,10 +99,10 @@ typedef struct bm_gateway bm_gateway_t;
 int bm_gateway_library_init(void);
 void bm_gateway_library_cleanup(void);
 
-/* Creates a gateway from conf (copied) and reads its token file; no network
- * yet (see bm_gateway_open).  Returns
- * NULL with a reason in err (unreadable or empty token file, bad setting,
- * out of memory). */
+/* Creates a gateway from conf (copied) and gets its first token; no network
+ * yet (see bm_gateway_open).  Returns NULL with a reason in err (no token:
+ * an unreadable or empty file, a bad key, a failing command; out of
+ * memory). */
 bm_gateway_t *bm_gateway_new(const struct bm_gateway_conf *conf,
                              const struct bm_gateway_hooks *hooks, char *err,
                              size_t errlen);
@@ -129,6 +147,9 @@ void bm_gateway_stop(bm_gateway_t *gw);
  * for require_known, -1 for a bad relay index or status. */
 int bm_gateway_request(bm_gateway_t *gw, int relay, int status,
                        const char *origin, bool require_known);
+
+/* The current token's exp, when it has one (any thread). */
+bool bm_gateway_token_expiry(bm_gateway_t *gw, int64_t *exp);
 
 /* Copies every relay's view (cap entries at most), the counters, and whether
  * the session is ready, under the mutex; resets the latency sums.  Returns

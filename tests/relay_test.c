@@ -21,6 +21,14 @@
 
 #include "tap.h"
 
+/* Prefixes of the plugin's own form, "<16 lowercase hex digits>": ids made
+ * with them are recognised by their form (bm_relay_corr_seq), also across a
+ * restart.  Most tests use the short prefix "t", whose ids relay.c
+ * recognises through the relay's memory of its pending and recent commands
+ * only (see test_old_own_ids). */
+#define HEX_A "0123456789abcdef"
+#define HEX_B "fedcba9876543210"
+
 static const struct bm_relay_policy POLICY = {
     .ack_timeout = 5, .command_timeout = 10, .retries = 2, .retry_backoff = 1};
 
@@ -88,6 +96,98 @@ static const struct bm_event *first_kind(const struct bm_events *e,
   none.kind = (enum bm_event_kind)-1;
   none.relay = -1;
   return &none;
+}
+
+/* Event i of the list, or a static zeroed one past the end (as first_kind). */
+static const struct bm_event *nth(const struct bm_events *e, size_t i)
+{
+  static struct bm_event none;
+  if (i < e->n)
+    return &e->ev[i];
+  memset(&none, 0, sizeof(none));
+  none.kind = (enum bm_event_kind)-1;
+  none.relay = -1;
+  return &none;
+}
+
+static const char *kind_name(enum bm_event_kind k)
+{
+  switch (k) {
+  case BM_EV_PUBLISH:
+    return "PUBLISH";
+  case BM_EV_STATE:
+    return "STATE";
+  case BM_EV_END:
+    return "END";
+  case BM_EV_ACK:
+    return "ACK";
+  case BM_EV_APPLIED:
+    return "APPLIED";
+  case BM_EV_DRIFT:
+    return "DRIFT";
+  }
+  return "?";
+}
+
+/* The kinds of the listed events in order, "APPLIED,STATE" ("" for none), so
+ * a test states the exact sequence it expects.  A static buffer, valid until
+ * the next call. */
+static const char *kinds(const struct bm_events *e)
+{
+  static char buf[512];
+  size_t len = 0;
+
+  buf[0] = '\0';
+  for (size_t i = 0; i < e->n && len < sizeof(buf) - 16; i++)
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%s",
+                            i ? "," : "", kind_name(e->ev[i].kind));
+  if (e->lost)
+    snprintf(buf + len, sizeof(buf) - len, ",(%zu lost)", e->lost);
+  return buf;
+}
+
+/* Whether e is the ACK of command corr (sequence seq) on relay with the
+ * gateway's result and reason; says what it got when not. */
+static bool ack_is(const struct bm_event *e, int relay, const char *corr,
+                   uint64_t seq, enum bm_result res, const char *reason)
+{
+  if (e->kind == BM_EV_ACK && e->relay == relay &&
+      strcmp(e->corr, corr) == 0 && e->seq == seq && e->result == res &&
+      strcmp(e->reason, reason) == 0)
+    return true;
+  diag("got %s relay %d corr \"%s\" seq %llu result %d reason \"%s\"",
+       kind_name(e->kind), e->relay, e->corr, (unsigned long long)e->seq,
+       (int)e->result, e->reason);
+  return false;
+}
+
+/* Whether e is the APPLIED of a notification (corr "" for none) that set
+ * relay from previous to status; seq is our command's sequence, 0 none. */
+static bool applied_is(const struct bm_event *e, int relay, const char *corr,
+                       uint64_t seq, int status, int previous)
+{
+  if (e->kind == BM_EV_APPLIED && e->relay == relay &&
+      strcmp(e->corr, corr) == 0 && e->seq == seq && e->status == status &&
+      e->previous == previous)
+    return true;
+  diag("got %s relay %d corr \"%s\" seq %llu status %d previous %d",
+       kind_name(e->kind), e->relay, e->corr, (unsigned long long)e->seq,
+       e->status, e->previous);
+  return false;
+}
+
+/* Whether e is the DRIFT of relay from previous to status, reported by a
+ * notification with corr ("" for none). */
+static bool drift_is(const struct bm_event *e, int relay, const char *corr,
+                     int status, int previous)
+{
+  if (e->kind == BM_EV_DRIFT && e->relay == relay &&
+      strcmp(e->corr, corr) == 0 && e->status == status &&
+      e->previous == previous)
+    return true;
+  diag("got %s relay %d corr \"%s\" status %d previous %d",
+       kind_name(e->kind), e->relay, e->corr, e->status, e->previous);
+  return false;
 }
 
 static uint64_t op_count(bm_relay_table_t *t, enum bm_op op)
@@ -296,6 +396,7 @@ static void test_disconnected_then_connect(void)
   is_int(e->relay, 0, "for relay 0");
   is_int(e->status, 1, "with status 1");
   is_str(e->corr, "gw1-1", "correlationId <prefix>-<seq>");
+  is_int(e->seq, 1, "PUBLISH carries the sequence 1");
   is_int(e->attempt, 1, "attempt 1");
   ok(!e->republish, "not a republish");
   is_str(e->origin, "trigger overheat", "origin carried");
@@ -319,6 +420,7 @@ static void test_disconnected_then_connect(void)
   bm_relay_table_tick(t, 202, &ev);
   is_str(first_kind(&ev, BM_EV_PUBLISH)->corr, "gw1-2",
          "the sequence is per table");
+  is_int(first_kind(&ev, BM_EV_PUBLISH)->seq, 2, "PUBLISH sequence 2");
   is_str(first_kind(&ev, BM_EV_PUBLISH)->origin, "",
          "no origin: empty origin");
   bm_events_release(&ev);
@@ -340,9 +442,12 @@ static void test_confirm_flow(void)
   bm_events_clear(&ev);
   is_int(bm_relay_table_on_response(t, &r, 100.5, &ev), BM_APPLY_OK,
          "response sent applies");
-  is_int(ev.n, 0, "response sent produces no event");
+  is_str(kinds(&ev), "ACK", "response sent: one ACK and nothing else");
+  ok(ack_is(nth(&ev, 0), 0, "t-1", 1, BM_RESULT_SENT, "Command Queued"),
+     "ACK: relay 0, t-1, sequence 1, sent, the gateway's reason");
   is_int(view_of(t, 0).pending, 1, "still pending after the response");
   is_int(op_count(t, BM_OP_SENT), 1, "sent counted");
+  bm_events_clear(&ev);
   is_int(bm_relay_table_on_response(t, &r, 100.7, &ev), BM_APPLY_DUPLICATE,
          "the same response again is a duplicate");
   is_int(op_count(t, BM_OP_DUPLICATE), 1, "duplicate counted");
@@ -352,7 +457,10 @@ static void test_confirm_flow(void)
   struct bm_notification n = notification(corr, 101, 4, 1);
   is_int(bm_relay_table_on_notification(t, &n, 102, &ev), BM_APPLY_OK,
          "notification applies");
-  is_int(ev.n, 1, "one event");
+  is_int(count_kind(&ev, BM_EV_STATE), 1, "one STATE event");
+  is_str(kinds(&ev), "APPLIED,STATE", "APPLIED, then STATE");
+  ok(applied_is(nth(&ev, 0), 0, "t-1", 1, 1, -1),
+     "APPLIED: relay 0, t-1, sequence 1, -1 -> 1");
   const struct bm_event *e = first_kind(&ev, BM_EV_STATE);
   ok(e->kind == BM_EV_STATE && e->relay == 0 && e->status == 1 &&
          e->previous == -1,
@@ -410,11 +518,18 @@ static void test_confirm_flow(void)
   bm_relay_table_tick(t, 2000, &ev);
   is_str(first_kind(&ev, BM_EV_PUBLISH)->corr, "t-2", "t-2 published");
   is_int(first_kind(&ev, BM_EV_PUBLISH)->status, 0, "with status 0");
+  is_int(first_kind(&ev, BM_EV_PUBLISH)->seq, 2, "sequence 2");
   r = response("t-2", BM_RESULT_SENT, "");
+  bm_events_clear(&ev);
   bm_relay_table_on_response(t, &r, 2001.25, &ev);
+  ok(ev.n == 1 && ack_is(nth(&ev, 0), 0, "t-2", 2, BM_RESULT_SENT, ""),
+     "the only event: ACK of t-2, sequence 2, empty reason");
   n = notification("t-2", 101, 4, 0);
   bm_events_clear(&ev);
   bm_relay_table_on_notification(t, &n, 2004, &ev);
+  is_str(kinds(&ev), "APPLIED,STATE", "t-2 confirmed: APPLIED, STATE");
+  ok(applied_is(nth(&ev, 0), 0, "t-2", 2, 0, 1),
+     "APPLIED: t-2, sequence 2, 1 -> 0");
   e = first_kind(&ev, BM_EV_STATE);
   ok(e->status == 0 && e->previous == 1, "STATE 1 -> 0");
   bm_relay_table_stats(t, &s, false);
@@ -478,7 +593,11 @@ static void test_non_sent_results(void)
     bm_events_clear(&ev);
     is_int(bm_relay_table_on_response(t, &r, 101, &ev), BM_APPLY_OK,
            "%s: response applies", nm);
-    is_int(ev.n, 1, "%s: one event", nm);
+    is_int(count_kind(&ev, BM_EV_END), 1, "%s: one END event", nm);
+    is_str(kinds(&ev), "ACK,END", "%s: the ACK, then the END", nm);
+    ok(ack_is(nth(&ev, 0), 0, "t-1", 1, cases[i].res,
+              "The user does not have access rights"),
+       "%s: ACK of t-1, sequence 1, the result and the gateway's reason", nm);
     const struct bm_event *e = first_kind(&ev, BM_EV_END);
     is_int(e->kind, BM_EV_END, "%s: an END event", nm);
     is_int(e->outcome, cases[i].op, "%s: outcome", nm);
@@ -537,6 +656,10 @@ static void test_non_sent_results(void)
   is_int(bm_relay_table_on_notification(t, &n, 102, &ev), BM_APPLY_OK,
          "a notification of a refused command still applies");
   is_int(view_of(t, 0).confirmed, 1, "and sets the confirmed state");
+  is_str(kinds(&ev), "APPLIED,STATE", "refused, then applied: APPLIED, STATE");
+  ok(applied_is(nth(&ev, 0), 0, "t-1", 1, 1, -1),
+     "APPLIED carries the refused command's sequence 1");
+  is_int(op_count(t, BM_OP_CONFIRMED), 1, "counted as confirmed");
   bm_events_release(&ev);
   bm_relay_table_free(t);
 }
@@ -576,6 +699,9 @@ static void test_ack_timeout_retries(void)
   struct bm_notification n0 = notification(NULL, 101, 4, 0);
   bm_events_clear(&ev);
   bm_relay_table_on_notification(t, &n0, 105.5, &ev);
+  is_str(kinds(&ev), "APPLIED,STATE", "unsolicited 0: APPLIED, STATE");
+  ok(applied_is(nth(&ev, 0), 0, "", 0, 0, -1),
+     "APPLIED without correlationId: corr \"\", sequence 0, -1 -> 0");
   bm_relay_table_tick(t, 105.5, &ev);
   is_int(count_kind(&ev, BM_EV_PUBLISH), 0,
          "a state report during the backoff does not hasten the retry");
@@ -635,7 +761,13 @@ static void test_ack_timeout_retries(void)
   struct bm_response r = response("t-1", BM_RESULT_SENT, "late");
   is_int(bm_relay_table_on_response(t, &r, 10001, &ev), BM_APPLY_OK,
          "a late response to a timed-out command is recognised");
-  is_int(ev.n, 0, "and produces no event");
+  is_str(kinds(&ev), "ACK", "and produces only its ACK");
+  ok(ack_is(nth(&ev, 0), 0, "t-1", 1, BM_RESULT_SENT, "late"),
+     "ACK of the timed-out t-1, sequence 1");
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_response(t, &r, 10002, &ev), BM_APPLY_DUPLICATE,
+         "the late response again is a duplicate");
+  is_int(ev.n, 0, "and produces no second ACK");
 
   ok(bm_relay_table_set_desired(t, 0, 1, "again", 20000),
      "set_desired after the give-up may publish");
@@ -1023,7 +1155,10 @@ static void test_supersede_late_refusal(void)
   bm_events_clear(&ev);
   is_int(bm_relay_table_on_response(t, &r, 102, &ev), BM_APPLY_OK,
          "late refusal of the superseded command is recognised");
-  is_int(ev.n, 0, "and ends nothing");
+  is_int(count_kind(&ev, BM_EV_END), 0, "and ends nothing");
+  is_str(kinds(&ev), "ACK", "only its ACK");
+  ok(ack_is(nth(&ev, 0), 0, "t-1", 1, BM_RESULT_NOT_SEND, "busy"),
+     "ACK of the superseded t-1: sequence 1, not_send, \"busy\"");
   struct bm_relay_view v = view_of(t, 0);
   ok(v.pending == 1 && !v.stopped, "t-2 still pending, relay not stopped");
   is_int(op_count(t, BM_OP_NOT_SEND), 1, "not_send counted");
@@ -1077,7 +1212,11 @@ static void test_supersede_back_to_confirmed(void)
   n = notification("t-2", 101, 4, 0);
   is_int(bm_relay_table_on_notification(t, &n, 102, &ev), BM_APPLY_OK,
          "t-2's notification applies");
-  is_int(ev.n, 0, "the state did not change: no STATE, no END");
+  is_str(kinds(&ev), "APPLIED",
+         "the state did not change: APPLIED only, no STATE, no END");
+  ok(applied_is(nth(&ev, 0), 0, "t-2", 2, 0, 0),
+     "APPLIED: t-2, sequence 2, 0 -> 0");
+  bm_events_clear(&ev);
   v = view_of(t, 0);
   ok(v.pending == 0 && v.confirmed == 0 && !v.stopped, "done, confirmed 0");
   is_int(op_count(t, BM_OP_CONFIRMED), 1, "confirmed counted");
@@ -1093,6 +1232,7 @@ static void test_supersede_back_to_confirmed(void)
   is_int(bm_relay_table_on_notification(t, &n, 501, &ev), BM_APPLY_DUPLICATE,
          "t-1's late notification after t-2's is stale");
   is_int(view_of(t, 0).confirmed, 0, "no rollback");
+  is_int(ev.n, 0, "a stale notification: no APPLIED, no event at all");
   ok(!bm_relay_table_set_desired(t, 0, 0, "off", 502),
      "the same intent again: nothing to publish");
   bm_relay_table_tick(t, 502, &ev);
@@ -1115,17 +1255,23 @@ static void test_supersede_back_to_confirmed(void)
   bm_events_clear(&ev);
   is_int(bm_relay_table_on_notification(t, &n, 102, &ev), BM_APPLY_OK,
          "the old t-1 switched the relay on: applies");
-  ok(ev.n == 1 && first_kind(&ev, BM_EV_STATE)->status == 1,
-     "STATE 0 -> 1 and nothing else");
+  is_str(kinds(&ev), "APPLIED,STATE", "APPLIED, STATE and nothing else");
+  ok(applied_is(nth(&ev, 0), 0, "t-1", 1, 1, 0),
+     "APPLIED: the superseded t-1, sequence 1, 0 -> 1");
+  ok(nth(&ev, 1)->status == 1 && nth(&ev, 1)->previous == 0, "STATE 0 -> 1");
   bm_relay_table_tick(t, 102, &ev);
   is_int(count_kind(&ev, BM_EV_PUBLISH), 0,
          "no extra command: t-2 is on its way");
   n = notification("t-2", 101, 4, 0);
   bm_events_clear(&ev);
   bm_relay_table_on_notification(t, &n, 103, &ev);
-  ok(ev.n == 1 && first_kind(&ev, BM_EV_STATE)->previous == 1 &&
+  is_str(kinds(&ev), "APPLIED,STATE",
+         "t-2 switched it back off: APPLIED, STATE, no END, no DRIFT");
+  ok(applied_is(nth(&ev, 0), 0, "t-2", 2, 0, 1),
+     "APPLIED: t-2, sequence 2, 1 -> 0");
+  ok(first_kind(&ev, BM_EV_STATE)->previous == 1 &&
          first_kind(&ev, BM_EV_STATE)->status == 0,
-     "t-2 switched it back off: STATE 1 -> 0, no END");
+     "STATE 1 -> 0");
   bm_events_clear(&ev);
   bm_relay_table_tick(t, 103, &ev);
   bm_relay_table_tick(t, 200, &ev);
@@ -1182,39 +1328,85 @@ static void test_supersede_back_to_confirmed(void)
 
 /* The ordering rule must hold for our own commands however old they are:
  * "a confirmation of an older command of ours (a late or redelivered one)
- * never rolls the relay back". */
-static void test_old_own_ids(void)
+ * never rolls the relay back" -- also once the relay's ring of recent
+ * commands has forgotten them.  Run with the plugin's own prefix form (16
+ * hex digits) and with the short prefix of the other tests: relay.h lets
+ * the caller choose any id_prefix and calls every "<id_prefix>-<sequence>"
+ * ours. */
+static void check_old_own_ids(const char *prefix)
 {
-  bm_relay_table_t *t = table_new(&POLICY, "t");
+  bm_relay_table_t *t = table_new(&POLICY, prefix);
   struct bm_events ev = {0};
-  char corr[BM_MSG_ID_SIZE];
+  char corr[BM_MSG_ID_SIZE], id[BM_MSG_ID_SIZE];
   struct bm_notification n;
 
-  /* Six superseded commands in a row, t-1 .. t-6, alternating 1/0. */
+  /* Six superseded commands in a row, -1 .. -6, alternating 1/0. */
   bm_relay_table_add(t, "pump", 101, 4);
   command(t, 0, 1, 100, corr, &ev);
   for (int i = 2; i <= 6; i++) {
     bm_relay_table_set_desired(t, 0, i % 2, "flap", 100 + i);
     bm_relay_table_tick(t, 100 + i, &ev);
   }
-  n = notification("t-6", 101, 4, 0);
+  snprintf(id, sizeof(id), "%s-6", prefix);
+  n = notification(id, 101, 4, 0);
   is_int(bm_relay_table_on_notification(t, &n, 110, &ev), BM_APPLY_OK,
-         "t-6 confirms 0");
+         "prefix \"%s\": -6 confirms 0", prefix);
   uint64_t dup = op_count(t, BM_OP_DUPLICATE);
-  n = notification("t-1", 101, 4, 1);
+  snprintf(id, sizeof(id), "%s-1", prefix);
+  n = notification(id, 101, 4, 1);
   bm_events_clear(&ev);
   is_int(bm_relay_table_on_notification(t, &n, 111, &ev), BM_APPLY_DUPLICATE,
-         "the late notification of t-1 (5 commands older) is stale");
-  is_int(view_of(t, 0).confirmed, 0, "t-1's late notification: no rollback");
-  is_int(count_kind(&ev, BM_EV_STATE), 0, "no STATE event");
-  is_int(op_count(t, BM_OP_DUPLICATE), dup + 1, "counted as duplicate");
-  is_int(op_count(t, BM_OP_UNSOLICITED), 0, "not counted as unsolicited");
+         "prefix \"%s\": the late notification of -1 (5 commands older, "
+         "out of the ring) is stale",
+         prefix);
+  is_int(view_of(t, 0).confirmed, 0, "prefix \"%s\": no rollback", prefix);
+  is_int(ev.n, 0, "prefix \"%s\": no APPLIED, no STATE, no event", prefix);
+  is_int(op_count(t, BM_OP_DUPLICATE), dup + 1,
+         "prefix \"%s\": counted as duplicate", prefix);
+  is_int(op_count(t, BM_OP_UNSOLICITED), 0,
+         "prefix \"%s\": not counted as unsolicited", prefix);
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+
+  /* A forgotten command of ours that nothing newer has overtaken: it
+   * applies as a confirmation of ours (counted confirmed, APPLIED with its
+   * sequence), not as somebody else's change. */
+  t = table_new(&POLICY, prefix);
+  memset(&ev, 0, sizeof(ev));
+  bm_relay_table_add(t, "pump", 101, 4);
+  command(t, 0, 1, 100, corr, &ev);
+  for (int i = 2; i <= 6; i++) {
+    bm_relay_table_set_desired(t, 0, i % 2, "flap", 100 + i);
+    bm_relay_table_tick(t, 100 + i, &ev);
+  }
+  n = notification(corr, 101, 4, 1); /* -1, forgotten by the ring */
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(t, &n, 110, &ev), BM_APPLY_OK,
+         "prefix \"%s\": forgotten -1, nothing newer applied: applies",
+         prefix);
+  ok(op_count(t, BM_OP_CONFIRMED) == 1 && op_count(t, BM_OP_UNSOLICITED) == 0,
+     "prefix \"%s\": counted confirmed, not unsolicited", prefix);
+  is_str(kinds(&ev), "APPLIED,STATE", "prefix \"%s\": APPLIED, STATE",
+         prefix);
+  ok(applied_is(nth(&ev, 0), 0, corr, 1, 1, -1),
+     "prefix \"%s\": APPLIED carries sequence 1", prefix);
+  snprintf(id, sizeof(id), "%s-3", prefix); /* -3 (status 1) in the ring */
+  n = notification(id, 101, 4, 1);
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(t, &n, 111, &ev), BM_APPLY_OK,
+         "prefix \"%s\": the newer -3 applies after it", prefix);
+  ok(applied_is(nth(&ev, 0), 0, id, 3, 1, 1),
+     "prefix \"%s\": APPLIED -3, sequence 3", prefix);
+  n = notification(corr, 101, 4, 0);
+  is_int(bm_relay_table_on_notification(t, &n, 112, &ev), BM_APPLY_DUPLICATE,
+         "prefix \"%s\": -1 again (other status): duplicate", prefix);
+  is_int(view_of(t, 0).confirmed, 1, "prefix \"%s\": no rollback", prefix);
   bm_events_release(&ev);
   bm_relay_table_free(t);
 
   /* A confirmed notification redelivered (QoS 1) after five more
    * confirmed commands. */
-  t = table_new(&POLICY, "t");
+  t = table_new(&POLICY, prefix);
   memset(&ev, 0, sizeof(ev));
   bm_relay_table_add(t, "pump", 101, 4);
   for (int i = 1; i <= 6; i++) {
@@ -1222,16 +1414,28 @@ static void test_old_own_ids(void)
     n = notification(corr, 101, 4, i % 2);
     bm_relay_table_on_notification(t, &n, 100 * i + 1, &ev);
   }
-  is_int(view_of(t, 0).confirmed, 0, "t-6 confirmed 0");
-  n = notification("t-1", 101, 4, 1);
+  is_int(view_of(t, 0).confirmed, 0, "prefix \"%s\": -6 confirmed 0",
+         prefix);
+  snprintf(id, sizeof(id), "%s-1", prefix);
+  n = notification(id, 101, 4, 1);
   bm_events_clear(&ev);
   is_int(bm_relay_table_on_notification(t, &n, 700, &ev), BM_APPLY_DUPLICATE,
-         "redelivery of t-1's applied notification is a duplicate");
-  is_int(view_of(t, 0).confirmed, 0, "redelivered t-1: no rollback");
+         "prefix \"%s\": redelivery of -1's applied notification is a "
+         "duplicate",
+         prefix);
+  is_int(view_of(t, 0).confirmed, 0, "prefix \"%s\": no rollback", prefix);
   bm_relay_table_tick(t, 700, &ev);
-  is_int(count_kind(&ev, BM_EV_PUBLISH), 0, "and no corrective command");
+  is_int(ev.n, 0, "prefix \"%s\": no event, no corrective command", prefix);
   bm_events_release(&ev);
   bm_relay_table_free(t);
+}
+
+static void test_old_own_ids(void)
+{
+  check_old_own_ids(HEX_A);
+  /* relay.h, bm_relay_table_new: any id_prefix of at most 40 bytes, every
+   * correlationId "<id_prefix>-<sequence>" -- so "t-1" is ours too. */
+  check_old_own_ids("t");
 }
 
 /* The device reports the other state in answer to our command (it could not
@@ -1259,12 +1463,17 @@ static void test_contradicting_notification(void)
   is_int(bm_relay_table_on_notification(t, &n, 101, &ev), BM_APPLY_OK,
          "a notification contradicting the command applies");
   is_int(view_of(t, 0).confirmed, 0, "confirmed is what the device says");
-  is_int(ev.n, 2, "two events");
-  ok(ev.n == 2 && ev.ev[0].kind == BM_EV_STATE && ev.ev[0].relay == 0 &&
-         ev.ev[0].previous == -1 && ev.ev[0].status == 0 &&
-         strcmp(ev.ev[0].corr, "t-1") == 0,
-     "first STATE -1 -> 0 carrying t-1");
-  ok(ev.n == 2 && ev.ev[1].kind == BM_EV_END, "then an END");
+  is_int(count_kind(&ev, BM_EV_STATE), 1, "one STATE");
+  is_int(count_kind(&ev, BM_EV_END), 1, "one END");
+  is_str(kinds(&ev), "APPLIED,STATE,END", "APPLIED, STATE, END");
+  ok(applied_is(nth(&ev, 0), 0, "t-1", 1, 0, -1),
+     "APPLIED: t-1, sequence 1, -1 -> 0");
+  ok(nth(&ev, 1)->kind == BM_EV_STATE && nth(&ev, 1)->relay == 0 &&
+         nth(&ev, 1)->previous == -1 && nth(&ev, 1)->status == 0 &&
+         strcmp(nth(&ev, 1)->corr, "t-1") == 0,
+     "then STATE -1 -> 0 carrying t-1");
+  ok(nth(&ev, 2)->kind == BM_EV_END, "then the END");
+  is_int(count_kind(&ev, BM_EV_DRIFT), 0, "an answer of ours is no drift");
   e = first_kind(&ev, BM_EV_END);
   is_int(e->outcome, BM_OP_CONTRADICTED, "END outcome contradicted");
   is_int(e->severity, BM_SEV_WARNING, "a WARNING");
@@ -1308,7 +1517,10 @@ static void test_contradicting_notification(void)
   bm_events_clear(&ev);
   is_int(bm_relay_table_on_notification(t, &n, 103, &ev), BM_APPLY_OK,
          "t-2 contradicted too");
-  is_int(ev.n, 1, "state unchanged: only the END");
+  is_int(count_kind(&ev, BM_EV_STATE), 0, "state unchanged: no STATE");
+  is_str(kinds(&ev), "APPLIED,END", "APPLIED and the END");
+  ok(applied_is(nth(&ev, 0), 0, "t-2", 2, 0, 0),
+     "APPLIED: t-2, sequence 2, 0 -> 0");
   e = first_kind(&ev, BM_EV_END);
   ok(e->outcome == BM_OP_CONTRADICTED && e->attempt == 2 &&
          strcmp(e->corr, "t-2") == 0,
@@ -1329,21 +1541,21 @@ static void test_contradicting_notification(void)
   bm_events_clear(&ev);
   is_int(bm_relay_table_on_notification(t, &n, 106, &ev), BM_APPLY_OK,
          "t-3 contradicted");
-  is_int(ev.n, 2, "two events");
-  ok(ev.n == 2 && ev.ev[0].kind == BM_EV_END &&
-         ev.ev[0].outcome == BM_OP_CONTRADICTED && ev.ev[0].attempt == 3 &&
-         strcmp(ev.ev[0].corr, "t-3") == 0,
+  is_int(count_kind(&ev, BM_EV_END), 2, "two END events");
+  is_str(kinds(&ev), "APPLIED,END,END", "APPLIED, END, END");
+  ok(applied_is(nth(&ev, 0), 0, "t-3", 3, 0, 0),
+     "APPLIED: t-3, sequence 3, 0 -> 0");
+  ok(nth(&ev, 1)->kind == BM_EV_END &&
+         nth(&ev, 1)->outcome == BM_OP_CONTRADICTED &&
+         nth(&ev, 1)->attempt == 3 && strcmp(nth(&ev, 1)->corr, "t-3") == 0,
      "END contradicted for t-3, attempt 3");
-  ok(ev.n == 2 && ev.ev[1].kind == BM_EV_END &&
-         ev.ev[1].outcome == BM_OP_GAVE_UP &&
-         ev.ev[1].severity == BM_SEV_FAILURE && ev.ev[1].status == 1 &&
-         ev.ev[1].attempt == 3 && ev.ev[1].relay == 0,
+  ok(nth(&ev, 2)->kind == BM_EV_END && nth(&ev, 2)->outcome == BM_OP_GAVE_UP &&
+         nth(&ev, 2)->severity == BM_SEV_FAILURE && nth(&ev, 2)->status == 1 &&
+         nth(&ev, 2)->attempt == 3 && nth(&ev, 2)->relay == 0,
      "then END gave_up, FAILURE, status 1, attempt 3");
-  if (ev.n == 2) {
-    is_str(ev.ev[1].origin, "test", "gave_up carries the origin");
-    ok(ev.ev[1].reason[0] != '\0', "gave_up has a reason (%s)",
-       ev.ev[1].reason);
-  }
+  is_str(nth(&ev, 2)->origin, "test", "gave_up carries the origin");
+  ok(nth(&ev, 2)->reason[0] != '\0', "gave_up has a reason (%s)",
+     nth(&ev, 2)->reason);
   v = view_of(t, 0);
   ok(v.stopped && v.pending == 0 && v.confirmed == 0 && v.desired == 1,
      "relay stopped, confirmed 0, desired 1");
@@ -1381,9 +1593,12 @@ static void test_contradicting_notification(void)
   bm_events_clear(&ev);
   is_int(bm_relay_table_on_notification(t, &n, 20001, &ev), BM_APPLY_OK,
          "t-4 confirmed with the commanded status");
-  ok(ev.n == 1 && first_kind(&ev, BM_EV_STATE)->previous == 0 &&
+  is_str(kinds(&ev), "APPLIED,STATE", "APPLIED, STATE and no END");
+  ok(applied_is(nth(&ev, 0), 0, "t-4", 4, 1, 0),
+     "APPLIED: t-4, sequence 4, 0 -> 1");
+  ok(first_kind(&ev, BM_EV_STATE)->previous == 0 &&
          first_kind(&ev, BM_EV_STATE)->status == 1,
-     "STATE 0 -> 1 and no END");
+     "STATE 0 -> 1");
   is_int(op_count(t, BM_OP_CONTRADICTED), 3, "an agreeing answer: no count");
   bm_events_clear(&ev);
   bm_relay_table_tick(t, 20002, &ev);
@@ -1474,10 +1689,13 @@ static void test_contradiction_cases(void)
   n = notification("t-1", 101, 4, 0);
   bm_events_clear(&ev);
   bm_relay_table_on_notification(t, &n, 2, &ev);
-  ok(ev.n == 3 && ev.ev[0].kind == BM_EV_STATE &&
-         ev.ev[1].outcome == BM_OP_CONTRADICTED &&
-         ev.ev[2].outcome == BM_OP_GAVE_UP && ev.ev[2].attempt == 1,
-     "retries 0: STATE, END contradicted, END gave_up");
+  is_str(kinds(&ev), "APPLIED,STATE,END,END",
+         "retries 0: APPLIED, STATE, END, END");
+  ok(applied_is(nth(&ev, 0), 0, "t-1", 1, 0, -1),
+     "retries 0: APPLIED t-1, sequence 1, -1 -> 0");
+  ok(nth(&ev, 2)->outcome == BM_OP_CONTRADICTED &&
+         nth(&ev, 3)->outcome == BM_OP_GAVE_UP && nth(&ev, 3)->attempt == 1,
+     "retries 0: END contradicted, END gave_up");
   ok(view_of(t, 0).stopped, "retries 0: stopped");
   bm_events_clear(&ev);
   bm_relay_table_tick(t, 2, &ev);
@@ -1575,15 +1793,22 @@ static void test_reorder(void)
          "notification before the response applies");
   is_int(view_of(t, 0).confirmed, 1, "confirmed 1");
   is_int(view_of(t, 0).pending, 0, "nothing pending");
+  is_str(kinds(&ev), "APPLIED,STATE", "APPLIED, STATE");
+  ok(applied_is(nth(&ev, 0), 0, "t-1", 1, 1, -1), "APPLIED t-1, sequence 1");
   struct bm_response r = response(corr, BM_RESULT_SENT, "");
+  bm_events_clear(&ev);
   is_int(bm_relay_table_on_response(t, &r, 102, &ev), BM_APPLY_OK,
          "the response after the notification is recognised");
+  is_str(kinds(&ev), "ACK", "an ACK for the already confirmed command");
+  ok(ack_is(nth(&ev, 0), 0, "t-1", 1, BM_RESULT_SENT, ""),
+     "ACK t-1, sequence 1, sent");
   is_int(op_count(t, BM_OP_DUPLICATE), 0, "and is not a duplicate");
   is_int(op_count(t, BM_OP_SENT), 1, "it counts as sent");
   is_int(op_count(t, BM_OP_CONFIRMED), 1, "confirmed once");
+  bm_events_clear(&ev);
   is_int(bm_relay_table_on_response(t, &r, 103, &ev), BM_APPLY_DUPLICATE,
          "the response once more is a duplicate");
-  bm_events_clear(&ev);
+  is_int(ev.n, 0, "and has no ACK");
   bm_relay_table_tick(t, 200, &ev);
   is_int(ev.n, 0, "no timeout, no retry after the reordered pair");
   bm_events_release(&ev);
@@ -1600,6 +1825,9 @@ static void test_unsolicited(void)
   struct bm_notification n = notification(NULL, 101, 4, 1);
   is_int(bm_relay_table_on_notification(t, &n, 1, &ev), BM_APPLY_OK,
          "notification without correlationId applies");
+  is_str(kinds(&ev), "APPLIED,STATE", "APPLIED, STATE");
+  ok(applied_is(nth(&ev, 0), 0, "", 0, 1, -1),
+     "APPLIED with an empty corr, sequence 0, -1 -> 1");
   const struct bm_event *e = first_kind(&ev, BM_EV_STATE);
   ok(e->kind == BM_EV_STATE && e->status == 1 && e->previous == -1 &&
          e->corr[0] == '\0',
@@ -1608,7 +1836,9 @@ static void test_unsolicited(void)
   bm_events_clear(&ev);
   is_int(bm_relay_table_on_notification(t, &n, 2, &ev), BM_APPLY_OK,
          "the same unsolicited state again applies (no id to de-duplicate)");
-  is_int(ev.n, 0, "but the state did not change: no event");
+  is_int(count_kind(&ev, BM_EV_STATE), 0, "the state did not change: no STATE");
+  is_str(kinds(&ev), "APPLIED", "only the APPLIED");
+  ok(applied_is(nth(&ev, 0), 0, "", 0, 1, 1), "APPLIED 1 -> 1, sequence 0");
   is_int(op_count(t, BM_OP_UNSOLICITED), 2, "counted again");
   is_int(op_count(t, BM_OP_DUPLICATE), 0, "not a duplicate");
   /* An empty correlationId counts as absent (message.h). */
@@ -1626,6 +1856,8 @@ static void test_unsolicited(void)
   n = notification(NULL, 101, 4, 0);
   bm_relay_table_on_notification(t, &n, 200, &ev);
   is_int(view_of(t, 0).confirmed, 0, "drift applied");
+  is_str(kinds(&ev), "APPLIED,DRIFT,STATE", "APPLIED, DRIFT, STATE");
+  bm_events_clear(&ev);
   bm_relay_table_tick(t, 200, &ev);
   e = first_kind(&ev, BM_EV_PUBLISH);
   ok(e->kind == BM_EV_PUBLISH && e->status == 1 && strcmp(e->corr, "t-2") == 0,
@@ -1655,6 +1887,9 @@ static void test_foreign(void)
   is_int(view_of(t, 0).confirmed, 1, "confirmed 1");
   is_str(first_kind(&ev, BM_EV_STATE)->corr, "otherApp-77",
          "STATE carries the foreign id");
+  is_str(kinds(&ev), "APPLIED,STATE", "APPLIED, STATE");
+  ok(applied_is(nth(&ev, 0), 0, "otherApp-77", 0, 1, -1),
+     "APPLIED carries the foreign id and sequence 0");
   is_int(op_count(t, BM_OP_UNSOLICITED), 1, "counted as unsolicited");
   n.state.status = 0; /* a redelivery cannot change anything */
   bm_events_clear(&ev);
@@ -1667,10 +1902,23 @@ static void test_foreign(void)
   is_int(bm_relay_table_on_notification(t, &n, 3, &ev), BM_APPLY_OK,
          "another foreign id applies");
   is_int(view_of(t, 0).confirmed, 0, "confirmed 0");
+  is_str(kinds(&ev), "APPLIED,STATE",
+         "APPLIED, STATE: no DRIFT after a foreign state");
+  /* Ids of our own form beyond the table's last sequence are somebody
+   * else's (another instance's) too. */
+  n = notification(HEX_A "-1", 101, 4, 1);
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(t, &n, 3.5, &ev), BM_APPLY_OK,
+         "an id of our form but never issued here applies");
+  is_int(op_count(t, BM_OP_UNSOLICITED), 3, "as unsolicited");
+  ok(applied_is(nth(&ev, 0), 0, HEX_A "-1", 0, 1, 0),
+     "APPLIED with sequence 0: not ours");
+  bm_events_clear(&ev);
   /* A response for a foreign id is not ours. */
   struct bm_response r = response("otherApp-77", BM_RESULT_SENT, "");
   is_int(bm_relay_table_on_response(t, &r, 4, &ev), BM_APPLY_UNKNOWN_ID,
          "response with a foreign id: UNKNOWN_ID");
+  is_int(ev.n, 0, "no ACK");
   is_int(op_count(t, BM_OP_UNKNOWN), 1, "counted unknown");
   is_int(op_count(t, BM_OP_DUPLICATE), 1, "not a duplicate");
   bm_events_release(&ev);
@@ -1735,6 +1983,8 @@ static void test_unknown(void)
   r = response(corr, BM_RESULT_SENT, "");
   is_int(bm_relay_table_on_response(t, &r, 102, &ev), BM_APPLY_OK,
          "the real response still applies");
+  ok(ev.n == 1 && ack_is(nth(&ev, 0), 0, "t-1", 1, BM_RESULT_SENT, ""),
+     "with its ACK");
   is_int(op_count(t, BM_OP_UNKNOWN), 5, "and is not unknown");
   bm_events_release(&ev);
   bm_relay_table_free(t);
@@ -1751,8 +2001,11 @@ static void test_unknown(void)
   }
   bm_relay_table_stats(t, &before, false);
   r = response("t-2", BM_RESULT_SENT, "");
+  bm_events_clear(&ev);
   is_int(bm_relay_table_on_response(t, &r, 110, &ev), BM_APPLY_OK,
          "a response to the recent t-2 is recognised");
+  ok(ev.n == 1 && ack_is(nth(&ev, 0), 0, "t-2", 2, BM_RESULT_SENT, ""),
+     "ACK of the recent t-2, sequence 2");
   r = response("t-1", BM_RESULT_SENT, "");
   bm_events_clear(&ev);
   is_int(bm_relay_table_on_response(t, &r, 110, &ev), BM_APPLY_UNKNOWN_ID,
@@ -1805,6 +2058,7 @@ static void test_republish(void)
      "a republish of the unacked command only");
   is_str(e->corr, c0, "with the same correlationId");
   ok(e->status == 1 && e->attempt == 1, "same status and attempt");
+  is_int(e->seq, 1, "and the same sequence");
   is_str(e->origin, "test", "and the origin");
   is_int(op_count(t, BM_OP_PUBLISHED), published + 1,
          "the republish counts as published");
@@ -1816,9 +2070,14 @@ static void test_republish(void)
   r = response(c0, BM_RESULT_SENT, "");
   is_int(bm_relay_table_on_response(t, &r, 105, &ev), BM_APPLY_OK,
          "the response to the republished id applies");
+  ok(ev.n == 1 && ack_is(nth(&ev, 0), 0, c0, 1, BM_RESULT_SENT, ""),
+     "ACK of the republished command, sequence 1");
   n = notification(c0, 101, 1, 1);
+  bm_events_clear(&ev);
   is_int(bm_relay_table_on_notification(t, &n, 106, &ev), BM_APPLY_OK,
          "and its notification confirms");
+  ok(ev.n == 2 && applied_is(nth(&ev, 0), 0, c0, 1, 1, -1),
+     "APPLIED of the republished command, sequence 1, then STATE");
   is_int(view_of(t, 0).pending, 0, "relay 0 done");
   bm_events_clear(&ev);
   bm_relay_table_set_connected(t, true, false, 107, &ev);
@@ -1884,6 +2143,9 @@ static void test_republish_deadlines(void)
   bm_events_clear(&ev);
   is_int(bm_relay_table_on_response(t, &r, 106, &ev), BM_APPLY_OK,
          "the response to the republished t-1 applies");
+  ok(ev.n == 1 && ack_is(nth(&ev, 0), 0, "t-1", 1, BM_RESULT_SENT, ""),
+     "its ACK");
+  bm_events_clear(&ev);
   ok(bm_relay_table_next_deadline(t) == 114,
      "acked: next_deadline is the new confirm deadline 114 (got %g)",
      bm_relay_table_next_deadline(t));

@@ -45,7 +45,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   snprintf(c.app_name, sizeof(c.app_name), "flexyWattApp");
   snprintf(c.instance_id, sizeof(c.instance_id), "1");
   snprintf(c.brand, sizeof(c.brand), "Bimetri");
-  snprintf(c.token_file, sizeof(c.token_file), "%s", path);
+  c.token.kind = BM_TOKEN_FILE;
+  snprintf(c.token.file, sizeof(c.token.file), "%s", path);
   snprintf(c.command_topic, sizeof(c.command_topic), "resource/commands");
   c.qos = 2;
   c.policy.ack_timeout = 10;
