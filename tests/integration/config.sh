@@ -74,6 +74,19 @@ refused "an OnFailure other than 0 or 1" \
   'option "OnFailure": expects an integer from 0 to 1, got 2' "$(sub 'OnFailure 1' 'OnFailure 2')"
 refused "a JournalSync other than always or none" \
   'option "JournalSync": expects "always" or "none", got "sometimes"' "$(sub 'UserId 12345' 'UserId 12345\n    JournalSync "sometimes"')"
+refused "two token sources" \
+  'give one of "TokenFile", "TokenCommand" and <Token>, not several' "$(sub 'UserId 12345' 'UserId 12345\n    TokenCommand "cat /dev/null"')"
+refused "TLS options without a CA" \
+  'TLS options need "CACert", "CAPath" or "TLSSystemCAs true"' "$(sub 'UserId 12345' 'UserId 12345\n    CertificateFile "/x"\n    CertificateKeyFile "/y"')"
+refused "a TLSProtocol that is no TLS 1.2 or 1.3" \
+  'option "TLSProtocol": expects "tlsv1.2" or "tlsv1.3", got "tlsv1"' "$(sub 'UserId 12345' 'UserId 12345\n    TLSProtocol "tlsv1"')"
+printf 'short' >"$T/short-key"
+refused "a <Token> with an unknown algorithm" \
+  '<Token>, option "Algorithm": expects HS256, RS256 or ES256, got "HS512"' "$(sub "    TokenFile \"$T/token\"" "    <Token>\n      Algorithm \"HS512\"\n      KeyFile \"$T/short-key\"\n    </Token>")"
+refused "an HS256 key shorter than 256 bits" \
+  "Token KeyFile \"$T/short-key\" holds 5 bytes: an HS256 key needs at least 32" "$(sub "    TokenFile \"$T/token\"" "    <Token>\n      Algorithm \"HS256\"\n      KeyFile \"$T/short-key\"\n    </Token>")"
+refused "a failing TokenCommand" \
+  'TokenCommand failed \(exit status 3\)' "$(sub "    TokenFile \"$T/token\"" '    TokenCommand "exit 3"')"
 refused "an unknown top-level option" \
   '<Plugin bimetri>, option "Gatway": unknown option' "$(sub '<Plugin bimetri>' '<Plugin bimetri>\n  Gatway "x"')"
 
