@@ -38,6 +38,7 @@ struct gateway_slot {
   bool running;
   struct bm_relay_view *views; /* snapshot buffer for the read callback */
   char journal_file[BM_GW_PATH_SIZE];
+  bool *manual_control; /* per relay: relay_command notifications obeyed */
 };
 
 static struct gateway_slot gateways[MAX_GATEWAYS];
@@ -309,6 +310,7 @@ struct relay_conf {
   char name[BM_RELAY_NAME_SIZE];
   int64_t resource_id;
   int64_t output;
+  int manual_control; /* -1: as the Gateway says */
 };
 
 static int conf_relay(const char *gw_block, const oconfig_item_t *ci,
@@ -317,6 +319,7 @@ static int conf_relay(const char *gw_block, const oconfig_item_t *ci,
   char block[160];
   bool has_res = false, has_out = false;
 
+  r->manual_control = -1;
   if (block_name(ci, "Relay", r->name, sizeof(r->name)) != 0)
     return -1;
   snprintf(block, sizeof(block), "%s <Relay \"%s\">", gw_block, r->name);
@@ -329,6 +332,10 @@ static int conf_relay(const char *gw_block, const oconfig_item_t *ci,
     } else if (strcasecmp(c->key, "Output") == 0) {
       rc = conf_int(block, c, 0, 65535, &r->output);
       has_out = true;
+    } else if (strcasecmp(c->key, "ManualControl") == 0) {
+      bool on;
+      if ((rc = conf_bool(block, c, &on)) == 0)
+        r->manual_control = on;
     } else {
       CONF_ERR(block, c, "unknown option");
       rc = -1;
@@ -374,7 +381,7 @@ static int conf_gateway(const oconfig_item_t *ci)
   bm_gateway_t *gw = NULL;
   char block[96], err[512];
   bool has_app = false, has_inst = false, has_user = false, has_org = false,
-       has_pass = false, has_port = false;
+       has_pass = false, has_port = false, manual_control = false;
   int token_sources = 0;
   int status = -1;
   int64_t v;
@@ -413,6 +420,7 @@ static int conf_gateway(const oconfig_item_t *ci)
   c->policy.retry_backoff = 1;
   c->journal_sync = true;
   c->journal_limit = 1024 * 1024;
+  c->policy.max_per_minute = 10;
   c->token.command_timeout = 10;
   c->token.lifetime = 3600;
   c->token.renew_before = 300;
@@ -556,6 +564,11 @@ static int conf_gateway(const oconfig_item_t *ci)
     } else if (strcasecmp(k, "RetryBackoff") == 0) {
       if ((rc = conf_number(block, o, 0, 60, false, &d)) == 0)
         c->policy.retry_backoff = d;
+    } else if (strcasecmp(k, "MaxCommandsPerMinute") == 0) {
+      if ((rc = conf_int(block, o, 1, 600, &v)) == 0)
+        c->policy.max_per_minute = (int)v;
+    } else if (strcasecmp(k, "ManualControl") == 0) {
+      rc = conf_bool(block, o, &manual_control);
     } else if (strcasecmp(k, "JournalFile") == 0) {
       if ((rc = conf_string(block, o, c->journal_file,
                             sizeof(c->journal_file))) == 0 &&
@@ -679,16 +692,27 @@ static int conf_gateway(const oconfig_item_t *ci)
     }
   }
   gateways[gateways_n].views = calloc(relays_n, sizeof(struct bm_relay_view));
-  if (!gateways[gateways_n].views) {
+  gateways[gateways_n].manual_control = calloc(relays_n, sizeof(bool));
+  if (!gateways[gateways_n].views || !gateways[gateways_n].manual_control) {
     ERROR(PLUGIN_NAME " plugin: out of memory");
     goto out;
   }
+  for (size_t i = 0; i < relays_n; i++)
+    gateways[gateways_n].manual_control[i] =
+        relays[i].manual_control < 0 ? manual_control
+                                     : relays[i].manual_control != 0;
   sstrncpy(gateways[gateways_n].journal_file, c->journal_file,
            sizeof(gateways[gateways_n].journal_file));
   gateways[gateways_n++].gw = gw;
   gw = NULL;
   status = 0;
 out:
+  if (gw) {
+    free(gateways[gateways_n].views);
+    free(gateways[gateways_n].manual_control);
+    gateways[gateways_n].views = NULL;
+    gateways[gateways_n].manual_control = NULL;
+  }
   bm_gateway_free(gw);
   if (c) {
     memset(c->password, 0, sizeof(c->password));
@@ -812,6 +836,48 @@ out:
   return status;
 }
 
+/* Interlock "gateway" "relay" "relay" ...: never on together. */
+static int conf_interlock(const oconfig_item_t *ci)
+{
+  const char *block = "<Plugin bimetri>";
+  int relays[64], g;
+
+  if (ci->values_num < 3 || ci->values_num > 65) {
+    CONF_ERR(block, ci, "expects a Gateway and 2 to 64 of its Relays");
+    return -1;
+  }
+  for (int i = 0; i < ci->values_num; i++) {
+    if (ci->values[i].type != OCONFIG_TYPE_STRING) {
+      CONF_ERR(block, ci, "expects strings: a Gateway and its Relays");
+      return -1;
+    }
+  }
+  if ((g = find_gateway(ci->values[0].value.string)) < 0) {
+    CONF_ERR(block, ci, "no Gateway \"%s\" is defined (before this option)",
+             ci->values[0].value.string);
+    return -1;
+  }
+  for (int i = 1; i < ci->values_num; i++) {
+    const char *name = ci->values[i].value.string;
+    if ((relays[i - 1] = bm_gateway_find_relay(gateways[g].gw, name)) < 0) {
+      CONF_ERR(block, ci, "Gateway \"%s\" has no Relay \"%s\"",
+               ci->values[0].value.string, name);
+      return -1;
+    }
+    for (int k = 0; k < i - 1; k++) {
+      if (relays[k] == relays[i - 1]) {
+        CONF_ERR(block, ci, "Relay \"%s\" is named twice", name);
+        return -1;
+      }
+    }
+  }
+  if (bm_gateway_interlock(gateways[g].gw, relays, ci->values_num - 1) != 0) {
+    ERROR(PLUGIN_NAME " plugin: out of memory");
+    return -1;
+  }
+  return 0;
+}
+
 static int bimetri_config(oconfig_item_t *ci)
 {
   int status = 0;
@@ -828,6 +894,8 @@ static int bimetri_config(oconfig_item_t *ci)
       status = conf_gateway(c);
     else if (strcasecmp(c->key, "Trigger") == 0)
       status = conf_trigger(c);
+    else if (strcasecmp(c->key, "Interlock") == 0)
+      status = conf_interlock(c);
     else {
       ERROR(PLUGIN_NAME " plugin: <Plugin bimetri>, option \"%s\": unknown "
                         "option",
@@ -921,7 +989,7 @@ static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
              ev->corr, ev->corr[0] ? "\"" : "");
   } else {
     n.severity = ev->severity == BM_SEV_FAILURE ? NOTIF_FAILURE : NOTIF_WARNING;
-    sstrncpy(n.type, "relay_command", sizeof(n.type));
+    sstrncpy(n.type, "relay_result", sizeof(n.type));
     if (ev->corr[0])
       snprintf(n.message, sizeof(n.message),
                "command to switch relay \"%s\" %s (correlationId \"%s\", "
@@ -1084,12 +1152,91 @@ static bool is_missing_report(const notification_t *n)
   return true;
 }
 
+/* Reports a refused or invalid manual command: a FAILURE notification, so
+ * that whoever sent it (through unixsock, a plugin, the network) sees it. */
+static void manual_refused(const notification_t *in, const char *fmt, ...)
+{
+  notification_t n = {0};
+  va_list ap;
+
+  n.severity = NOTIF_FAILURE;
+  n.time = cdtime();
+  sstrncpy(n.host, hostname_g, sizeof(n.host));
+  sstrncpy(n.plugin, PLUGIN_NAME, sizeof(n.plugin));
+  sstrncpy(n.plugin_instance, in->plugin_instance, sizeof(n.plugin_instance));
+  sstrncpy(n.type, "relay_result", sizeof(n.type));
+  sstrncpy(n.type_instance, in->type_instance, sizeof(n.type_instance));
+  va_start(ap, fmt);
+  vsnprintf(n.message, sizeof(n.message), fmt, ap);
+  va_end(ap);
+  WARNING(PLUGIN_NAME " plugin: %s", n.message);
+  plugin_notification_meta_add_string(&n, "outcome", "refused");
+  plugin_dispatch_notification(&n);
+  plugin_notification_meta_free(n.meta);
+}
+
+/* plugin "bimetri", plugin_instance the Gateway, type "relay_command",
+ * type_instance the Relay, message "on", "off" or "auto", optionally
+ * followed by a hold time in seconds ("on 600"). */
+static void manual_command(const notification_t *n)
+{
+  char word[16] = "", origin[BM_ORIGIN_SIZE], why[160];
+  double hold = 0;
+  int g = find_gateway(n->plugin_instance), relay = -1, status, fields;
+  enum bm_request rc;
+
+  if (g >= 0)
+    relay = bm_gateway_find_relay(gateways[g].gw, n->type_instance);
+  if (relay < 0) {
+    manual_refused(n, "manual command for relay \"%s\" of Gateway \"%s\" "
+                      "refused: no such Relay (from host \"%s\")",
+                   n->type_instance, n->plugin_instance, n->host);
+    return;
+  }
+  if (!gateways[g].manual_control[relay]) {
+    manual_refused(n, "manual command \"%.32s\" for relay \"%s\" refused: "
+                      "ManualControl is off (from host \"%s\")",
+                   n->message, n->type_instance, n->host);
+    return;
+  }
+  fields = sscanf(n->message, " %15s %lf", word, &hold);
+  if (fields < 1 || (fields == 2 && !(hold > 0 && hold <= 31536000)) ||
+      (strcmp(word, "on") && strcmp(word, "off") && strcmp(word, "auto"))) {
+    manual_refused(n, "manual command \"%.32s\" for relay \"%s\" refused: "
+                      "expected \"on\", \"off\" or \"auto\", optionally "
+                      "with a hold time in seconds (from host \"%s\")",
+                   n->message, n->type_instance, n->host);
+    return;
+  }
+  status = !strcmp(word, "on") ? 1 : !strcmp(word, "off") ? 0 : -1;
+  snprintf(origin, sizeof(origin), "manual %s from host %s", word, n->host);
+  rc = bm_gateway_override(gateways[g].gw, relay, status, hold, origin, why,
+                           sizeof(why));
+  if (rc == BM_REQ_INTERLOCKED) {
+    manual_refused(n, "manual command \"%s\" for relay \"%s\" refused: %s "
+                      "(from host \"%s\")",
+                   word, n->type_instance, why, n->host);
+    return;
+  }
+  INFO(PLUGIN_NAME " plugin: gateway \"%s\": relay \"%s\": %s%s (from host "
+                   "\"%s\")",
+       n->plugin_instance, n->type_instance,
+       status < 0 ? "manual override ended: rules and Triggers drive it again"
+                  : status ? "manual override: on" : "manual override: off",
+       hold > 0 ? ", with a hold time" : "", n->host);
+}
+
 static int bimetri_notification(const notification_t *n, user_data_t *ud)
 {
   struct bm_notif_fields f;
   static const char *sev_names[] = {"", "OKAY", "WARNING", "FAILURE"};
 
   (void)ud;
+  if (strcmp(n->plugin, PLUGIN_NAME) == 0 &&
+      strcmp(n->type, "relay_command") == 0) {
+    manual_command(n);
+    return 0;
+  }
   f.field[BM_FIELD_HOST] = n->host;
   f.field[BM_FIELD_PLUGIN] = n->plugin;
   f.field[BM_FIELD_PLUGIN_INSTANCE] = n->plugin_instance;
@@ -1103,8 +1250,8 @@ static int bimetri_notification(const notification_t *n, user_data_t *ud)
   for (size_t i = 0; i < triggers_n; i++) {
     const struct bm_trigger *t = &triggers[i];
     int want = bm_trigger_evaluate(t, &f);
-    char origin[BM_ORIGIN_SIZE];
-    int rc;
+    char origin[BM_ORIGIN_SIZE], why[160];
+    enum bm_request rc;
 
     if (want < 0)
       continue;
@@ -1113,11 +1260,14 @@ static int bimetri_notification(const notification_t *n, user_data_t *ud)
              n->plugin_instance[0] ? "-" : "", n->plugin_instance, n->type,
              n->type_instance[0] ? "-" : "", n->type_instance);
     rc = bm_gateway_request(gateways[t->gateway].gw, t->relay, want, origin,
-                            f.severity == BM_SEV_OKAY);
-    if (rc == 1)
+                            f.severity == BM_SEV_OKAY, why, sizeof(why));
+    if (rc == BM_REQ_UNKNOWN)
       INFO(PLUGIN_NAME " plugin: Trigger \"%s\": OKAY not acted on: the "
                        "relay's state is not known yet",
            t->name);
+    else if (rc == BM_REQ_OVERRIDDEN)
+      INFO(PLUGIN_NAME " plugin: Trigger \"%s\" not acted on: %s", t->name,
+           why);
   }
   return 0;
 }
@@ -1132,6 +1282,7 @@ static int bimetri_shutdown(void)
       pthread_join(gateways[i].thread, NULL);
     bm_gateway_free(gateways[i].gw);
     free(gateways[i].views);
+    free(gateways[i].manual_control);
     gateways[i].running = false;
   }
   gateways_n = 0;

@@ -1203,27 +1203,45 @@ static void wake(bm_gateway_t *gw)
              gw->conf.name, strerror(errno));
 }
 
-int bm_gateway_request(bm_gateway_t *gw, int relay, int status,
-                       const char *origin, bool require_known)
+enum bm_request bm_gateway_request(bm_gateway_t *gw, int relay, int status,
+                                   const char *origin, bool require_known,
+                                   char *why, size_t whylen)
 {
-  struct bm_relay_view v;
-  bool go = false;
-  int result = 0;
+  enum bm_request res;
 
   if (relay < 0 || (size_t)relay >= bm_relay_table_size(gw->table) ||
       (status != 0 && status != 1))
-    return -1;
+    return BM_REQ_SAME;
   pthread_mutex_lock(&gw->lock);
-  bm_relay_table_view(gw->table, relay, &v);
-  if (require_known && v.confirmed < 0)
-    result = 1;
-  else
-    go = bm_relay_table_set_desired(gw->table, relay, status, origin,
-                                    now_mono());
+  res = bm_relay_table_request(gw->table, relay, status, origin,
+                               require_known, now_mono(), why, whylen);
   pthread_mutex_unlock(&gw->lock);
-  if (go)
+  if (res == BM_REQ_OK)
     wake(gw);
-  return result;
+  return res;
+}
+
+enum bm_request bm_gateway_override(bm_gateway_t *gw, int relay, int status,
+                                    double hold, const char *origin,
+                                    char *why, size_t whylen)
+{
+  enum bm_request res;
+
+  if (relay < 0 || (size_t)relay >= bm_relay_table_size(gw->table) ||
+      status < -1 || status > 1)
+    return BM_REQ_SAME;
+  pthread_mutex_lock(&gw->lock);
+  res = bm_relay_table_override(gw->table, relay, status, hold, origin,
+                                now_mono(), why, whylen);
+  pthread_mutex_unlock(&gw->lock);
+  if (res == BM_REQ_OK)
+    wake(gw);
+  return res;
+}
+
+int bm_gateway_interlock(bm_gateway_t *gw, const int *relays, int n)
+{
+  return bm_relay_table_interlock(gw->table, relays, n);
 }
 
 void bm_gateway_stop(bm_gateway_t *gw)

@@ -139,14 +139,23 @@ void *bm_gateway_run(void *gw);
 /* Asks the thread to disconnect and return; does not wait. */
 void bm_gateway_stop(bm_gateway_t *gw);
 
-/* Records that `relay` should be at `status` (0/1) because of `origin`, and
- * wakes the thread when that may publish.  With require_known, nothing is
- * recorded while the relay's confirmed state is unknown (the threshold
- * plugin's start-up OKAY must not switch a relay nobody knows the state of).
- * Thread-safe, never blocks on I/O.  Returns 0 when recorded, 1 when skipped
- * for require_known, -1 for a bad relay index or status. */
-int bm_gateway_request(bm_gateway_t *gw, int relay, int status,
-                       const char *origin, bool require_known);
+/* Records that `relay` should be at `status` (0/1) because of `origin`
+ * (relay.h's bm_relay_table_request: a manual override, an interlock and,
+ * with require_known, an unknown state refuse it: the threshold plugin's
+ * start-up OKAY must not switch a relay nobody knows the state of), and
+ * wakes the thread when that may publish.  Thread-safe, never blocks on
+ * I/O.  why (may be NULL) gets the reason of a refusal.  A bad relay index
+ * or status gives BM_REQ_SAME. */
+enum bm_request bm_gateway_request(bm_gateway_t *gw, int relay, int status,
+                                   const char *origin, bool require_known,
+                                   char *why, size_t whylen);
+/* Sets (0/1) or clears (-1) a manual override, as bm_relay_table_override;
+ * same threading as bm_gateway_request. */
+enum bm_request bm_gateway_override(bm_gateway_t *gw, int relay, int status,
+                                    double hold, const char *origin,
+                                    char *why, size_t whylen);
+/* Adds an interlock group, before the thread starts.  Returns 0 or -1. */
+int bm_gateway_interlock(bm_gateway_t *gw, const int *relays, int n);
 
 /* The current token's exp, when it has one (any thread). */
 bool bm_gateway_token_expiry(bm_gateway_t *gw, int64_t *exp);

@@ -56,6 +56,13 @@ struct relay {
   bool queued;
   bool force;       /* superseded a command: send even if confirmed == desired */
   bool by_command;  /* confirmed came from a command of ours */
+  int8_t manual;    /* override: -1 none, 0, 1 */
+  double manual_until; /* 0: until "auto" */
+  double *cmd_times;   /* ring of policy.max_per_minute publish times */
+  int cmd_next;
+  int *groups;         /* interlock groups this relay is in */
+  int n_groups;
+  double refused_at;   /* last refusal reported (once a minute at most) */
   int attempt;      /* commands sent for the current desired state */
   uint64_t confirmed_seq;
   double retry_at;  /* 0: no retry scheduled */
@@ -73,6 +80,8 @@ struct bm_relay_table {
   char prefix[48];
   struct relay *relays;
   size_t n, cap;
+  struct { int *relays; int n; } *interlocks;
+  int n_interlocks;
   struct bm_idmap by_name;
   struct bm_idmap by_addr;
   struct bm_idmap by_corr;
@@ -92,7 +101,7 @@ static const char *op_names[BM_OP_COUNT] = {
     [BM_OP_GAVE_UP] = "gave_up",           [BM_OP_DUPLICATE] = "duplicate",
     [BM_OP_MALFORMED] = "malformed",       [BM_OP_UNSOLICITED] = "unsolicited",
     [BM_OP_CONTRADICTED] = "contradicted", [BM_OP_UNKNOWN] = "unknown",
-    [BM_OP_DRIFT] = "drift",
+    [BM_OP_DRIFT] = "drift",               [BM_OP_REFUSED] = "refused",
 };
 
 const char *bm_op_name(enum bm_op op)
@@ -173,7 +182,12 @@ void bm_relay_table_free(bm_relay_table_t *t)
     free(t->relays[i].name);
     free(t->relays[i].origin);
     free(t->relays[i].pending);
+    free(t->relays[i].cmd_times);
+    free(t->relays[i].groups);
   }
+  for (int i = 0; i < t->n_interlocks; i++)
+    free(t->interlocks[i].relays);
+  free(t->interlocks);
   free(t->relays);
   free(t->queue);
   bm_idmap_release(&t->by_name);
@@ -231,6 +245,7 @@ int bm_relay_table_add(bm_relay_table_t *t, const char *name,
   r->output = output;
   r->confirmed = -1;
   r->desired = -1;
+  r->manual = -1;
   return idx;
 
 fail:
@@ -271,6 +286,7 @@ void bm_relay_table_view(const bm_relay_table_t *t, int relay,
   out->desired = r->desired;
   out->pending = r->pending ? 1 : 0;
   out->stopped = r->stopped;
+  out->manual = r->manual;
 }
 
 const char *bm_relay_table_name(const bm_relay_table_t *t, int relay)
@@ -352,14 +368,91 @@ static void retire_pending(bm_relay_table_t *t, struct relay *r,
   r->pending = NULL;
 }
 
+/* Another relay of an interlock group of `relay` that is on or commanded
+ * on, or -1. */
+static int interlocked_with(const bm_relay_table_t *t, int relay)
+{
+  const struct relay *r = &t->relays[relay];
+
+  for (int g = 0; g < r->n_groups; g++) {
+    const int *members = t->interlocks[r->groups[g]].relays;
+    for (int k = 0; k < t->interlocks[r->groups[g]].n; k++) {
+      const struct relay *o = &t->relays[members[k]];
+      if (members[k] != relay &&
+          (o->confirmed == 1 || (o->pending && o->pending->status == 1)))
+        return members[k];
+    }
+  }
+  return -1;
+}
+
+/* Refuses a command about to be made: an END event, the relay stopped. */
+static void refuse(bm_relay_table_t *t, int relay, const char *reason,
+                   double now, struct bm_events *out)
+{
+  struct relay *r = &t->relays[relay];
+  struct bm_event *ev;
+
+  r->stopped = true;
+  t->stats.ops[BM_OP_REFUSED]++;
+  /* A flood of requests is refused each time but reported once a minute. */
+  if (r->refused_at > 0 && now - r->refused_at < 60.0)
+    return;
+  r->refused_at = now;
+  if ((ev = events_push(out, BM_EV_END, relay))) {
+    ev->outcome = BM_OP_REFUSED;
+    ev->severity = BM_SEV_FAILURE;
+    ev->status = r->desired;
+    ev->attempt = r->attempt + 1;
+    copy_str(ev->origin, sizeof(ev->origin), r->origin);
+    copy_str(ev->reason, sizeof(ev->reason), reason);
+  }
+}
+
+/* The rules every command obeys (see relay.h): true when it may go. */
+static bool command_allowed(bm_relay_table_t *t, int relay, double now,
+                            struct bm_events *out)
+{
+  struct relay *r = &t->relays[relay];
+  int max = t->policy.max_per_minute, other;
+  char why[BM_REASON_SIZE];
+
+  if (r->desired == 1 && (other = interlocked_with(t, relay)) >= 0) {
+    snprintf(why, sizeof(why),
+             "refused: interlocked with relay \"%s\", which is on",
+             t->relays[other].name);
+    refuse(t, relay, why, now, out);
+    return false;
+  }
+  if (max > 0) {
+    if (!r->cmd_times && !(r->cmd_times = calloc((size_t)max, sizeof(double))))
+      return false;
+    /* The oldest of the last `max` commands must be a minute old. */
+    double oldest = r->cmd_times[r->cmd_next];
+    if (oldest > 0 && now - oldest < 60.0) {
+      snprintf(why, sizeof(why),
+               "refused: command budget of %d per minute spent; the last "
+               "request came from %s",
+               max, r->origin ? r->origin : "an unknown input");
+      refuse(t, relay, why, now, out);
+      return false;
+    }
+    r->cmd_times[r->cmd_next] = now;
+    r->cmd_next = (r->cmd_next + 1) % max;
+  }
+  return true;
+}
+
 static void issue_command(bm_relay_table_t *t, int relay, double now,
                           struct bm_events *out)
 {
   struct relay *r = &t->relays[relay];
-  struct pending_cmd *p = calloc(1, sizeof(*p));
+  struct pending_cmd *p;
   struct bm_event *ev;
 
-  if (!p)
+  if (!command_allowed(t, relay, now, out))
+    return;
+  if (!(p = calloc(1, sizeof(*p))))
     return; /* stays marked-less; the next set_desired or tick retries */
   p->seq = ++t->seq;
   snprintf(p->corr, sizeof(p->corr), "%s-%llu", t->prefix,
@@ -950,6 +1043,97 @@ bool bm_relay_table_abort(bm_relay_table_t *t, int relay, const char *corr)
 }
 
 uint64_t bm_relay_table_last_seq(const bm_relay_table_t *t) { return t->seq; }
+
+/* ---- who may switch ---------------------------------------------------- */
+
+int bm_relay_table_interlock(bm_relay_table_t *t, const int *relays, int n)
+{
+  void *grown;
+  int *members, g = t->n_interlocks;
+
+  if (n < 2 || n > 64)
+    return -1;
+  for (int i = 0; i < n; i++)
+    if (relays[i] < 0 || (size_t)relays[i] >= t->n)
+      return -1;
+  if (!(grown = realloc(t->interlocks, (size_t)(g + 1) * sizeof(*t->interlocks))))
+    return -1;
+  t->interlocks = grown;
+  if (!(members = malloc((size_t)n * sizeof(*members))))
+    return -1;
+  memcpy(members, relays, (size_t)n * sizeof(*members));
+  for (int i = 0; i < n; i++) {
+    struct relay *r = &t->relays[relays[i]];
+    int *gs = realloc(r->groups, (size_t)(r->n_groups + 1) * sizeof(*gs));
+    if (!gs) {
+      free(members);
+      return -1; /* groups added to earlier members point past the end:
+                    the table is unusable, as the caller's config fails */
+    }
+    r->groups = gs;
+    r->groups[r->n_groups++] = g;
+  }
+  t->interlocks[g].relays = members;
+  t->interlocks[g].n = n;
+  t->n_interlocks++;
+  return 0;
+}
+
+/* Interlocks are enforced where commands are made (command_allowed), so a
+ * request only records the intent; the refusal, if any, is reported by the
+ * gateway thread like any other end of a command. */
+static enum bm_request request(bm_relay_table_t *t, int relay, int status,
+                               const char *origin, double now)
+{
+  return bm_relay_table_set_desired(t, relay, status, origin, now)
+             ? BM_REQ_OK
+             : BM_REQ_SAME;
+}
+
+enum bm_request bm_relay_table_request(bm_relay_table_t *t, int relay,
+                                       int status, const char *origin,
+                                       bool require_known, double now,
+                                       char *why, size_t whylen)
+{
+  struct relay *r = &t->relays[relay];
+
+  if (r->manual >= 0 && r->manual_until > 0 && now >= r->manual_until)
+    r->manual = -1; /* the hold time is over */
+  if (r->manual >= 0) {
+    if (why)
+      snprintf(why, whylen, "a manual override holds relay \"%s\" %s",
+               r->name, r->manual ? "on" : "off");
+    return BM_REQ_OVERRIDDEN;
+  }
+  if (require_known && r->confirmed < 0)
+    return BM_REQ_UNKNOWN;
+  return request(t, relay, status, origin, now);
+}
+
+enum bm_request bm_relay_table_override(bm_relay_table_t *t, int relay,
+                                        int status, double hold,
+                                        const char *origin, double now,
+                                        char *why, size_t whylen)
+{
+  struct relay *r = &t->relays[relay];
+  int other;
+
+  if (status < 0) {
+    r->manual = -1;
+    r->manual_until = 0;
+    return BM_REQ_OK;
+  }
+  if (status == 1 && (other = interlocked_with(t, relay)) >= 0) {
+    if (why)
+      snprintf(why, whylen, "interlocked with relay \"%s\", which is on",
+               t->relays[other].name);
+    t->stats.ops[BM_OP_REFUSED]++;
+    return BM_REQ_INTERLOCKED;
+  }
+  r->manual = (int8_t)status;
+  r->manual_until = hold > 0 ? now + hold : 0;
+  return request(t, relay, status, origin, now);
+}
 
 void bm_relay_table_raise_seq(bm_relay_table_t *t, uint64_t seq)
 {

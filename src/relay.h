@@ -72,6 +72,7 @@ enum bm_op {
   BM_OP_CONTRADICTED, /* the device reported the other state to a command */
   BM_OP_UNKNOWN,      /* answers for no command, relay or state of ours */
   BM_OP_DRIFT,        /* unsolicited changes against our confirmed state */
+  BM_OP_REFUSED,      /* commands refused here: interlock, budget, manual */
   BM_OP_COUNT
 };
 
@@ -125,6 +126,7 @@ struct bm_relay_policy {
   double command_timeout; /* s until the notification is overdue */
   int retries;            /* further commands after a timeout */
   double retry_backoff;   /* s before the first retry */
+  int max_per_minute;     /* commands per relay per 60 s; 0: unlimited */
 };
 
 /* What the metrics need of a relay, copied out under the owner's lock. */
@@ -136,6 +138,7 @@ struct bm_relay_view {
   int desired;       /* -1 none */
   bool stopped;      /* gave up or refused: waits for a new intent */
   int pending;       /* commands awaiting their notification: 0 or 1 */
+  int manual;        /* manual override: -1 none, 0, 1 */
 };
 
 struct bm_relay_stats {
@@ -219,6 +222,55 @@ void bm_relay_table_count_op(bm_relay_table_t *t, enum bm_op op);
  * afterwards (the counters are never reset: they are DERIVE). */
 void bm_relay_table_stats(bm_relay_table_t *t, struct bm_relay_stats *out,
                           bool reset_latency);
+
+/* ---- who may switch ----------------------------------------------------
+ * Rules every command obeys, whoever asked for it, checked where commands
+ * are made (so retries, resumed commands and drift corrections obey them
+ * too):
+ *
+ *   budget     at most policy.max_per_minute commands per relay in any 60 s;
+ *              one more is refused (END, FAILURE, outcome REFUSED, naming
+ *              the origin that kept asking) and the relay stops until a new
+ *              intent.  A flood can never chatter a contactor.
+ *   interlock  relays of one interlock group are never on together: a
+ *              command to switch one on is refused while another of the
+ *              group is on, or commanded on.
+ *   override   a manual override (on or off) holds the relay: other inputs
+ *              are refused until "auto" or the override's hold time ends.
+ */
+
+enum bm_request {
+  BM_REQ_OK,          /* recorded; a command may follow */
+  BM_REQ_SAME,        /* nothing to do: already wanted */
+  BM_REQ_UNKNOWN,     /* skipped: the relay's state is not known yet */
+  BM_REQ_OVERRIDDEN,  /* refused: a manual override holds the relay */
+  BM_REQ_INTERLOCKED  /* refused: another relay of its interlock is on */
+};
+
+/* Puts relays in one interlock group (at most 64 relays; a relay may be in
+ * several groups).  Returns 0, or -1 for bad input or out of memory. */
+int bm_relay_table_interlock(bm_relay_table_t *t, const int *relays,
+                             int n);
+
+/* An input asks for `status`: the entry point for Triggers and rules
+ * (set_desired is the unchecked one beneath it).  A manual override refuses
+ * it; with require_known, nothing happens while the confirmed state is
+ * unknown.  Interlocks and the budget are enforced when the command is
+ * made, and reported then.  Returns what happened; on a refusal `why` (may
+ * be NULL) says why. */
+enum bm_request bm_relay_table_request(bm_relay_table_t *t, int relay,
+                                       int status, const char *origin,
+                                       bool require_known, double now,
+                                       char *why, size_t whylen);
+
+/* Sets (status 0/1) or clears (status -1: "auto") the manual override of a
+ * relay; hold > 0 ends it by itself after hold seconds.  Setting one also
+ * asks for its status.  An override to "on" that an interlock forbids is
+ * refused at once (BM_REQ_INTERLOCKED) and not set. */
+enum bm_request bm_relay_table_override(bm_relay_table_t *t, int relay,
+                                        int status, double hold,
+                                        const char *origin, double now,
+                                        char *why, size_t whylen);
 
 /* ---- persistence ------------------------------------------------------
  * What the journal keeps of a relay, and how a restarted table gets it

@@ -60,7 +60,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     abort();
   }
   unlink(path);
-  bm_gateway_request(gw, 0, 1, "fuzz", false);
+  bm_gateway_request(gw, 0, 1, "fuzz", false, NULL, 0);
   return 0;
 }
 

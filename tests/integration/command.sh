@@ -68,7 +68,7 @@ bm_check "the plugin dispatched a relay_off notification" \
 
 # Other plugins' notifications that match no Trigger, and the plugin's own.
 bm_notify failure sensors humidity "" "wet"
-bm_notify failure bimetri-plant1 relay_command pump "own"
+bm_notify failure bimetri-plant1 relay_result pump "own"
 sleep 1
 bm_is "$(count "$CMD_LOG" setExtDO)" 2 "non-matching notifications publish nothing"
 

@@ -24,9 +24,9 @@ bm_start_collectd "$(plant_conf 'AckTimeout 2
 bm_check "the plugin is connected and subscribed" bm_wait_for 10 val_is current_connections 1
 
 bm_notify failure sensors temperature "" "too hot"
-bm_wait_log "$T/collectd.log" 'type = relay_command, type_instance = pump' 10
+bm_wait_log "$T/collectd.log" 'type = relay_result, type_instance = pump' 10
 bm_check "unauthorized gives a FAILURE notification with the reason" \
-  grep -qE 'Notification: severity = FAILURE, .*type = relay_command, type_instance = pump, message = command to switch relay "pump" on \(correlationId "[0-9a-f-]+", attempt 1\) ended: unauthorized: ' "$T/collectd.log"
+  grep -qE 'Notification: severity = FAILURE, .*type = relay_result, type_instance = pump, message = command to switch relay "pump" on \(correlationId "[0-9a-f-]+", attempt 1\) ended: unauthorized: ' "$T/collectd.log"
 bm_check "operations-unauthorized is 1" bm_wait_for 5 val_is operations-unauthorized 1
 sleep 4 # past AckTimeout and CommandTimeout: nothing may be retried
 bm_is "$(count "$CMD_LOG" setExtDO)" 1 "an unauthorized command is not retried"

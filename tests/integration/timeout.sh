@@ -21,7 +21,7 @@ bm_is "$(count "$CMD_LOG" setExtDO)" 2 "two commands were published"
 ids=$(sed -E 's/.*"correlationId":"([^"]+)".*/\1/' "$CMD_LOG" | sort -u | wc -l)
 bm_is "$ids" 2 "the retry has a new correlationId"
 bm_check "the timeout is a WARNING notification" \
-  grep -qE 'Notification: severity = WARNING, .*type = relay_command, type_instance = pump, message = .*attempt 1\) ended: no notification within 2 s' "$T/collectd.log"
+  grep -qE 'Notification: severity = WARNING, .*type = relay_result, type_instance = pump, message = .*attempt 1\) ended: no notification within 2 s' "$T/collectd.log"
 bm_check "operations-timeout is 1" wait_val operations-timeout 1 5
 bm_check "the simulator saw the drop" grep -q '^drop notif' "$T/gwsim.log"
 
