@@ -878,6 +878,38 @@ static int conf_interlock(const oconfig_item_t *ci)
   return 0;
 }
 
+/* Chains of Triggers through the plugin's own notifications must not loop:
+ * the configuration is refused when they do. */
+static int check_trigger_loops(void)
+{
+  struct bm_relay_ref *refs;
+  size_t n = 0, cap = 0;
+  char err[1024];
+  int status = 0;
+
+  for (size_t g = 0; g < gateways_n; g++)
+    cap += bm_gateway_relay_count(gateways[g].gw);
+  if (!(refs = calloc(cap + 1, sizeof(*refs)))) {
+    ERROR(PLUGIN_NAME " plugin: out of memory");
+    return -1;
+  }
+  for (size_t g = 0; g < gateways_n; g++) {
+    for (size_t r = 0; r < bm_gateway_relay_count(gateways[g].gw); r++) {
+      refs[n].gateway = bm_gateway_name(gateways[g].gw);
+      refs[n].relay = bm_gateway_relay_name(gateways[g].gw, (int)r);
+      refs[n].gateway_index = (int)g;
+      refs[n++].relay_index = (int)r;
+    }
+  }
+  if (bm_triggers_check_cycles(triggers, triggers_n, refs, n, err,
+                               sizeof(err)) != 0) {
+    ERROR(PLUGIN_NAME " plugin: <Plugin bimetri>: %s", err);
+    status = -1;
+  }
+  free(refs);
+  return status;
+}
+
 static int bimetri_config(oconfig_item_t *ci)
 {
   int status = 0;
@@ -903,6 +935,8 @@ static int bimetri_config(oconfig_item_t *ci)
       status = -1;
     }
   }
+  if (status == 0 && check_trigger_loops() != 0)
+    status = -1;
   if (status == 0 && gateways_n == 0) {
     ERROR(PLUGIN_NAME " plugin: <Plugin bimetri>: at least one <Gateway> "
                       "block is required");
@@ -1259,8 +1293,12 @@ static int bimetri_notification(const notification_t *n, user_data_t *ud)
              t->name, sev_names[f.severity], f.missing ? " (missing value)" : "", n->host, n->plugin,
              n->plugin_instance[0] ? "-" : "", n->plugin_instance, n->type,
              n->type_instance[0] ? "-" : "", n->type_instance);
+    /* An OKAY from elsewhere may be the threshold plugin's start-up OKAY;
+     * the plugin's own reports (a chain) are real events. */
     rc = bm_gateway_request(gateways[t->gateway].gw, t->relay, want, origin,
-                            f.severity == BM_SEV_OKAY, why, sizeof(why));
+                            f.severity == BM_SEV_OKAY &&
+                                strcmp(n->plugin, PLUGIN_NAME) != 0,
+                            why, sizeof(why));
     if (rc == BM_REQ_UNKNOWN)
       INFO(PLUGIN_NAME " plugin: Trigger \"%s\": OKAY not acted on: the "
                        "relay's state is not known yet",

@@ -108,3 +108,120 @@ int bm_trigger_evaluate(const struct bm_trigger *t,
       return -1;
   return want;
 }
+
+/* ---- chains ------------------------------------------------------------ */
+
+/* Whether trigger t reacts to any of the plugin's own notifications about
+ * relay r. */
+static bool watches(const struct bm_trigger *t, const struct bm_relay_ref *r)
+{
+  static const char *types[] = {"relay_on", "relay_off", "relay_result",
+                                "relay_drift"};
+  struct bm_notif_fields f;
+
+  f.field[BM_FIELD_HOST] = NULL; /* any host: the pattern is checked below */
+  f.field[BM_FIELD_PLUGIN] = OWN_PLUGIN;
+  f.field[BM_FIELD_PLUGIN_INSTANCE] = r->gateway;
+  f.field[BM_FIELD_TYPE_INSTANCE] = r->relay;
+  f.missing = false;
+  for (size_t k = 0; k < sizeof(types) / sizeof(types[0]); k++) {
+    f.field[BM_FIELD_TYPE] = types[k];
+    for (int sev = BM_SEV_OKAY; sev <= BM_SEV_FAILURE; sev++) {
+      struct bm_trigger loose = *t;
+      f.severity = (enum bm_severity)sev;
+      /* The host of our notifications is whatever collectd's Hostname is:
+       * assume the Host pattern matches it. */
+      loose.pattern[BM_FIELD_HOST].set = false;
+      if (bm_trigger_evaluate(&loose, &f) >= 0)
+        return true;
+    }
+  }
+  return false;
+}
+
+int bm_triggers_check_cycles(const struct bm_trigger *triggers, size_t n,
+                             const struct bm_relay_ref *relays,
+                             size_t n_relays, char *err, size_t errlen)
+{
+  /* Nodes are relays; edge i -> j through trigger k.  Depth-first search
+   * with colours; small graphs (configuration time), so adjacency is
+   * recomputed instead of stored. */
+  int *colour = calloc(n_relays + 1, sizeof(int));
+  int *via = calloc(n_relays + 1, sizeof(int));   /* trigger into a node */
+  int *from = calloc(n_relays + 1, sizeof(int));  /* DFS parent */
+  int *stack = calloc(n_relays + 1, sizeof(int));
+  size_t *next = calloc(n_relays + 1, sizeof(size_t)); /* next trigger */
+  int status = 0;
+
+  if (!colour || !via || !from || !stack || !next) {
+    snprintf(err, errlen, "out of memory");
+    status = -1;
+    goto out;
+  }
+  for (size_t root = 0; root < n_relays && status == 0; root++) {
+    int depth = 0;
+    if (colour[root])
+      continue;
+    stack[depth++] = (int)root;
+    colour[root] = 1;
+    from[root] = -1;
+    while (depth > 0 && status == 0) {
+      int node = stack[depth - 1];
+      size_t k = next[node];
+      int target = -1;
+
+      for (; k < n; k++) {
+        if (!watches(&triggers[k], &relays[node]))
+          continue;
+        for (size_t j = 0; j < n_relays; j++)
+          if (relays[j].gateway_index == triggers[k].gateway &&
+              relays[j].relay_index == triggers[k].relay)
+            target = (int)j;
+        if (target >= 0)
+          break;
+      }
+      next[node] = k + 1;
+      if (k >= n) { /* every edge of node done */
+        colour[node] = 2;
+        depth--;
+        continue;
+      }
+      if (colour[target] == 1) {
+        /* A cycle: target -> ... -> node -> target.  Collect the path
+         * backwards from node, then print it forwards. */
+        size_t len = 0, hops = 0;
+        int m;
+
+        for (m = node; m != target && m >= 0; m = from[m])
+          stack[hops++] = m; /* the DFS stack is no longer needed */
+        len += (size_t)snprintf(err, errlen,
+                                "Triggers form a loop through the plugin's "
+                                "own notifications: relay \"%s\"",
+                                relays[target].relay);
+        for (size_t h = hops; h-- > 0 && len < errlen;)
+          len += (size_t)snprintf(err + len, errlen - len,
+                                  " -> Trigger \"%s\" -> relay \"%s\"",
+                                  triggers[via[stack[h]]].name,
+                                  relays[stack[h]].relay);
+        if (len < errlen)
+          snprintf(err + len, errlen - len, " -> Trigger \"%s\" -> relay \"%s\"",
+                   triggers[k].name, relays[target].relay);
+        status = -1;
+        break;
+      }
+      if (colour[target] == 0) {
+        colour[target] = 1;
+        from[target] = node;
+        via[target] = (int)k;
+        stack[depth++] = target;
+      }
+    }
+  }
+out:
+  free(colour);
+  free(via);
+  free(from);
+  free(stack);
+  free(next);
+  return status;
+}

@@ -79,4 +79,23 @@ int bm_trigger_set_pattern(struct bm_trigger *t, enum bm_field f,
 int bm_trigger_evaluate(const struct bm_trigger *t,
                         const struct bm_notif_fields *n);
 
+/* A relay as the plugin's own notifications name it: plugin_instance the
+ * gateway, type_instance the relay. */
+struct bm_relay_ref {
+  const char *gateway;
+  const char *relay;
+  int gateway_index; /* as in bm_trigger.gateway / .relay */
+  int relay_index;
+};
+
+/* Triggers may watch the plugin's own notifications about a relay and
+ * drive another: "pump on, then fan on".  Such chains must stay finite: an
+ * edge runs from every relay whose notifications (types relay_on,
+ * relay_off, relay_result, relay_drift, any severity a Trigger acts on)
+ * a Trigger matches to the relay it drives.  Returns 0 when the graph has
+ * no cycle, -1 when it has one; then err names the Triggers along it. */
+int bm_triggers_check_cycles(const struct bm_trigger *triggers, size_t n,
+                             const struct bm_relay_ref *relays,
+                             size_t n_relays, char *err, size_t errlen);
+
 #endif

@@ -372,6 +372,15 @@ static void test_own_plugin(void)
   bm_trigger_release(&t);
 }
 
+static void pattern_release_plugin(struct bm_trigger *t)
+{
+  struct bm_pattern *p = &t->pattern[BM_FIELD_PLUGIN];
+  if (p->set && p->is_regex)
+    regfree(&p->regex);
+  free(p->text);
+  memset(p, 0, sizeof(*p));
+}
+
 /* A missing value says nothing about the level: only OnMissing counts. */
 static void test_missing(void)
 {
@@ -397,8 +406,65 @@ static void test_missing(void)
   bm_trigger_release(&t);
 }
 
+/* Chains through the plugin's own notifications must not loop. */
+static void test_cycles(void)
+{
+  struct bm_trigger t[3];
+  struct bm_relay_ref refs[3] = {{"plant1", "pump", 0, 0},
+                                 {"plant1", "fan", 0, 1},
+                                 {"plant1", "heater", 0, 2}};
+  char err[512];
+
+  bm_trigger_init(&t[0], "pump-then-fan");
+  set(&t[0], BM_FIELD_PLUGIN, "bimetri");
+  set(&t[0], BM_FIELD_TYPE_INSTANCE, "pump");
+  t[0].on[BM_SEV_OKAY] = 1;
+  t[0].gateway = 0;
+  t[0].relay = 1;
+  bm_trigger_init(&t[1], "fan-then-heater");
+  set(&t[1], BM_FIELD_PLUGIN, "/^bimetri$/");
+  set(&t[1], BM_FIELD_TYPE_INSTANCE, "fan");
+  t[1].on[BM_SEV_OKAY] = 1;
+  t[1].gateway = 0;
+  t[1].relay = 2;
+  is_int(bm_triggers_check_cycles(t, 2, refs, 3, err, sizeof(err)), 0,
+         "a chain pump -> fan -> heater is no loop");
+  /* heater -> pump closes it. */
+  bm_trigger_init(&t[2], "heater-then-pump");
+  set(&t[2], BM_FIELD_PLUGIN, "bimetri");
+  set(&t[2], BM_FIELD_TYPE, "relay_off");
+  set(&t[2], BM_FIELD_TYPE_INSTANCE, "/^heat/");
+  t[2].on[BM_SEV_WARNING] = 0;
+  t[2].gateway = 0;
+  t[2].relay = 0;
+  is_int(bm_triggers_check_cycles(t, 3, refs, 3, err, sizeof(err)), -1,
+         "pump -> fan -> heater -> pump is a loop");
+  ok(strstr(err, "heater-then-pump") && strstr(err, "pump-then-fan") &&
+         strstr(err, "fan-then-heater"),
+     "the error names every Trigger of the loop: %s", err);
+  /* A Trigger that ignores the plugin's own notifications adds no edge. */
+  pattern_release_plugin(&t[2]);
+  is_int(bm_triggers_check_cycles(t, 3, refs, 3, err, sizeof(err)), 0,
+         "without Plugin \"bimetri\" the third Trigger closes nothing");
+  /* Watching another gateway's relay of the same name is no edge. */
+  struct bm_relay_ref other[3] = {{"plant1", "pump", 0, 0},
+                                  {"plant1", "fan", 0, 1},
+                                  {"plant2", "heater", 1, 0}};
+  set(&t[2], BM_FIELD_PLUGIN, "bimetri");
+  set(&t[2], BM_FIELD_PLUGIN_INSTANCE, "plant1");
+  is_int(bm_triggers_check_cycles(t, 3, other, 3, err, sizeof(err)), 0,
+         "the PluginInstance pattern keeps gateways apart");
+  /* A self loop. */
+  t[0].relay = 0;
+  is_int(bm_triggers_check_cycles(t, 1, refs, 3, err, sizeof(err)), -1,
+         "a Trigger driving the relay it watches is a loop");
+  for (int i = 0; i < 3; i++)
+    bm_trigger_release(&t[i]);
+}
+
 int main(void)
 {
+  test_cycles();
   test_missing();
   test_names_and_init();
   test_severity_map();

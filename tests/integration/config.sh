@@ -87,6 +87,10 @@ refused "an HS256 key shorter than 256 bits" \
   "Token KeyFile \"$T/short-key\" holds 5 bytes: an HS256 key needs at least 32" "$(sub "    TokenFile \"$T/token\"" "    <Token>\n      Algorithm \"HS256\"\n      KeyFile \"$T/short-key\"\n    </Token>")"
 refused "a failing TokenCommand" \
   'TokenCommand failed \(exit status 3\)' "$(sub "    TokenFile \"$T/token\"" '    TokenCommand "exit 3"')"
+refused "Triggers that loop through the plugin's own notifications" \
+  'Triggers form a loop through the plugin.s own notifications' "$(sed 's|</Plugin>|  <Trigger "pump-then-fan">\n    Relay "plant1" "fan"\n    Plugin "bimetri"\n    Type "relay_on"\n    TypeInstance "pump"\n    OnOkay 1\n  </Trigger>\n  <Trigger "fan-then-pump">\n    Relay "plant1" "pump"\n    Plugin "/^bimetri$/"\n    TypeInstance "/^fa/"\n    OnOkay 0\n  </Trigger>\n</Plugin>|' <<<"$good")"
+refused "a Trigger that drives the relay it watches" \
+  'relay "pump" -> Trigger "self"' "$(sed 's|</Plugin>|  <Trigger "self">\n    Relay "plant1" "pump"\n    Plugin "bimetri"\n    TypeInstance "pump"\n    OnWarning 0\n  </Trigger>\n</Plugin>|' <<<"$good")"
 refused "an unknown top-level option" \
   '<Plugin bimetri>, option "Gatway": unknown option' "$(sub '<Plugin bimetri>' '<Plugin bimetri>\n  Gatway "x"')"
 
