@@ -590,8 +590,11 @@ static int replay_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
       rp->has_pending[relay] = false;
     if (cseq && cseq <= sv->confirmed_seq)
       break; /* the live run judged it stale too */
+    if (cseq)
+      sv->by_command = true;
+    else if (sv->confirmed != c->status)
+      sv->by_command = false;
     sv->confirmed = c->status;
-    sv->by_command = cseq != 0;
     if (cseq)
       sv->confirmed_seq = cseq;
     else if (c->corr[0])

@@ -547,6 +547,13 @@ void bm_relay_table_set_connected(bm_relay_table_t *t, bool up,
     }
     if (!r->pending->resumed && (session_present || r->pending->acked))
       continue;
+    if (r->pending->resumed &&
+        now >= fmin(r->pending->ack_deadline, r->pending->confirm_deadline) &&
+        !r->pending->acked)
+      continue; /* expired while we were down: the next tick times it out */
+    if (r->pending->resumed && r->pending->acked &&
+        now >= r->pending->confirm_deadline)
+      continue;
     r->pending->resumed = false;
     /* The broker lost the session, and with it our QoS 2 exchange: the
      * command goes out again and gets its full time again. */
@@ -640,6 +647,18 @@ uint64_t bm_relay_corr_seq(const char *corr)
 static uint64_t own_seq(const bm_relay_table_t *t, const char *corr)
 {
   uint64_t seq = bm_relay_corr_seq(corr);
+  size_t len = strlen(t->prefix);
+
+  if (!seq && strncmp(corr, t->prefix, len) == 0 && corr[len] == '-' &&
+      isdigit((unsigned char)corr[len + 1]) && corr[len + 1] != '0') {
+    /* This run's own prefix, whatever its form. */
+    char *end;
+    unsigned long long n;
+    errno = 0;
+    n = strtoull(corr + len + 1, &end, 10);
+    if (!*end && !errno)
+      seq = (uint64_t)n;
+  }
   return seq <= t->seq ? seq : 0;
 }
 
@@ -743,7 +762,12 @@ static void apply_state(bm_relay_table_t *t, int relay, int status,
   bool drift = !seq && r->by_command && previous >= 0 && previous != status;
 
   r->confirmed = (int8_t)status;
-  r->by_command = seq != 0;
+  /* Whose state it is changes with a confirmation of ours, or with a change
+   * by someone else; a mere repetition of the state changes nothing. */
+  if (seq)
+    r->by_command = true;
+  else if (previous != status)
+    r->by_command = false;
   if (seq)
     r->confirmed_seq = seq;
   if (r->confirmed == r->desired)
@@ -963,6 +987,7 @@ void bm_relay_table_load(bm_relay_table_t *t, int relay,
   r->confirmed = (int8_t)(in->confirmed < 0 ? -1 : in->confirmed ? 1 : 0);
   r->confirmed_seq = in->confirmed_seq;
   r->by_command = in->by_command;
+  memset(r->applied, 0, sizeof(r->applied));
   r->applied_next = 0;
   for (int i = 0; i < APPLIED_IDS && i < BM_RELAY_APPLIED_IDS; i++)
     if (in->applied[i])
@@ -1018,7 +1043,7 @@ int bm_relay_table_resume(bm_relay_table_t *t, int relay,
   r->pending = p;
   r->desired = (int8_t)c->status;
   r->attempt = p->attempt;
-  snprintf(origin, sizeof(origin), "resumed after restart: %s", c->origin);
+  snprintf(origin, sizeof(origin), "resumed after restart: %.104s", c->origin);
   if ((copy = strdup(origin))) {
     free(r->origin);
     r->origin = copy;

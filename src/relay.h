@@ -298,8 +298,12 @@ struct bm_command_saved {
   char origin[BM_ORIGIN_SIZE];
 };
 
+/* Copies what the journal keeps of a relay into out (applied ids oldest
+ * first). */
 void bm_relay_table_save(const bm_relay_table_t *t, int relay,
                          struct bm_relay_saved *out);
+/* Replaces the relay's confirmed state, sequence, drift ownership and
+ * applied ids with `in`; meant for a fresh table, before any tick. */
 void bm_relay_table_load(bm_relay_table_t *t, int relay,
                          const struct bm_relay_saved *in);
 /* Copies the relay's pending command; false when none is pending. */
@@ -311,7 +315,9 @@ bool bm_relay_table_pending_of(const bm_relay_table_t *t, int relay,
  * have live), the relay's desired state set to its status with the origin
  * "resumed after restart: <origin>", and published again at the next
  * connection whatever the broker's session holds.  Returns 0, or -1 when
- * the relay already has a pending command or memory runs out. */
+ * the relay already has a pending command or memory runs out.  A resumed
+ * command whose deadline passed before the connection is not published
+ * again: the next tick times it out. */
 int bm_relay_table_resume(bm_relay_table_t *t, int relay,
                           const struct bm_command_saved *c);
 /* Ends the relay's pending command `corr` before it was published (its

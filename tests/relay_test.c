@@ -2,13 +2,16 @@
  * relay_test.c - unit tests of the relay table (src/relay.h): desired,
  * confirmed and pending state, correlation of commands with responses and
  * notifications, timeouts, retries, contradictions, supersession,
- * reconnects, unknown answers.
+ * reconnects, unknown answers, the ACK / APPLIED / DRIFT events, and the
+ * persistence API (save, load, pending_of, resume, abort, sequences).
  *
  * The table is pure logic with an injected clock, so every test drives it
  * with hand-built bm_response / bm_notification values and explicit times.
- * The last part is a property test: a seeded PRNG drives thousands of
- * random operations and a small model of the header's rules checks the
- * table after every step.
+ * Tests state the exact sequence of events they expect (kinds()).  The
+ * last part is a property test: a seeded PRNG drives thousands of random
+ * operations -- including aborts and restarts into a new table from the
+ * saved state -- and a small model of the header's rules checks the table
+ * after every step.
  */
 #include "relay.h"
 
@@ -321,7 +324,8 @@ static void test_names_of_ops(void)
   static const char *want[BM_OP_COUNT] = {
       "published", "sent",    "confirmed", "not_send",  "failed",
       "send_no_ack", "unauthorized", "timeout", "gave_up", "duplicate",
-      "malformed", "unsolicited", "contradicted", "unknown", "drift"};
+      "malformed", "unsolicited", "contradicted", "unknown", "drift",
+      "refused"};
   bool all = true;
   for (int i = 0; i < BM_OP_COUNT; i++)
     if (!bm_op_name((enum bm_op)i) ||
@@ -2367,10 +2371,934 @@ static void test_strings(void)
   bm_relay_table_free(t);
 }
 
+/* ---- tests: ACK and APPLIED events ------------------------------------- */
+
+/* Every commandResponse that matches a command of ours (pending, or recent
+ * and not yet answered) yields one ACK; every applied notification one
+ * APPLIED, before any STATE, carrying the sequence of our command or 0. */
+static void test_ack_applied(void)
+{
+  bm_relay_table_t *t = table_new(&POLICY, HEX_A);
+  struct bm_events ev = {0};
+  char c1[BM_MSG_ID_SIZE], c2[BM_MSG_ID_SIZE];
+  struct bm_response r;
+  struct bm_notification n;
+
+  bm_relay_table_add(t, "pump", 101, 4);
+  bm_relay_table_add(t, "fan", 101, 5);
+  command(t, 1, 1, 100, c1, &ev);
+  is_str(c1, HEX_A "-1", "fan: command " HEX_A "-1");
+
+  r = response(c1, BM_RESULT_SENT, "Command Queued");
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_response(t, &r, 100.5, &ev), BM_APPLY_OK,
+         "response to the pending command");
+  is_str(kinds(&ev), "ACK", "one ACK");
+  ok(ack_is(nth(&ev, 0), 1, c1, 1, BM_RESULT_SENT, "Command Queued"),
+     "ACK: relay 1, its id, sequence 1, sent, the gateway's reason");
+
+  /* Superseded before its notification: its answers still count. */
+  bm_relay_table_set_desired(t, 1, 0, "off", 101);
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 101, &ev);
+  snprintf(c2, sizeof(c2), "%s", first_kind(&ev, BM_EV_PUBLISH)->corr);
+  ok(strcmp(c2, HEX_A "-2") == 0 && first_kind(&ev, BM_EV_PUBLISH)->seq == 2,
+     "the superseding command " HEX_A "-2, sequence 2");
+  n = notification(c1, 101, 5, 1);
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(t, &n, 102, &ev), BM_APPLY_OK,
+         "the superseded command's notification applies");
+  is_str(kinds(&ev), "APPLIED,STATE", "APPLIED, then STATE");
+  ok(applied_is(nth(&ev, 0), 1, c1, 1, 1, -1),
+     "APPLIED: relay 1, " HEX_A "-1, sequence 1, -1 -> 1");
+  ok(strcmp(nth(&ev, 1)->corr, c1) == 0 && nth(&ev, 1)->status == 1,
+     "STATE carries the same id");
+
+  r = response(c2, BM_RESULT_UNAUTHORIZED, "no rights");
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_response(t, &r, 103, &ev), BM_APPLY_OK,
+         "a refusal of the pending command");
+  is_str(kinds(&ev), "ACK,END", "ACK first, then the END");
+  ok(ack_is(nth(&ev, 0), 1, c2, 2, BM_RESULT_UNAUTHORIZED, "no rights"),
+     "ACK: " HEX_A "-2, sequence 2, unauthorized, \"no rights\"");
+  is_str(nth(&ev, 1)->corr, c2, "END of the same command");
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_response(t, &r, 104, &ev), BM_APPLY_DUPLICATE,
+         "the refusal again: duplicate");
+  is_int(ev.n, 0, "no second ACK");
+
+  n = notification(c2, 101, 5, 0);
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(t, &n, 105, &ev), BM_APPLY_OK,
+         "the refused command switched the relay after all");
+  is_str(kinds(&ev), "APPLIED,STATE", "APPLIED, STATE");
+  ok(applied_is(nth(&ev, 0), 1, c2, 2, 0, 1),
+     "APPLIED: " HEX_A "-2, sequence 2, 1 -> 0");
+
+  /* Answers that match nothing, repeat or are stale: no ACK, no APPLIED. */
+  bm_events_clear(&ev);
+  r = response(HEX_A "-3", BM_RESULT_SENT, "");
+  is_int(bm_relay_table_on_response(t, &r, 106, &ev), BM_APPLY_UNKNOWN_ID,
+         "a response to an id of our form never issued: unknown");
+  r = response(c1, BM_RESULT_SENT, "");
+  is_int(bm_relay_table_on_response(t, &r, 106, &ev), BM_APPLY_DUPLICATE,
+         "a response to the answered " HEX_A "-1: duplicate");
+  n = notification(c1, 101, 5, 1);
+  is_int(bm_relay_table_on_notification(t, &n, 106, &ev), BM_APPLY_DUPLICATE,
+         HEX_A "-1 again, older than the applied -2: stale");
+  n = notification(c2, 101, 6, 1);
+  is_int(bm_relay_table_on_notification(t, &n, 106, &ev),
+         BM_APPLY_UNKNOWN_RELAY, "a notification for no relay");
+  n = notification(c2, 101, 5, 1);
+  n.has_state = false;
+  is_int(bm_relay_table_on_notification(t, &n, 106, &ev), BM_APPLY_IGNORED,
+         "a notification without state");
+  is_str(kinds(&ev), "", "none of them yields an event");
+  is_int(view_of(t, 1).confirmed, 0, "and the fan stays off");
+
+  /* Changes nobody here asked for: APPLIED with sequence 0. */
+  n = notification(NULL, 101, 4, 0);
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(t, &n, 107, &ev), BM_APPLY_OK,
+         "pump: unsolicited 0");
+  is_str(kinds(&ev), "APPLIED,STATE", "APPLIED, STATE");
+  ok(applied_is(nth(&ev, 0), 0, "", 0, 0, -1),
+     "APPLIED: relay 0, no id, sequence 0, -1 -> 0");
+  n = notification("otherApp-1", 101, 4, 0);
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(t, &n, 108, &ev), BM_APPLY_OK,
+         "pump: a foreign id reporting the same state");
+  is_str(kinds(&ev), "APPLIED", "APPLIED alone: nothing changed");
+  ok(applied_is(nth(&ev, 0), 0, "otherApp-1", 0, 0, 0),
+     "APPLIED: the foreign id, sequence 0, 0 -> 0");
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(t, &n, 109, &ev), BM_APPLY_DUPLICATE,
+         "the foreign id again: duplicate");
+  is_int(ev.n, 0, "no APPLIED");
+  ok(op_count(t, BM_OP_SENT) == 1 && op_count(t, BM_OP_UNAUTHORIZED) == 1 &&
+         op_count(t, BM_OP_CONFIRMED) == 2 &&
+         op_count(t, BM_OP_UNSOLICITED) == 2 && op_count(t, BM_OP_DRIFT) == 0,
+     "counted: 1 sent, 1 unauthorized, 2 confirmed, 2 unsolicited, no drift");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
+/* ---- tests: drift ------------------------------------------------------ */
+
+/* A change nobody here asked for, against the state that a confirmation of
+ * one of our commands set, is drift: a DRIFT event (after the APPLIED,
+ * before the STATE) and the drift counter.  The relay then commands its
+ * desired state back as after any other change. */
+static void test_drift(void)
+{
+  bm_relay_table_t *t = table_new(&POLICY, HEX_A);
+  struct bm_events ev = {0};
+  char corr[BM_MSG_ID_SIZE];
+  struct bm_notification n;
+
+  bm_relay_table_add(t, "pump", 101, 4);
+  command(t, 0, 1, 100, corr, &ev);
+  n = notification(corr, 101, 4, 1);
+  bm_events_clear(&ev);
+  bm_relay_table_on_notification(t, &n, 101, &ev);
+  is_str(kinds(&ev), "APPLIED,STATE",
+         "our command confirmed 1: no DRIFT (a confirmation of ours never "
+         "drifts)");
+  bm_relay_table_tick(t, 101, &ev);
+
+  /* Switched off by hand. */
+  n = notification(NULL, 101, 4, 0);
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(t, &n, 200, &ev), BM_APPLY_OK,
+         "unsolicited 0 applies");
+  is_str(kinds(&ev), "APPLIED,DRIFT,STATE", "APPLIED, DRIFT, STATE");
+  ok(applied_is(nth(&ev, 0), 0, "", 0, 0, 1), "APPLIED: no id, 1 -> 0");
+  ok(drift_is(nth(&ev, 1), 0, "", 0, 1), "DRIFT: relay 0, 1 -> 0, no id");
+  ok(nth(&ev, 2)->status == 0 && nth(&ev, 2)->previous == 1, "STATE 1 -> 0");
+  is_int(op_count(t, BM_OP_DRIFT), 1, "drift counted");
+  is_int(op_count(t, BM_OP_UNSOLICITED), 1, "and unsolicited");
+  is_int(view_of(t, 0).confirmed, 0, "confirmed 0");
+
+  /* The desired state is commanded back; its confirmation is no drift. */
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 200, &ev);
+  is_str(kinds(&ev), "PUBLISH", "the drift is corrected by a command");
+  const struct bm_event *e = first_kind(&ev, BM_EV_PUBLISH);
+  ok(strcmp(e->corr, HEX_A "-2") == 0 && e->status == 1 && e->attempt == 1,
+     HEX_A "-2, status 1, attempt 1");
+  n = notification(e->corr, 101, 4, 1);
+  bm_events_clear(&ev);
+  bm_relay_table_on_notification(t, &n, 201, &ev);
+  is_str(kinds(&ev), "APPLIED,STATE", "its confirmation: no DRIFT");
+  is_int(op_count(t, BM_OP_DRIFT), 1, "drift still counted once");
+
+  /* A foreign command against it drifts too, with its id. */
+  n = notification("otherApp-7", 101, 4, 0);
+  bm_events_clear(&ev);
+  bm_relay_table_on_notification(t, &n, 300, &ev);
+  is_str(kinds(&ev), "APPLIED,DRIFT,STATE",
+         "a foreign id switching it off: APPLIED, DRIFT, STATE");
+  ok(drift_is(nth(&ev, 1), 0, "otherApp-7", 0, 1),
+     "DRIFT carries the foreign id");
+  is_int(op_count(t, BM_OP_DRIFT), 2, "drift counted twice");
+
+  /* After a foreign change, further foreign changes are not drift. */
+  n = notification(NULL, 101, 4, 1);
+  bm_events_clear(&ev);
+  bm_relay_table_on_notification(t, &n, 300.5, &ev);
+  is_str(kinds(&ev), "APPLIED,STATE", "unsolicited 1 after it: no DRIFT");
+  n = notification(NULL, 101, 4, 0);
+  bm_events_clear(&ev);
+  bm_relay_table_on_notification(t, &n, 300.7, &ev);
+  is_str(kinds(&ev), "APPLIED,STATE", "unsolicited 0 after that: no DRIFT");
+  is_int(op_count(t, BM_OP_DRIFT), 2, "no drift counted");
+
+  /* Our command answered with the other state (contradicted): the
+   * confirmation of ours is no drift either. */
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 301, &ev);
+  e = first_kind(&ev, BM_EV_PUBLISH);
+  ok(strcmp(e->corr, HEX_A "-3") == 0 && e->status == 1,
+     "the drift correction " HEX_A "-3");
+  n = notification(HEX_A "-3", 101, 4, 0);
+  bm_events_clear(&ev);
+  bm_relay_table_on_notification(t, &n, 302, &ev);
+  is_str(kinds(&ev), "APPLIED,END", "contradicted: APPLIED, END, no DRIFT");
+  is_int(op_count(t, BM_OP_DRIFT), 2, "no drift counted");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+
+  /* Duplicates and stale confirmations change nothing, not even whose the
+   * state is; nor does a state that was never ours drift. */
+  t = table_new(&POLICY, HEX_A);
+  memset(&ev, 0, sizeof(ev));
+  bm_relay_table_add(t, "pump", 101, 4);
+  n = notification(NULL, 101, 4, 1);
+  bm_relay_table_on_notification(t, &n, 1, &ev);
+  n = notification(NULL, 101, 4, 0);
+  bm_events_clear(&ev);
+  bm_relay_table_on_notification(t, &n, 2, &ev);
+  is_str(kinds(&ev), "APPLIED,STATE",
+         "a relay never commanded: unsolicited changes are no drift");
+  command(t, 0, 1, 100, corr, &ev); /* -1, status 1 */
+  bm_relay_table_set_desired(t, 0, 0, "off", 101);
+  bm_relay_table_tick(t, 101, &ev); /* -2, status 0, supersedes -1 */
+  bm_relay_table_set_desired(t, 0, 1, "on", 102);
+  bm_relay_table_tick(t, 102, &ev); /* -3, status 1 */
+  n = notification(HEX_A "-3", 101, 4, 1);
+  bm_relay_table_on_notification(t, &n, 103, &ev);
+  n = notification(HEX_A "-2", 101, 4, 0);
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(t, &n, 104, &ev), BM_APPLY_DUPLICATE,
+         "the stale -2 (status 0) is ignored");
+  n = notification(HEX_A "-3", 101, 4, 1);
+  is_int(bm_relay_table_on_notification(t, &n, 104, &ev), BM_APPLY_DUPLICATE,
+         "-3 redelivered: duplicate");
+  is_int(ev.n, 0, "no events");
+  n = notification(NULL, 101, 4, 0);
+  bm_relay_table_on_notification(t, &n, 105, &ev);
+  is_str(kinds(&ev), "APPLIED,DRIFT,STATE",
+         "the state is still -3's: an unsolicited 0 drifts");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
+/* relay.h: DRIFT is "a change nobody here asked for [that] contradicts the
+ * state our last confirmed command set"; bm_relay_saved.by_command: "the
+ * confirmed state came from a command of ours (a later unsolicited change
+ * is drift)".  A report that merely repeats that state (the gateway
+ * re-announcing its outputs, a device rebooting into the same state)
+ * changes nothing it set, so a later change against it is still drift. */
+static void test_drift_after_same_state_report(void)
+{
+  bm_relay_table_t *t = table_new(&POLICY, HEX_A);
+  struct bm_events ev = {0};
+  struct bm_relay_saved sv;
+  char corr[BM_MSG_ID_SIZE];
+  struct bm_notification n;
+
+  bm_relay_table_add(t, "pump", 101, 4);
+  command(t, 0, 1, 100, corr, &ev);
+  n = notification(corr, 101, 4, 1);
+  bm_relay_table_on_notification(t, &n, 101, &ev);
+  n = notification(NULL, 101, 4, 1); /* the same state reported again */
+  bm_events_clear(&ev);
+  bm_relay_table_on_notification(t, &n, 150, &ev);
+  is_str(kinds(&ev), "APPLIED", "a repeated report of 1: APPLIED only");
+  bm_relay_table_save(t, 0, &sv);
+  ok(sv.by_command, "the state 1 is still the one our command set "
+                    "(saved by_command)");
+  n = notification(NULL, 101, 4, 0);
+  bm_events_clear(&ev);
+  bm_relay_table_on_notification(t, &n, 200, &ev);
+  is_str(kinds(&ev), "APPLIED,DRIFT,STATE",
+         "switched off by hand after the repeated report: DRIFT");
+  is_int(op_count(t, BM_OP_DRIFT), 1, "drift counted");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
+/* ---- tests: persistence ------------------------------------------------ */
+
+static bool saved_equal(const struct bm_relay_saved *a,
+                        const struct bm_relay_saved *b)
+{
+  return a->confirmed == b->confirmed &&
+         a->confirmed_seq == b->confirmed_seq &&
+         a->by_command == b->by_command &&
+         memcmp(a->applied, b->applied, sizeof(a->applied)) == 0;
+}
+
+static int applied_slots(const struct bm_relay_saved *s)
+{
+  int c = 0;
+  for (int i = 0; i < BM_RELAY_APPLIED_IDS; i++)
+    c += s->applied[i] != 0;
+  return c;
+}
+
+/* save copies out what the journal keeps of a relay; load into a fresh
+ * table gives a relay that saves the same and behaves the same. */
+static void test_save_load(void)
+{
+  bm_relay_table_t *a = table_new(&POLICY, HEX_A);
+  bm_relay_table_t *b = table_new(&POLICY, HEX_B);
+  struct bm_events ev = {0};
+  struct bm_relay_saved sa[2], sb[2], fresh;
+  char corr[BM_MSG_ID_SIZE], id[BM_MSG_ID_SIZE];
+  struct bm_notification n;
+
+  bm_relay_table_add(a, "pump", 101, 4);
+  bm_relay_table_add(a, "fan", 101, 5);
+  bm_relay_table_add(b, "pump", 101, 4);
+  bm_relay_table_add(b, "fan", 101, 5);
+  memset(&fresh, 0x55, sizeof(fresh));
+  bm_relay_table_save(a, 0, &fresh);
+  ok(fresh.confirmed == -1 && fresh.confirmed_seq == 0 && !fresh.by_command &&
+         applied_slots(&fresh) == 0,
+     "a new relay saves: unknown, sequence 0, not ours, no applied ids");
+
+  /* pump: confirmed 1 by our command 3 (after two superseded ones). */
+  command(a, 0, 1, 100, corr, &ev);
+  bm_relay_table_set_desired(a, 0, 0, "off", 101);
+  bm_relay_table_tick(a, 101, &ev);
+  bm_relay_table_set_desired(a, 0, 1, "on", 102);
+  bm_relay_table_tick(a, 102, &ev);
+  n = notification(HEX_A "-3", 101, 4, 1);
+  bm_relay_table_on_notification(a, &n, 103, &ev);
+  /* fan: five foreign ids, the last four are remembered. */
+  for (int i = 1; i <= 5; i++) {
+    snprintf(id, sizeof(id), "otherApp-%d", i);
+    n = notification(id, 101, 5, i % 2);
+    bm_relay_table_on_notification(a, &n, 103 + i, &ev);
+  }
+  bm_relay_table_save(a, 0, &sa[0]);
+  bm_relay_table_save(a, 1, &sa[1]);
+  ok(sa[0].confirmed == 1 && sa[0].confirmed_seq == 3 && sa[0].by_command &&
+         applied_slots(&sa[0]) == 0,
+     "pump saves: 1, sequence 3, by our command, no foreign ids");
+  ok(sa[1].confirmed == 1 && sa[1].confirmed_seq == 0 && !sa[1].by_command &&
+         applied_slots(&sa[1]) == 4,
+     "fan saves: 1, sequence 0, not ours, four foreign ids");
+  bool distinct = true;
+  for (int i = 0; i < BM_RELAY_APPLIED_IDS; i++)
+    for (int k = i + 1; k < BM_RELAY_APPLIED_IDS; k++)
+      if (sa[1].applied[i] == sa[1].applied[k])
+        distinct = false;
+  ok(distinct, "four distinct hashes");
+
+  bm_relay_table_raise_seq(b, bm_relay_table_last_seq(a));
+  bm_relay_table_load(b, 0, &sa[0]);
+  bm_relay_table_load(b, 1, &sa[1]);
+  bm_relay_table_save(b, 0, &sb[0]);
+  bm_relay_table_save(b, 1, &sb[1]);
+  ok(saved_equal(&sa[0], &sb[0]), "pump: load then save gives it back");
+  ok(saved_equal(&sa[1], &sb[1]), "fan: load then save gives it back");
+  struct bm_relay_view v = view_of(b, 0);
+  ok(v.confirmed == 1 && v.desired == -1 && v.pending == 0 && !v.stopped,
+     "loaded pump: confirmed 1, no intent, idle");
+  ok(bm_relay_table_next_deadline(b) == HUGE_VAL, "load sets no timer");
+  ok(!bm_relay_table_set_desired(b, 0, 1, "on", 200),
+     "the loaded state is known: desired 1 needs no command");
+  bm_relay_table_set_connected(b, true, true, 200, &ev);
+  bm_events_clear(&ev);
+  bm_relay_table_tick(b, 200, &ev);
+  is_int(ev.n, 0, "and none goes out");
+
+  /* The same answers get the same treatment in both tables. */
+  for (int k = 0; k < 2; k++) {
+    bm_relay_table_t *t = k ? b : a;
+    const char *which = k ? "restored" : "live";
+    n = notification(HEX_A "-2", 101, 4, 0);
+    bm_events_clear(&ev);
+    is_int(bm_relay_table_on_notification(t, &n, 300, &ev),
+           BM_APPLY_DUPLICATE, "%s: the older " HEX_A "-2 is stale", which);
+    for (int i = 2; i <= 5; i++) {
+      snprintf(id, sizeof(id), "otherApp-%d", i);
+      n = notification(id, 101, 5, 0);
+      is_int(bm_relay_table_on_notification(t, &n, 301, &ev),
+             BM_APPLY_DUPLICATE, "%s: %s is a duplicate", which, id);
+    }
+    is_int(ev.n, 0, "%s: no events", which);
+    n = notification("otherApp-1", 101, 5, 0);
+    is_int(bm_relay_table_on_notification(t, &n, 302, &ev), BM_APPLY_OK,
+           "%s: otherApp-1, pushed out, applies again", which);
+    n = notification("otherApp-3", 101, 5, 1);
+    is_int(bm_relay_table_on_notification(t, &n, 303, &ev),
+           BM_APPLY_DUPLICATE, "%s: otherApp-3 is still remembered", which);
+    n = notification("otherApp-2", 101, 5, 1);
+    is_int(bm_relay_table_on_notification(t, &n, 304, &ev), BM_APPLY_OK,
+           "%s: otherApp-2, the oldest, was pushed out by otherApp-1",
+           which);
+    n = notification(NULL, 101, 4, 0);
+    bm_events_clear(&ev);
+    bm_relay_table_on_notification(t, &n, 305, &ev);
+    is_str(kinds(&ev), "APPLIED,DRIFT,STATE",
+           "%s: the pump's state was our command's: unsolicited 0 drifts",
+           which);
+  }
+  bm_relay_table_save(a, 1, &sa[1]);
+  bm_relay_table_save(b, 1, &sb[1]);
+  ok(saved_equal(&sa[1], &sb[1]),
+     "after the same answers both save the same fan");
+
+  /* A partly filled ring keeps its order: the next id pushes out the
+   * oldest one, not a newer one. */
+  bm_relay_table_t *c = table_new(&POLICY, HEX_A);
+  bm_relay_table_t *d = table_new(&POLICY, HEX_B);
+  bm_relay_table_add(c, "fan", 101, 5);
+  bm_relay_table_add(d, "fan", 101, 5);
+  n = notification("x-1", 101, 5, 1);
+  bm_relay_table_on_notification(c, &n, 1, &ev);
+  n = notification("x-2", 101, 5, 0);
+  bm_relay_table_on_notification(c, &n, 2, &ev);
+  bm_relay_table_save(c, 0, &sa[0]);
+  is_int(applied_slots(&sa[0]), 2, "two foreign ids saved");
+  bm_relay_table_load(d, 0, &sa[0]);
+  bm_relay_table_save(d, 0, &sb[0]);
+  ok(saved_equal(&sa[0], &sb[0]), "two ids: load then save gives it back");
+  for (int i = 3; i <= 5; i++) {
+    snprintf(id, sizeof(id), "x-%d", i);
+    n = notification(id, 101, 5, i % 2);
+    bm_relay_table_on_notification(c, &n, i, &ev);
+    bm_relay_table_on_notification(d, &n, i, &ev);
+  }
+  n = notification("x-2", 101, 5, 0);
+  is_int(bm_relay_table_on_notification(d, &n, 6, &ev), BM_APPLY_DUPLICATE,
+         "restored: x-2 is still remembered after three more");
+  n = notification("x-1", 101, 5, 0);
+  is_int(bm_relay_table_on_notification(d, &n, 7, &ev), BM_APPLY_OK,
+         "restored: x-1, the oldest, was pushed out");
+  bm_relay_table_on_notification(c, &n, 7, &ev);
+  bm_relay_table_save(c, 0, &sa[0]);
+  bm_relay_table_save(d, 0, &sb[0]);
+  ok(saved_equal(&sa[0], &sb[0]), "and both tables save the same");
+  bm_relay_table_free(c);
+  bm_relay_table_free(d);
+
+  bm_events_release(&ev);
+  bm_relay_table_free(a);
+  bm_relay_table_free(b);
+}
+
+/* The ordering rule across a restart: a table restored from the journal
+ * (saved state, raise_seq to the old table's last sequence) still knows
+ * the old table's commands by their form, so their late notifications
+ * never roll the relay back; its own commands continue the sequence. */
+static void test_restart_ordering(void)
+{
+  bm_relay_table_t *a = table_new(&POLICY, HEX_A);
+  struct bm_events ev = {0};
+  struct bm_relay_saved sv[2];
+  char corr[BM_MSG_ID_SIZE];
+  struct bm_notification n;
+
+  bm_relay_table_add(a, "pump", 101, 4);
+  bm_relay_table_add(a, "fan", 101, 5);
+  for (int i = 1; i <= 5; i++) {
+    command(a, 0, i % 2, 100 * i, corr, &ev);
+    n = notification(corr, 101, 4, i % 2);
+    bm_relay_table_on_notification(a, &n, 100 * i + 1, &ev);
+  }
+  is_str(corr, HEX_A "-5", "table A issued " HEX_A "-1 .. -5");
+  is_int(bm_relay_table_last_seq(a), 5, "A's last sequence is 5");
+  n = notification("otherApp-1", 101, 5, 1);
+  bm_relay_table_on_notification(a, &n, 600, &ev);
+  bm_relay_table_save(a, 0, &sv[0]);
+  bm_relay_table_save(a, 1, &sv[1]);
+
+  bm_relay_table_t *b = table_new(&POLICY, HEX_B);
+  bm_relay_table_add(b, "pump", 101, 4);
+  bm_relay_table_add(b, "fan", 101, 5);
+  is_int(bm_relay_table_last_seq(b), 0, "a new table's last sequence is 0");
+  bm_relay_table_raise_seq(b, bm_relay_table_last_seq(a));
+  bm_relay_table_load(b, 0, &sv[0]);
+  bm_relay_table_load(b, 1, &sv[1]);
+  bm_relay_table_free(a);
+  is_int(bm_relay_table_last_seq(b), 5, "B continues from 5");
+  is_int(view_of(b, 0).confirmed, 1, "B: pump confirmed 1 (A's -5)");
+
+  uint64_t dup = op_count(b, BM_OP_DUPLICATE);
+  n = notification(HEX_A "-2", 101, 4, 0);
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(b, &n, 1000, &ev), BM_APPLY_DUPLICATE,
+         "A's -2 arrives late with the other status: a duplicate");
+  is_int(view_of(b, 0).confirmed, 1, "no rollback");
+  is_int(ev.n, 0, "no APPLIED, no STATE");
+  n = notification(HEX_A "-5", 101, 4, 1);
+  is_int(bm_relay_table_on_notification(b, &n, 1001, &ev), BM_APPLY_DUPLICATE,
+         "A's -5 redelivered: a duplicate");
+  n = notification("otherApp-1", 101, 5, 0);
+  is_int(bm_relay_table_on_notification(b, &n, 1002, &ev), BM_APPLY_DUPLICATE,
+         "a foreign id A applied: a duplicate in B too");
+  is_int(op_count(b, BM_OP_DUPLICATE), dup + 3, "three duplicates counted");
+  ok(op_count(b, BM_OP_UNSOLICITED) == 0 && op_count(b, BM_OP_CONFIRMED) == 0,
+     "none counted unsolicited or confirmed");
+  bm_relay_table_tick(b, 1002, &ev);
+  is_int(ev.n, 0, "no event, no command");
+
+  /* B's own commands continue at 6. */
+  bm_relay_table_set_connected(b, true, true, 1003, &ev);
+  ok(bm_relay_table_set_desired(b, 0, 0, "off", 1003), "B: pump off");
+  bm_relay_table_tick(b, 1003, &ev);
+  const struct bm_event *e = first_kind(&ev, BM_EV_PUBLISH);
+  ok(strcmp(e->corr, HEX_B "-6") == 0 && e->seq == 6,
+     "B's first command is " HEX_B "-6, sequence 6 (got %s)", e->corr);
+  n = notification(HEX_B "-6", 101, 4, 0);
+  bm_events_clear(&ev);
+  bm_relay_table_on_notification(b, &n, 1004, &ev);
+  ok(ev.n == 2 && applied_is(nth(&ev, 0), 0, HEX_B "-6", 6, 0, 1),
+     "its confirmation: APPLIED sequence 6, then STATE");
+  n = notification(HEX_A "-3", 101, 4, 1);
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(b, &n, 1005, &ev), BM_APPLY_DUPLICATE,
+         "A's -3 after B's -6: stale");
+  is_int(view_of(b, 0).confirmed, 0, "no rollback");
+
+  /* An id of the plugin's form beyond B's last sequence is not ours. */
+  n = notification(HEX_A "-9", 101, 5, 0);
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(b, &n, 1006, &ev), BM_APPLY_OK,
+         "fan: " HEX_A "-9 (beyond the last sequence 6) applies");
+  ok(applied_is(nth(&ev, 0), 1, HEX_A "-9", 0, 0, 1),
+     "as somebody else's: APPLIED with sequence 0");
+  is_int(op_count(b, BM_OP_UNSOLICITED), 1, "counted unsolicited");
+  bm_events_release(&ev);
+  bm_relay_table_free(b);
+}
+
+static void test_pending_of(void)
+{
+  bm_relay_table_t *t = table_new(&POLICY, HEX_A);
+  struct bm_events ev = {0};
+  struct bm_command_saved c;
+
+  bm_relay_table_add(t, "pump", 101, 4);
+  ok(!bm_relay_table_pending_of(t, 0, &c), "nothing pending: false");
+  bm_relay_table_set_connected(t, true, true, 100, &ev);
+  bm_relay_table_set_desired(t, 0, 1, "trigger overheat", 100);
+  ok(!bm_relay_table_pending_of(t, 0, &c), "marked, not yet ticked: false");
+  bm_relay_table_tick(t, 100, &ev);
+  memset(&c, 0x55, sizeof(c));
+  ok(bm_relay_table_pending_of(t, 0, &c), "a command pending: true");
+  is_str(c.corr, HEX_A "-1", "its correlationId");
+  ok(c.seq == 1 && c.status == 1 && c.attempt == 1 && !c.acked,
+     "sequence 1, status 1, attempt 1, not acked");
+  ok(c.published_at == 100, "published at 100");
+  is_str(c.origin, "trigger overheat", "the origin");
+
+  bm_relay_table_set_connected(t, false, false, 102, &ev);
+  bm_relay_table_set_connected(t, true, false, 102, &ev); /* republished */
+  bm_relay_table_pending_of(t, 0, &c);
+  ok(c.published_at == 100 && c.attempt == 1 &&
+         strcmp(c.corr, HEX_A "-1") == 0,
+     "republished: the same command, first published at 100 (got %g)",
+     c.published_at);
+  struct bm_response r = response(HEX_A "-1", BM_RESULT_SENT, "");
+  bm_relay_table_on_response(t, &r, 103, &ev);
+  bm_relay_table_pending_of(t, 0, &c);
+  ok(c.acked, "after its response: acked");
+
+  bm_relay_table_tick(t, 112, &ev); /* 102 + 10: no notification */
+  ok(!bm_relay_table_pending_of(t, 0, &c), "timed out: nothing pending");
+  bm_relay_table_tick(t, 113, &ev); /* the retry */
+  ok(bm_relay_table_pending_of(t, 0, &c), "the retry is pending");
+  ok(strcmp(c.corr, HEX_A "-2") == 0 && c.seq == 2 && c.attempt == 2 &&
+         !c.acked && c.published_at == 113,
+     "the retry: " HEX_A "-2, sequence 2, attempt 2, not acked, at 113");
+
+  bm_relay_table_set_desired(t, 0, 0, "off", 114);
+  ok(!bm_relay_table_pending_of(t, 0, &c), "superseded: nothing pending");
+  bm_relay_table_tick(t, 114, &ev);
+  bm_relay_table_pending_of(t, 0, &c);
+  ok(strcmp(c.corr, HEX_A "-3") == 0 && c.status == 0 && c.attempt == 1,
+     "the new command " HEX_A "-3, status 0, attempt 1");
+  is_str(c.origin, "off", "with its origin");
+  struct bm_notification n = notification(HEX_A "-3", 101, 4, 0);
+  bm_relay_table_on_notification(t, &n, 115, &ev);
+  ok(!bm_relay_table_pending_of(t, 0, &c), "confirmed: nothing pending");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
+static struct bm_command_saved saved_cmd(const char *corr, uint64_t seq,
+                                         int status, int attempt, bool acked,
+                                         double published_at,
+                                         const char *origin)
+{
+  struct bm_command_saved c;
+  memset(&c, 0, sizeof(c));
+  snprintf(c.corr, sizeof(c.corr), "%s", corr);
+  c.seq = seq;
+  c.status = status;
+  c.attempt = attempt;
+  c.acked = acked;
+  c.published_at = published_at;
+  snprintf(c.origin, sizeof(c.origin), "%s", origin);
+  return c;
+}
+
+/* A table restored with a resumed command behaves as the live table would
+ * have. */
+static bm_relay_table_t *resumed_table(const struct bm_command_saved *c)
+{
+  bm_relay_table_t *t = table_new(&POLICY, HEX_B);
+  bm_relay_table_add(t, "pump", 101, 4);
+  bm_relay_table_raise_seq(t, c->seq);
+  if (bm_relay_table_resume(t, 0, c) != 0) {
+    printf("Bail out! bm_relay_table_resume failed\n");
+    exit(1);
+  }
+  return t;
+}
+
+static void test_resume(void)
+{
+  struct bm_events lev = {0}, ev = {0};
+  struct bm_command_saved c, got;
+  char corr[BM_MSG_ID_SIZE];
+  const struct bm_event *e;
+
+  /* An old command: both deadlines lie in the past.  The live table and
+   * the restored one time it out at their first tick alike, and retry
+   * with a new id. */
+  bm_relay_table_t *live = table_new(&POLICY, HEX_A);
+  bm_relay_table_add(live, "pump", 101, 4);
+  command(live, 0, 1, 100, corr, &lev);
+  c = saved_cmd(HEX_A "-1", 1, 1, 1, false, 100, "test");
+  bm_relay_table_t *t = resumed_table(&c);
+  struct bm_relay_view v = view_of(t, 0);
+  ok(v.pending == 1 && v.desired == 1 && v.confirmed == -1 && !v.stopped,
+     "resumed: pending, desired its status 1, confirmed unknown");
+  ok(bm_relay_table_pending_of(t, 0, &got) &&
+         strcmp(got.corr, HEX_A "-1") == 0 && got.seq == 1 &&
+         got.status == 1 && got.attempt == 1 && !got.acked &&
+         got.published_at == 100,
+     "pending_of gives the resumed command back");
+  is_str(got.origin, "resumed after restart: test",
+         "origin \"resumed after restart: <origin>\"");
+  ok(bm_relay_table_next_deadline(t) == bm_relay_table_next_deadline(live) &&
+         bm_relay_table_next_deadline(t) == 105,
+     "the same deadline as live: 100 + 5 (got %g)",
+     bm_relay_table_next_deadline(t));
+  bm_events_clear(&lev);
+  bm_relay_table_tick(live, 200, &lev);
+  bm_relay_table_tick(t, 200, &ev); /* disconnected, as after a start */
+  is_str(kinds(&ev), "END", "the first tick times the resumed command out");
+  const struct bm_event *le = nth(&lev, 0), *re = nth(&ev, 0);
+  ok(lev.n == 1 && re->outcome == le->outcome &&
+         re->outcome == BM_OP_TIMEOUT && re->severity == le->severity &&
+         re->status == le->status && re->attempt == le->attempt &&
+         strcmp(re->corr, le->corr) == 0 &&
+         strcmp(re->reason, le->reason) == 0,
+     "exactly the live END: timeout, %s, attempt %d, \"%s\"", re->corr,
+     re->attempt, re->reason);
+  is_str(re->origin, "resumed after restart: test", "with the resumed origin");
+  ok(bm_relay_table_next_deadline(t) == 201 &&
+         bm_relay_table_next_deadline(live) == 201,
+     "both retry at 201 (got %g)", bm_relay_table_next_deadline(t));
+  is_int(op_count(t, BM_OP_TIMEOUT), 1, "timeout counted");
+  bm_events_clear(&ev);
+  bm_relay_table_set_connected(t, true, true, 201, &ev);
+  is_int(ev.n, 0, "connecting afterwards republishes nothing: it ended");
+  bm_events_clear(&lev);
+  bm_relay_table_tick(live, 201, &lev);
+  bm_relay_table_tick(t, 201, &ev);
+  e = first_kind(&ev, BM_EV_PUBLISH);
+  ok(ev.n == 1 && strcmp(e->corr, HEX_B "-2") == 0 && e->seq == 2 &&
+         e->status == 1 && e->attempt == 2 && !e->republish,
+     "the retry is a new command " HEX_B "-2, attempt 2 (got %s)", e->corr);
+  ok(lev.n == 1 && nth(&lev, 0)->attempt == 2 && nth(&lev, 0)->status == 1,
+     "as live: attempt 2, status 1");
+  is_str(e->origin, "resumed after restart: test", "the retry's origin");
+  bm_events_release(&lev);
+  bm_relay_table_free(live);
+  bm_relay_table_free(t);
+
+  /* Old and acked: it times out for want of its notification; its last
+   * attempt gives up as it would have live. */
+  c = saved_cmd(HEX_A "-4", 4, 0, 2, true, 100, "x");
+  t = resumed_table(&c);
+  ok(bm_relay_table_next_deadline(t) == 110, "acked: deadline 110 (got %g)",
+     bm_relay_table_next_deadline(t));
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 109.9, &ev);
+  is_int(ev.n, 0, "nothing before 110");
+  bm_relay_table_tick(t, 110, &ev);
+  e = first_kind(&ev, BM_EV_END);
+  ok(ev.n == 1 && e->outcome == BM_OP_TIMEOUT && e->attempt == 2 &&
+         strstr(e->reason, "notification") != NULL,
+     "at 110: timeout for want of the notification, attempt 2");
+  ok(bm_relay_table_next_deadline(t) == 112,
+     "the second backoff, 2 s: retry at 112 (got %g)",
+     bm_relay_table_next_deadline(t));
+  bm_relay_table_free(t);
+  c = saved_cmd(HEX_A "-4", 4, 0, 3, false, 100, "x");
+  t = resumed_table(&c);
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 300, &ev);
+  ok(ev.n == 2 && nth(&ev, 0)->outcome == BM_OP_TIMEOUT &&
+         nth(&ev, 1)->outcome == BM_OP_GAVE_UP,
+     "the last attempt (3 of 3) times out and gives up");
+  ok(view_of(t, 0).stopped, "stopped");
+  bm_relay_table_free(t);
+
+  /* A young command: published once more at the connection, with its own
+   * id, even when the broker kept the session; then not again. */
+  c = saved_cmd(HEX_A "-7", 7, 0, 2, false, 499, "trigger overheat");
+  t = resumed_table(&c);
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 500, &ev);
+  is_int(ev.n, 0, "young: no timeout at the first tick (deadline 504)");
+  bm_relay_table_set_connected(t, true, true, 500.5, &ev);
+  is_str(kinds(&ev), "PUBLISH", "connected, session present: one PUBLISH");
+  e = nth(&ev, 0);
+  ok(e->republish && strcmp(e->corr, HEX_A "-7") == 0 && e->seq == 7 &&
+         e->status == 0 && e->attempt == 2 && e->relay == 0,
+     "a republish of " HEX_A "-7, sequence 7, status 0, attempt 2");
+  is_str(e->origin, "resumed after restart: trigger overheat",
+         "origin \"resumed after restart: trigger overheat\"");
+  is_int(op_count(t, BM_OP_PUBLISHED), 1, "counted as published");
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 500.5, &ev);
+  bm_relay_table_tick(t, 504, &ev);
+  is_int(ev.n, 0, "no new command; no timeout at the old deadline 504");
+  ok(bm_relay_table_next_deadline(t) <= 505.5,
+     "a wake-up by the republished deadline 505.5 (got %g)",
+     bm_relay_table_next_deadline(t));
+  bm_relay_table_set_connected(t, false, false, 501, &ev);
+  bm_relay_table_set_connected(t, true, true, 501, &ev);
+  is_int(ev.n, 0, "the second connection: not republished again");
+  struct bm_response r = response(HEX_A "-7", BM_RESULT_SENT, "");
+  is_int(bm_relay_table_on_response(t, &r, 502, &ev), BM_APPLY_OK,
+         "its response applies");
+  ok(ev.n == 1 && ack_is(nth(&ev, 0), 0, HEX_A "-7", 7, BM_RESULT_SENT, ""),
+     "ACK of " HEX_A "-7, sequence 7");
+  bm_events_clear(&ev);
+  bm_relay_table_set_connected(t, true, false, 503, &ev);
+  is_int(ev.n, 0, "acked, session lost: not republished");
+  struct bm_notification n = notification(HEX_A "-7", 101, 4, 0);
+  is_int(bm_relay_table_on_notification(t, &n, 504, &ev), BM_APPLY_OK,
+         "its confirmation applies");
+  is_str(kinds(&ev), "APPLIED,STATE", "APPLIED, STATE");
+  ok(applied_is(nth(&ev, 0), 0, HEX_A "-7", 7, 0, -1),
+     "APPLIED " HEX_A "-7, sequence 7, -1 -> 0");
+  v = view_of(t, 0);
+  ok(v.confirmed == 0 && v.desired == 0 && v.pending == 0 && !v.stopped,
+     "confirmed 0, done");
+  is_int(op_count(t, BM_OP_CONFIRMED), 1, "confirmed counted");
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 600, &ev);
+  is_int(ev.n, 0, "nothing more to do");
+  bm_relay_table_set_desired(t, 0, 1, "on", 601);
+  bm_relay_table_tick(t, 601, &ev);
+  is_str(first_kind(&ev, BM_EV_PUBLISH)->corr, HEX_B "-8",
+         "the next command is " HEX_B "-8");
+  bm_relay_table_free(t);
+
+  /* Young and acked: republished at the connection all the same. */
+  c = saved_cmd(HEX_A "-2", 2, 1, 1, true, 499, "x");
+  t = resumed_table(&c);
+  bm_events_clear(&ev);
+  bm_relay_table_set_connected(t, true, true, 500, &ev);
+  ok(ev.n == 1 && nth(&ev, 0)->republish &&
+         strcmp(nth(&ev, 0)->corr, HEX_A "-2") == 0,
+     "acked before the restart: republished once at the connection");
+  bm_events_clear(&ev);
+  bm_relay_table_set_connected(t, true, false, 501, &ev);
+  is_int(ev.n, 0, "then not again");
+  bm_relay_table_free(t);
+
+  /* Answered with the other state: contradicted, retried with a new id. */
+  c = saved_cmd(HEX_A "-3", 3, 1, 1, false, 99.5, "x");
+  t = resumed_table(&c);
+  bm_relay_table_set_connected(t, true, true, 100, &ev);
+  n = notification(HEX_A "-3", 101, 4, 0);
+  bm_events_clear(&ev);
+  bm_relay_table_on_notification(t, &n, 100.5, &ev);
+  is_str(kinds(&ev), "APPLIED,STATE,END", "contradicted: APPLIED, STATE, END");
+  ok(nth(&ev, 2)->outcome == BM_OP_CONTRADICTED, "END contradicted");
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 101.5, &ev);
+  e = first_kind(&ev, BM_EV_PUBLISH);
+  ok(ev.n == 1 && strcmp(e->corr, HEX_B "-4") == 0 && e->attempt == 2,
+     "retried after the backoff as " HEX_B "-4, attempt 2");
+
+  /* A second resume on a relay with a pending command is refused. */
+  c = saved_cmd(HEX_A "-9", 9, 0, 1, false, 101, "y");
+  is_int(bm_relay_table_resume(t, 0, &c), -1,
+         "resume with a command pending: -1");
+  ok(bm_relay_table_pending_of(t, 0, &got) &&
+         strcmp(got.corr, HEX_B "-4") == 0 && view_of(t, 0).desired == 1,
+     "and the pending command is unchanged");
+  bm_relay_table_free(t);
+
+  /* The prefix does not overflow the origin. */
+  char origin[BM_ORIGIN_SIZE];
+  memset(origin, 'o', sizeof(origin) - 1);
+  origin[sizeof(origin) - 1] = '\0';
+  c = saved_cmd(HEX_A "-1", 1, 1, 1, false, 100, origin);
+  t = resumed_table(&c);
+  bm_relay_table_pending_of(t, 0, &got);
+  ok(strlen(got.origin) == BM_ORIGIN_SIZE - 1 &&
+         strncmp(got.origin, "resumed after restart: ooo", 26) == 0,
+     "a full origin: truncated to %d bytes after the prefix",
+     BM_ORIGIN_SIZE - 1);
+  bm_relay_table_free(t);
+  bm_events_release(&ev);
+}
+
+static void test_raise_seq(void)
+{
+  bm_relay_table_t *t = table_new(&POLICY, HEX_A);
+  struct bm_events ev = {0};
+
+  bm_relay_table_add(t, "pump", 101, 4);
+  is_int(bm_relay_table_last_seq(t), 0, "a new table: last_seq 0");
+  bm_relay_table_raise_seq(t, 10);
+  is_int(bm_relay_table_last_seq(t), 10, "raised to 10");
+  bm_relay_table_set_connected(t, true, true, 1, &ev);
+  bm_relay_table_set_desired(t, 0, 1, "x", 1);
+  bm_relay_table_tick(t, 1, &ev);
+  ok(strcmp(first_kind(&ev, BM_EV_PUBLISH)->corr, HEX_A "-11") == 0 &&
+         first_kind(&ev, BM_EV_PUBLISH)->seq == 11,
+     "the next command is -11");
+  is_int(bm_relay_table_last_seq(t), 11, "last_seq 11");
+  bm_relay_table_raise_seq(t, 5);
+  is_int(bm_relay_table_last_seq(t), 11, "raise_seq(5) never lowers");
+  bm_relay_table_raise_seq(t, 11);
+  bm_relay_table_raise_seq(t, 0);
+  is_int(bm_relay_table_last_seq(t), 11, "nor do raise_seq(11) and (0)");
+  bm_relay_table_set_desired(t, 0, 0, "x", 2);
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 2, &ev);
+  is_str(first_kind(&ev, BM_EV_PUBLISH)->corr, HEX_A "-12",
+         "the sequence went on at 12");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
+/* A command whose journal record could not be made durable is aborted
+ * before it goes out: retired, counted failed, the relay stopped. */
+static void test_abort(void)
+{
+  bm_relay_table_t *t = table_new(&POLICY, HEX_A);
+  struct bm_events ev = {0};
+  char corr[BM_MSG_ID_SIZE];
+  struct bm_relay_view v;
+
+  bm_relay_table_add(t, "pump", 101, 4);
+  bm_relay_table_add(t, "fan", 101, 5);
+  ok(!bm_relay_table_abort(t, 0, HEX_A "-1"), "nothing pending: false");
+  command(t, 0, 1, 100, corr, &ev);
+  ok(!bm_relay_table_abort(t, 0, HEX_A "-2"), "another id: false");
+  ok(!bm_relay_table_abort(t, 0, ""), "an empty id: false");
+  ok(!bm_relay_table_abort(t, 1, corr), "the right id on another relay: false");
+  v = view_of(t, 0);
+  ok(v.pending == 1 && !v.stopped && op_count(t, BM_OP_FAILED) == 0,
+     "refused aborts change nothing: pending, not stopped, nothing counted");
+  ok(bm_relay_table_abort(t, 0, corr), "the pending command: true");
+  v = view_of(t, 0);
+  ok(v.pending == 0 && v.stopped && v.desired == 1 && v.confirmed == -1,
+     "nothing pending, stopped, desired kept");
+  is_int(op_count(t, BM_OP_FAILED), 1, "counted failed");
+  ok(!bm_relay_table_abort(t, 0, corr), "aborting it again: false");
+  is_int(op_count(t, BM_OP_FAILED), 1, "counted once");
+
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 105, &ev);
+  bm_relay_table_tick(t, 110, &ev);
+  bm_relay_table_tick(t, 500, &ev);
+  bm_relay_table_set_connected(t, false, false, 501, &ev);
+  bm_relay_table_set_connected(t, true, false, 502, &ev);
+  bm_relay_table_tick(t, 502, &ev);
+  is_int(ev.n, 0, "no timeout, no retry, no republish: no events");
+  ok(op_count(t, BM_OP_TIMEOUT) == 0 && op_count(t, BM_OP_PUBLISHED) == 1,
+     "no timeout counted, published once");
+  ok(bm_relay_table_set_desired(t, 0, 1, "again", 600),
+     "the same intent again clears the stop");
+  bm_relay_table_tick(t, 600, &ev);
+  const struct bm_event *e = first_kind(&ev, BM_EV_PUBLISH);
+  ok(ev.n == 1 && strcmp(e->corr, HEX_A "-2") == 0 && e->attempt == 1,
+     "a new command " HEX_A "-2, attempt 1");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
+static void test_corr_seq(void)
+{
+  static const struct {
+    const char *corr;
+    uint64_t seq;
+  } cases[] = {
+      {HEX_A "-1", 1},
+      {HEX_B "-42", 42},
+      {"0000000000000000-7", 7},
+      {HEX_A "-18446744073709551615", UINT64_MAX},
+      {HEX_A "-18446744073709551616", 0}, /* overflow */
+      {HEX_A "-99999999999999999999999", 0},
+      {"0123456789ABCDEF-1", 0}, /* uppercase hex */
+      {"0123456789abcdeF-1", 0},
+      {"0123456789abcde-1", 0},   /* 15 hex digits */
+      {"0123456789abcdef0-1", 0}, /* 17 */
+      {"g123456789abcdef-1", 0},
+      {HEX_A "-0", 0},
+      {HEX_A "-01", 0},
+      {HEX_A "-1x", 0}, /* trailing junk */
+      {HEX_A "-1 ", 0},
+      {HEX_A "-1-2", 0},
+      {HEX_A "-", 0},
+      {HEX_A "--1", 0},
+      {HEX_A "-+1", 0},
+      {HEX_A "- 1", 0},
+      {HEX_A "_1", 0},
+      {HEX_A, 0},
+      {"0123456789abcd", 0},
+      {"t-1", 0},
+      {"", 0},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    uint64_t got = bm_relay_corr_seq(cases[i].corr);
+    ok(got == cases[i].seq, "bm_relay_corr_seq(\"%s\") = %llu (got %llu)",
+       cases[i].corr, (unsigned long long)cases[i].seq,
+       (unsigned long long)got);
+  }
+}
+
 /* ---- the property test -------------------------------------------------- */
 
 #define P_RELAYS 3
-#define P_PREFIX "prop"
+
+/* What the random gateway may answer, and what else happens. */
+enum p_mode {
+  P_RING,    /* prefix "prop": answers to pending and recent commands only */
+  P_HISTORY, /* a 16-hex prefix: answers to any command ever issued */
+  P_RESTART  /* as P_HISTORY, and the table restarts from its saved state */
+};
+static const char *p_mode_names[] = {
+    "answers to pending/recent commands",
+    "answers to any command ever issued",
+    "any command, with restarts"};
 
 static uint64_t rng_state;
 static uint64_t rng(void)
@@ -2383,12 +3311,15 @@ static uint64_t rng(void)
 static unsigned rnd(unsigned n) { return (unsigned)(rng() % n); }
 
 struct p_cmd {
+  char corr[BM_MSG_ID_SIZE];
   int relay;
   int status;
   int attempt;
   double published;
   double ack_deadline;     /* reset by a republish */
   double confirm_deadline; /* reset by a republish */
+  unsigned gen;            /* the table (restart generation) that knows it */
+  bool resumed;            /* resumed, not yet republished */
   bool response_seen;
   bool notif_applied;
 };
@@ -2396,6 +3327,7 @@ struct p_cmd {
 struct p_relay {
   int confirmed;        /* model of the confirmed state */
   uint64_t applied_seq; /* seq of the last applied own confirmation */
+  bool by_command;      /* confirmed was set by a confirmation of ours */
   uint64_t pending;     /* seq of the pending command, 0 none */
   uint64_t issued[8];   /* the last own commands, newest last */
   int n_issued;
@@ -2406,20 +3338,24 @@ struct p_relay {
 };
 
 enum p_check {
-  PC_RETURN,  /* return values of on_response / on_notification */
+  PC_RETURN,  /* return values of on_response / on_notification / abort */
   PC_STATE,   /* confirmed state per the ordering rule */
   PC_PENDING, /* pending is 0 or 1 and the one we know */
-  PC_EVENTS,  /* events well-formed */
+  PC_EVENTS,  /* events well-formed: ACK / APPLIED for every answer */
   PC_TIMERS,  /* no missed deadline, retry not early, no stuck relay */
   PC_LINK,    /* no new command while disconnected */
   PC_COUNTS,  /* every counter agrees with returns and events */
+  PC_DRIFT,   /* DRIFT exactly when the rule says */
+  PC_RESTART, /* saved state, pending commands and sequence survive */
   PC_COUNT
 };
 static const char *p_check_names[PC_COUNT] = {
     "return values", "confirmed state follows the ordering rule",
-    "pending is 0 or 1", "events well-formed",
+    "pending is 0 or 1", "events well-formed (ACK and APPLIED per answer)",
     "timers: none missed, retries not early, no stuck relay",
-    "no new command while disconnected", "counters agree"};
+    "no new command while disconnected", "counters agree",
+    "DRIFT exactly when a foreign change overrides our confirmed command",
+    "restart: saved state, pending commands and sequence carry over"};
 
 /* The time command c times out at: its ack deadline while unacked, at the
  * latest its confirm deadline. */
@@ -2432,6 +3368,9 @@ static double p_deadline(const struct p_cmd *c)
 struct prop {
   bm_relay_table_t *t;
   struct bm_relay_policy pol;
+  enum p_mode mode;
+  char prefix[24];    /* the current table's */
+  unsigned gen;       /* restarts so far */
   struct p_cmd *cmds; /* indexed by seq */
   size_t ncmds, capcmds;
   struct p_relay r[P_RELAYS];
@@ -2439,7 +3378,7 @@ struct prop {
   double now;
   int step;
   int next_foreign;
-  bool whole_history; /* answers may name any command ever issued */
+  unsigned aborts, drifts, resumes;
   unsigned fails[PC_COUNT];
   char first[PC_COUNT][256];
 };
@@ -2457,22 +3396,23 @@ p_fail(struct prop *p, enum p_check c, const char *fmt, ...)
   }
 }
 
-static uint64_t corr_seq(const char *corr)
+/* The sequence of a command the model issued under this id, or 0 (foreign
+ * ids, ids never issued).  Prefixes change across restarts, so the id is
+ * compared whole. */
+static uint64_t corr_seq(const struct prop *p, const char *corr)
 {
-  size_t n = strlen(P_PREFIX "-");
-  if (strncmp(corr, P_PREFIX "-", n) != 0 || !corr[n])
-    return 0;
+  const char *dash = strrchr(corr, '-');
   char *end;
-  unsigned long long v = strtoull(corr + n, &end, 10);
-  return *end ? 0 : (uint64_t)v;
+  if (!dash || dash[1] < '1' || dash[1] > '9')
+    return 0;
+  unsigned long long v = strtoull(dash + 1, &end, 10);
+  if (*end || v >= p->ncmds || strcmp(p->cmds[v].corr, corr) != 0)
+    return 0;
+  return (uint64_t)v;
 }
 
-static void p_corr(uint64_t seq, char *buf)
-{
-  snprintf(buf, BM_MSG_ID_SIZE, P_PREFIX "-%llu", (unsigned long long)seq);
-}
-
-static void p_new_cmd(struct prop *p, uint64_t seq, int relay, int status)
+static void p_new_cmd(struct prop *p, uint64_t seq, int relay, int status,
+                      const char *corr)
 {
   if (seq >= p->capcmds) {
     p->capcmds = p->capcmds ? p->capcmds * 2 : 1024;
@@ -2483,11 +3423,13 @@ static void p_new_cmd(struct prop *p, uint64_t seq, int relay, int status)
     }
   }
   memset(&p->cmds[seq], 0, sizeof(p->cmds[seq]));
+  snprintf(p->cmds[seq].corr, sizeof(p->cmds[seq].corr), "%s", corr);
   p->cmds[seq].relay = relay;
   p->cmds[seq].status = status;
   p->cmds[seq].published = p->now;
   p->cmds[seq].ack_deadline = p->now + p->pol.ack_timeout;
   p->cmds[seq].confirm_deadline = p->now + p->pol.command_timeout;
+  p->cmds[seq].gen = p->gen;
   p->ncmds = seq + 1;
   struct p_relay *r = &p->r[relay];
   if (r->n_issued == 8) {
@@ -2495,6 +3437,20 @@ static void p_new_cmd(struct prop *p, uint64_t seq, int relay, int status)
     r->n_issued--;
   }
   r->issued[r->n_issued++] = seq;
+}
+
+/* Whether event i is preceded in its batch by the APPLIED that must come
+ * before a STATE or DRIFT of the same change. */
+static bool p_applied_before(const struct bm_events *ev, size_t i)
+{
+  const struct bm_event *e = &ev->ev[i];
+  for (size_t k = i; k-- > 0;) {
+    const struct bm_event *a = &ev->ev[k];
+    if (a->kind == BM_EV_APPLIED && a->relay == e->relay)
+      return a->status == e->status && a->previous == e->previous &&
+             strcmp(a->corr, e->corr) == 0;
+  }
+  return false;
 }
 
 /* Checks one batch of events against the model and records the commands
@@ -2515,7 +3471,7 @@ static void p_events(struct prop *p, const struct bm_events *ev,
     bm_relay_table_view(p->t, e->relay, &v);
     switch (e->kind) {
     case BM_EV_PUBLISH: {
-      uint64_t seq = corr_seq(e->corr);
+      uint64_t seq = corr_seq(p, e->corr);
       if (e->status != 0 && e->status != 1)
         p_fail(p, PC_EVENTS, "PUBLISH with status %d", e->status);
       if (e->attempt < 1)
@@ -2526,24 +3482,27 @@ static void p_events(struct prop *p, const struct bm_events *ev,
         if (seq == 0 || seq != r->pending)
           p_fail(p, PC_EVENTS, "republish of %s, pending is %llu", e->corr,
                  (unsigned long long)r->pending);
-        else if (p->cmds[seq].response_seen)
+        else if (p->cmds[seq].response_seen && !p->cmds[seq].resumed)
           p_fail(p, PC_EVENTS, "republish of acked %s", e->corr);
         else if (p->cmds[seq].status != e->status ||
-                 p->cmds[seq].attempt != e->attempt)
-          p_fail(p, PC_EVENTS, "republish of %s with another status or "
-                               "attempt",
+                 p->cmds[seq].attempt != e->attempt || e->seq != seq)
+          p_fail(p, PC_EVENTS, "republish of %s with another status, "
+                               "attempt or sequence",
                  e->corr);
         else { /* the command gets its full time again */
           p->cmds[seq].ack_deadline = p->now + p->pol.ack_timeout;
           p->cmds[seq].confirm_deadline = p->now + p->pol.command_timeout;
+          p->cmds[seq].resumed = false;
         }
         break;
       }
+      char want[BM_MSG_ID_SIZE];
+      snprintf(want, sizeof(want), "%s-%zu", p->prefix, p->ncmds);
       if (!p->connected)
         p_fail(p, PC_LINK, "PUBLISH %s while disconnected", e->corr);
-      if (seq != p->ncmds)
-        p_fail(p, PC_EVENTS, "PUBLISH %s, expected sequence %zu", e->corr,
-               p->ncmds);
+      if (strcmp(e->corr, want) != 0 || e->seq != p->ncmds)
+        p_fail(p, PC_EVENTS, "PUBLISH %s (sequence %llu), expected %s",
+               e->corr, (unsigned long long)e->seq, want);
       if (e->status != v.desired)
         p_fail(p, PC_EVENTS, "PUBLISH %s status %d, desired %d", e->corr,
                e->status, v.desired);
@@ -2562,7 +3521,7 @@ static void p_events(struct prop *p, const struct bm_events *ev,
                (unsigned long long)r->pending);
       r->retry_at = 0;
       r->force = false;
-      p_new_cmd(p, p->ncmds, e->relay, e->status);
+      p_new_cmd(p, p->ncmds, e->relay, e->status, want);
       p->cmds[p->ncmds - 1].attempt = e->attempt;
       r->pending = p->ncmds - 1;
       break;
@@ -2571,6 +3530,36 @@ static void p_events(struct prop *p, const struct bm_events *ev,
       if ((e->status != 0 && e->status != 1) ||
           (e->previous < -1 || e->previous > 1) || e->previous == e->status)
         p_fail(p, PC_EVENTS, "STATE %d -> %d", e->previous, e->status);
+      if (!p_applied_before(ev, i))
+        p_fail(p, PC_EVENTS, "STATE %d -> %d (%s) without its APPLIED first",
+               e->previous, e->status, e->corr);
+      break;
+    case BM_EV_ACK: {
+      uint64_t seq = corr_seq(p, e->corr);
+      if (!seq || e->seq != seq || p->cmds[seq].relay != e->relay)
+        p_fail(p, PC_EVENTS, "ACK of %s with sequence %llu on relay %d",
+               e->corr, (unsigned long long)e->seq, e->relay);
+      if (e->result < BM_RESULT_SENT || e->result > BM_RESULT_UNAUTHORIZED)
+        p_fail(p, PC_EVENTS, "ACK of %s with result %d", e->corr,
+               (int)e->result);
+      break;
+    }
+    case BM_EV_APPLIED:
+      /* Ours carry their sequence; unsolicited and foreign ones 0. */
+      if ((e->status != 0 && e->status != 1) || e->previous < -1 ||
+          e->previous > 1 || e->seq != corr_seq(p, e->corr))
+        p_fail(p, PC_EVENTS, "APPLIED %s: %d -> %d, sequence %llu", e->corr,
+               e->previous, e->status, (unsigned long long)e->seq);
+      break;
+    case BM_EV_DRIFT:
+      if ((e->status != 0 && e->status != 1) ||
+          (e->previous != 0 && e->previous != 1) || e->previous == e->status)
+        p_fail(p, PC_EVENTS, "DRIFT %d -> %d", e->previous, e->status);
+      if (!p_applied_before(ev, i) || corr_seq(p, e->corr))
+        p_fail(p, PC_EVENTS, "DRIFT %d -> %d (%s) not after the APPLIED of "
+                             "a foreign change",
+               e->previous, e->status, e->corr);
+      p->drifts++;
       break;
     case BM_EV_END: {
       /* Timeouts and contradictions are failed attempts: retried with
@@ -2605,7 +3594,7 @@ static void p_events(struct prop *p, const struct bm_events *ev,
         r->retry_at = 0;
         break;
       }
-      uint64_t seq = corr_seq(e->corr);
+      uint64_t seq = corr_seq(p, e->corr);
       if (seq == 0 || seq != r->pending) {
         p_fail(p, PC_EVENTS, "END %s of %s, pending is %llu",
                bm_op_name(e->outcome), e->corr,
@@ -2661,15 +3650,17 @@ static void p_events(struct prop *p, const struct bm_events *ev,
   }
 }
 
-/* What a batch of events counts: PUBLISH as published, END timeout,
- * contradicted and gave_up as themselves (refusals are counted by the
- * response that carries them). */
+/* What a batch of events counts: PUBLISH as published, DRIFT as drift, END
+ * timeout, contradicted and gave_up as themselves (refusals are counted by
+ * the response that carries them, ACK and APPLIED by their answer). */
 static void p_event_ops(const struct bm_events *ev, uint64_t *want)
 {
   for (size_t i = 0; i < ev->n; i++) {
     const struct bm_event *e = &ev->ev[i];
     if (e->kind == BM_EV_PUBLISH)
       want[BM_OP_PUBLISHED]++;
+    else if (e->kind == BM_EV_DRIFT)
+      want[BM_OP_DRIFT]++;
     else if (e->kind == BM_EV_END && (e->outcome == BM_OP_TIMEOUT ||
                                       e->outcome == BM_OP_CONTRADICTED ||
                                       e->outcome == BM_OP_GAVE_UP))
@@ -2730,12 +3721,12 @@ static void p_views(struct prop *p, struct bm_relay_view *v)
 }
 
 /* Picks one of our commands to answer: the pending or recent ones of a
- * relay (the last 4 issued), or with whole_history any command ever. */
+ * relay (the last 4 issued), or in the history modes any command ever. */
 static uint64_t p_pick(struct prop *p)
 {
   if (p->ncmds <= 1)
     return 0;
-  if (p->whole_history && rnd(3) == 0)
+  if (p->mode != P_RING && rnd(3) == 0)
     return 1 + rnd((unsigned)p->ncmds - 1);
   struct p_relay *r = &p->r[rnd(P_RELAYS)];
   if (r->n_issued == 0)
@@ -2744,9 +3735,14 @@ static uint64_t p_pick(struct prop *p)
   return r->issued[r->n_issued - 1 - (int)rnd((unsigned)k)];
 }
 
+/* Whether the table surely remembers command seq by its id: one of the
+ * last 4 of its relay, issued or resumed by this table (not before a
+ * restart). */
 static bool p_in_ring(struct prop *p, uint64_t seq)
 {
   struct p_relay *r = &p->r[p->cmds[seq].relay];
+  if (p->cmds[seq].gen != p->gen)
+    return false;
   for (int k = r->n_issued - 1; k >= 0 && k >= r->n_issued - 4; k--)
     if (r->issued[k] == seq)
       return true;
@@ -2767,6 +3763,339 @@ static enum bm_op p_result_op(enum bm_result res)
   default:
     return BM_OP_FAILED;
   }
+}
+
+/* The gateway's commandResponse to one of our commands. */
+static void p_response(struct prop *p, struct bm_events *ev,
+                       const struct bm_relay_stats *s0, uint64_t *want_ops)
+{
+  static const enum bm_result res[] = {
+      BM_RESULT_SENT,     BM_RESULT_SENT,   BM_RESULT_SENT,
+      BM_RESULT_SENT,     BM_RESULT_SENT,   BM_RESULT_SENT,
+      BM_RESULT_NOT_SEND, BM_RESULT_FAILED, BM_RESULT_SEND_NO_ACK,
+      BM_RESULT_UNAUTHORIZED};
+  uint64_t seq = p_pick(p);
+  if (!seq)
+    return;
+  struct p_cmd *c = &p->cmds[seq];
+  enum bm_result rs = res[rnd(10)];
+  struct bm_response resp = response(c->corr, rs, "prop");
+  bool was_pending = p->r[c->relay].pending == seq;
+  bool in_ring = p_in_ring(p, seq);
+  enum bm_apply a = bm_relay_table_on_response(p->t, &resp, p->now, ev);
+  if (in_ring) {
+    enum bm_apply want = c->response_seen ? BM_APPLY_DUPLICATE : BM_APPLY_OK;
+    if (a != want)
+      p_fail(p, PC_RETURN, "response %s: got %d, want %d", c->corr, (int)a,
+             (int)want);
+  } else if (c->gen != p->gen && !was_pending) {
+    /* Issued before a restart: the new table never heard of it. */
+    if (a != BM_APPLY_UNKNOWN_ID)
+      p_fail(p, PC_RETURN, "response %s (before the restart): got %d",
+             c->corr, (int)a);
+  } else if (a != BM_APPLY_OK && a != BM_APPLY_DUPLICATE &&
+             a != BM_APPLY_UNKNOWN_ID) {
+    p_fail(p, PC_RETURN, "response %s (old): got %d", c->corr, (int)a);
+  }
+  /* Every matched response: one ACK, first; a refusal of the pending
+   * command: then its END. */
+  bool refusal = a == BM_APPLY_OK && was_pending && rs != BM_RESULT_SENT &&
+                 !c->response_seen;
+  const char *want_kinds = a != BM_APPLY_OK ? "" : refusal ? "ACK,END" : "ACK";
+  if (strcmp(kinds(ev), want_kinds) != 0)
+    p_fail(p, PC_EVENTS, "response %s (%s, %s): events \"%s\", want \"%s\"",
+           c->corr, bm_result_name(rs), was_pending ? "pending" : "ended",
+           kinds(ev), want_kinds);
+  else if (a == BM_APPLY_OK &&
+           (strcmp(ev->ev[0].corr, c->corr) != 0 || ev->ev[0].seq != seq ||
+            ev->ev[0].result != rs || strcmp(ev->ev[0].reason, "prop") != 0))
+    p_fail(p, PC_EVENTS, "ACK of %s: corr %s sequence %llu result %d",
+           c->corr, ev->ev[0].corr, (unsigned long long)ev->ev[0].seq,
+           (int)ev->ev[0].result);
+  else if (refusal && ev->ev[1].outcome == BM_OP_TIMEOUT)
+    p_fail(p, PC_EVENTS, "refusal of %s ended as a timeout", c->corr);
+  p_events(p, ev, false);
+  if (a == BM_APPLY_OK)
+    c->response_seen = true;
+  want_ops[a == BM_APPLY_OK          ? p_result_op(rs)
+           : a == BM_APPLY_DUPLICATE ? BM_OP_DUPLICATE
+                                     : BM_OP_UNKNOWN]++;
+  p_counts(p, s0, want_ops, "response");
+}
+
+/* A notification answering one of our commands, mostly with its status. */
+static void p_notification(struct prop *p, struct bm_events *ev,
+                           const struct bm_relay_view *before,
+                           const struct bm_relay_stats *s0,
+                           uint64_t *want_ops)
+{
+  uint64_t seq = p_pick(p);
+  if (!seq)
+    return;
+  struct p_cmd *c = &p->cmds[seq];
+  struct p_relay *r = &p->r[c->relay];
+  int st = rnd(8) ? c->status : (int)rnd(2);
+  int previous = before[c->relay].confirmed;
+  struct bm_notification n =
+      notification(c->corr, 1000 + c->relay, c->relay + 1, st);
+  enum bm_apply want = BM_APPLY_OK;
+  if (c->notif_applied || seq < r->applied_seq)
+    want = BM_APPLY_DUPLICATE;
+  /* The pending command answered with the other state: contradicted. */
+  bool contradicted =
+      want == BM_APPLY_OK && r->pending == seq && st != c->status;
+  enum bm_apply a = bm_relay_table_on_notification(p->t, &n, p->now, ev);
+  if (a != want)
+    p_fail(p, PC_RETURN, "notification %s (status %d, last applied %llu): "
+                         "got %d, want %d",
+           c->corr, st, (unsigned long long)r->applied_seq, (int)a,
+           (int)want);
+  if (want == BM_APPLY_OK) {
+    c->notif_applied = true;
+    r->applied_seq = seq;
+    r->confirmed = st;
+    r->by_command = true;
+  }
+  /* Applied: APPLIED (ours: its sequence), STATE if it changed, the END
+   * of a contradiction (and maybe the give-up); never a DRIFT.  Stale or
+   * repeated: nothing. */
+  if (want == BM_APPLY_OK && a == BM_APPLY_OK) {
+    char want_kinds[64];
+    int len = snprintf(want_kinds, sizeof(want_kinds), "APPLIED%s%s",
+                       st != previous ? ",STATE" : "",
+                       contradicted ? ",END" : "");
+    bool gave_up = contradicted && ev->n &&
+                   ev->ev[ev->n - 1].kind == BM_EV_END &&
+                   ev->ev[ev->n - 1].outcome == BM_OP_GAVE_UP;
+    if (gave_up)
+      snprintf(want_kinds + len, sizeof(want_kinds) - (size_t)len, ",END");
+    if (strcmp(kinds(ev), want_kinds) != 0)
+      p_fail(p, PC_EVENTS, "notification %s (status %d, commanded %d, %s): "
+                           "events \"%s\", want \"%s\"",
+             c->corr, st, c->status, r->pending == seq ? "pending" : "ended",
+             kinds(ev), want_kinds);
+    else if (strcmp(ev->ev[0].corr, c->corr) != 0 || ev->ev[0].seq != seq ||
+             ev->ev[0].status != st || ev->ev[0].previous != previous)
+      p_fail(p, PC_EVENTS, "APPLIED of %s: corr %s sequence %llu, %d -> %d",
+             c->corr, ev->ev[0].corr, (unsigned long long)ev->ev[0].seq,
+             ev->ev[0].previous, ev->ev[0].status);
+    else if (contradicted &&
+             (ev->ev[ev->n - 1 - gave_up].outcome != BM_OP_CONTRADICTED ||
+              strcmp(ev->ev[ev->n - 1 - gave_up].corr, c->corr) != 0))
+      p_fail(p, PC_EVENTS, "notification %s: no END contradicted", c->corr);
+  } else if (a == BM_APPLY_DUPLICATE && ev->n) {
+    p_fail(p, PC_EVENTS, "duplicate notification %s: events \"%s\"", c->corr,
+           kinds(ev));
+  }
+  p_events(p, ev, false);
+  p_event_ops(ev, want_ops);
+  want_ops[a == BM_APPLY_DUPLICATE ? BM_OP_DUPLICATE : BM_OP_CONFIRMED]++;
+  p_counts(p, s0, want_ops, "notification");
+}
+
+/* A state change without a correlationId, or with a foreign one (new, or a
+ * repeat that is a duplicate). */
+static void p_foreign(struct prop *p, struct bm_events *ev,
+                      const struct bm_relay_view *before,
+                      const struct bm_relay_stats *s0, uint64_t *want_ops)
+{
+  int i = (int)rnd(P_RELAYS), st = (int)rnd(2);
+  struct p_relay *r = &p->r[i];
+  unsigned kind = rnd(3);
+  enum bm_apply want = BM_APPLY_OK;
+  char corr[BM_MSG_ID_SIZE] = "";
+  struct bm_notification n;
+  int previous = before[i].confirmed;
+
+  if (kind == 0) {
+    n = notification(NULL, 1000 + i, i + 1, st);
+  } else if (kind == 1 || r->n_foreign == 0) {
+    snprintf(corr, sizeof(corr), "other-%d", ++p->next_foreign);
+    n = notification(corr, 1000 + i, i + 1, st);
+    if (r->n_foreign == 4) {
+      memmove(r->foreign, r->foreign + 1, 3 * sizeof(int));
+      r->n_foreign--;
+    }
+    r->foreign[r->n_foreign++] = p->next_foreign;
+  } else {
+    snprintf(corr, sizeof(corr), "other-%d",
+             r->foreign[rnd((unsigned)r->n_foreign)]);
+    n = notification(corr, 1000 + i, i + 1, st);
+    want = BM_APPLY_DUPLICATE;
+  }
+  enum bm_apply a = bm_relay_table_on_notification(p->t, &n, p->now, ev);
+  if (a != want)
+    p_fail(p, PC_RETURN, "foreign/unsolicited %s: got %d, want %d",
+           kind ? corr : "(none)", (int)a, (int)want);
+  if (want == BM_APPLY_OK && a == BM_APPLY_OK) {
+    /* Drift: a change nobody here asked for, against the state that the
+     * last confirmation of a command of ours set (relay.h).  A report of
+     * the same state leaves that state ours. */
+    bool drift = r->by_command && previous >= 0 && previous != st;
+    bool got_drift = count_kind(ev, BM_EV_DRIFT) != 0;
+    char want_kinds[64];
+    snprintf(want_kinds, sizeof(want_kinds), "APPLIED%s%s",
+             got_drift ? ",DRIFT" : "", st != previous ? ",STATE" : "");
+    if (strcmp(kinds(ev), want_kinds) != 0)
+      p_fail(p, PC_EVENTS, "foreign/unsolicited %s %d -> %d: events \"%s\", "
+                           "want \"%s\"",
+             corr, previous, st, kinds(ev), want_kinds);
+    else if (strcmp(ev->ev[0].corr, corr) != 0 || ev->ev[0].seq != 0 ||
+             ev->ev[0].status != st || ev->ev[0].previous != previous)
+      p_fail(p, PC_EVENTS, "APPLIED of foreign \"%s\": corr \"%s\" sequence "
+                           "%llu, %d -> %d",
+             corr, ev->ev[0].corr, (unsigned long long)ev->ev[0].seq,
+             ev->ev[0].previous, ev->ev[0].status);
+    if (got_drift != drift)
+      p_fail(p, PC_DRIFT, "foreign/unsolicited \"%s\" %d -> %d after a "
+                          "state %s: %s",
+             corr, previous, st,
+             r->by_command ? "set by our command" : "not ours",
+             got_drift ? "DRIFT" : "no DRIFT");
+    if (previous != st)
+      r->by_command = false;
+    r->confirmed = st;
+  } else if (ev->n) {
+    p_fail(p, PC_EVENTS, "duplicate foreign %s: events \"%s\"", corr,
+           kinds(ev));
+  }
+  p_events(p, ev, false);
+  p_event_ops(ev, want_ops);
+  want_ops[a == BM_APPLY_DUPLICATE ? BM_OP_DUPLICATE : BM_OP_UNSOLICITED]++;
+  p_counts(p, s0, want_ops, "foreign/unsolicited");
+}
+
+/* The journal could not make the pending command durable: abort it.  Or
+ * an abort naming a command that is not pending changes nothing. */
+static void p_abort(struct prop *p, const struct bm_relay_view *before,
+                    const struct bm_relay_stats *s0, uint64_t *want_ops)
+{
+  int i = (int)rnd(P_RELAYS);
+  struct p_relay *r = &p->r[i];
+  char corr[BM_MSG_ID_SIZE];
+  struct bm_relay_view v;
+  unsigned pick = rnd(4);
+
+  /* Mostly the pending command; else a recent one of the relay, or an id
+   * nobody issued. */
+  if (pick > 0 && before[i].pending && r->pending) {
+    snprintf(corr, sizeof(corr), "%s", p->cmds[r->pending].corr);
+  } else if (pick > 0 && r->n_issued) {
+    int k = r->n_issued - 1 - (int)rnd((unsigned)(r->n_issued < 3 ? r->n_issued
+                                                                  : 3));
+    snprintf(corr, sizeof(corr), "%s", p->cmds[r->issued[k]].corr);
+  } else {
+    snprintf(corr, sizeof(corr), "nobody-%u", rnd(9) + 1);
+  }
+  bool real = before[i].pending && r->pending &&
+              strcmp(corr, p->cmds[r->pending].corr) == 0;
+  bool got = bm_relay_table_abort(p->t, i, corr);
+  bm_relay_table_view(p->t, i, &v);
+  if (got != real)
+    p_fail(p, PC_RETURN, "abort(%d, %s): %d, want %d", i, corr, got, real);
+  if (real) {
+    p->aborts++;
+    want_ops[BM_OP_FAILED] = 1;
+    r->pending = 0;
+    r->retry_at = 0;
+    if (v.pending || !v.stopped || v.desired != before[i].desired ||
+        v.confirmed != before[i].confirmed)
+      p_fail(p, PC_PENDING, "abort(%d, %s): pending %d stopped %d", i, corr,
+             v.pending, v.stopped);
+  } else if (v.pending != before[i].pending ||
+             v.stopped != before[i].stopped ||
+             v.desired != before[i].desired ||
+             v.confirmed != before[i].confirmed) {
+    p_fail(p, PC_PENDING, "abort(%d, %s) of no pending command changed the "
+                          "relay",
+           i, corr);
+  }
+  p_counts(p, s0, want_ops, "abort");
+}
+
+/* The plugin restarts: a new table (a new prefix) gets what the journal
+ * kept of the old one -- each relay's saved state, its pending command --
+ * and the sequence continues.  Nothing else survives: desired states of
+ * idle relays, backoffs, the link, the memory of recent commands. */
+static void p_restart(struct prop *p)
+{
+  struct bm_relay_saved saved[P_RELAYS];
+  struct bm_command_saved pend[P_RELAYS];
+  bool has[P_RELAYS];
+  uint64_t last = bm_relay_table_last_seq(p->t);
+
+  if (last != p->ncmds - 1)
+    p_fail(p, PC_RESTART, "last_seq %llu, issued %zu", (unsigned long long)last,
+           p->ncmds - 1);
+  for (int i = 0; i < P_RELAYS; i++) {
+    struct p_relay *r = &p->r[i];
+    bm_relay_table_save(p->t, i, &saved[i]);
+    has[i] = bm_relay_table_pending_of(p->t, i, &pend[i]);
+    if (saved[i].confirmed != r->confirmed ||
+        saved[i].confirmed_seq != r->applied_seq)
+      p_fail(p, PC_RESTART, "relay %d saved confirmed %d (seq %llu), model "
+                            "%d (seq %llu)",
+             i, saved[i].confirmed, (unsigned long long)saved[i].confirmed_seq,
+             r->confirmed, (unsigned long long)r->applied_seq);
+    if (saved[i].by_command != r->by_command)
+      p_fail(p, PC_DRIFT, "relay %d saved by_command %d, model %d", i,
+             saved[i].by_command, r->by_command);
+    if (has[i] != (r->pending != 0)) {
+      p_fail(p, PC_RESTART, "relay %d: pending_of %d, model pending %llu", i,
+             has[i], (unsigned long long)r->pending);
+    } else if (has[i]) {
+      const struct p_cmd *c = &p->cmds[r->pending];
+      if (strcmp(pend[i].corr, c->corr) != 0 || pend[i].seq != r->pending ||
+          pend[i].status != c->status || pend[i].attempt != c->attempt ||
+          pend[i].acked != c->response_seen ||
+          pend[i].published_at != c->published)
+        p_fail(p, PC_RESTART, "relay %d: pending_of %s seq %llu status %d "
+                              "attempt %d acked %d at %g, model %s",
+               i, pend[i].corr, (unsigned long long)pend[i].seq,
+               pend[i].status, pend[i].attempt, pend[i].acked,
+               pend[i].published_at, c->corr);
+    }
+  }
+
+  bm_relay_table_free(p->t);
+  snprintf(p->prefix, sizeof(p->prefix), "%016llx",
+           (unsigned long long)rng());
+  p->t = table_new(&p->pol, p->prefix);
+  p->gen++;
+  p->connected = false;
+  for (int i = 0; i < P_RELAYS; i++) {
+    char name[16];
+    snprintf(name, sizeof(name), "r%d", i);
+    bm_relay_table_add(p->t, name, 1000 + i, i + 1);
+  }
+  bm_relay_table_raise_seq(p->t, last);
+  for (int i = 0; i < P_RELAYS; i++) {
+    struct p_relay *r = &p->r[i];
+    struct bm_relay_view v;
+    bm_relay_table_load(p->t, i, &saved[i]);
+    r->retry_at = 0;
+    r->force = false;
+    if (has[i]) {
+      struct p_cmd *c = &p->cmds[r->pending];
+      if (bm_relay_table_resume(p->t, i, &pend[i]) != 0)
+        p_fail(p, PC_RESTART, "relay %d: resume of %s failed", i, c->corr);
+      p->resumes++;
+      c->gen = p->gen;
+      c->resumed = true;
+      c->ack_deadline = c->published + p->pol.ack_timeout;
+      c->confirm_deadline = c->published + p->pol.command_timeout;
+    }
+    bm_relay_table_view(p->t, i, &v);
+    if (v.confirmed != r->confirmed || v.pending != (has[i] ? 1 : 0) ||
+        v.desired != (has[i] ? pend[i].status : -1) || v.stopped)
+      p_fail(p, PC_RESTART, "relay %d restored: confirmed %d desired %d "
+                            "pending %d stopped %d",
+             i, v.confirmed, v.desired, v.pending, v.stopped);
+  }
+  if (bm_relay_table_last_seq(p->t) != last)
+    p_fail(p, PC_RESTART, "restored last_seq %llu, want %llu",
+           (unsigned long long)bm_relay_table_last_seq(p->t),
+           (unsigned long long)last);
 }
 
 static void p_step(struct prop *p, struct bm_events *ev)
@@ -2830,144 +4159,24 @@ static void p_step(struct prop *p, struct bm_events *ev)
                p->r[i].force ? " superseded" : "");
       }
     }
-  } else if (what < 60) { /* a response */
-    uint64_t seq = p_pick(p);
-    if (!seq)
-      return;
-    struct p_cmd *c = &p->cmds[seq];
-    static const enum bm_result res[] = {
-        BM_RESULT_SENT,        BM_RESULT_SENT,   BM_RESULT_SENT,
-        BM_RESULT_SENT,        BM_RESULT_SENT,   BM_RESULT_SENT,
-        BM_RESULT_NOT_SEND,    BM_RESULT_FAILED, BM_RESULT_SEND_NO_ACK,
-        BM_RESULT_UNAUTHORIZED};
-    enum bm_result rs = res[rnd(10)];
-    p_corr(seq, corr);
-    struct bm_response resp = response(corr, rs, "prop");
-    bool was_pending = p->r[c->relay].pending == seq;
-    enum bm_apply a = bm_relay_table_on_response(p->t, &resp, p->now, ev);
-    bool in_ring = p_in_ring(p, seq);
-    if (in_ring) {
-      enum bm_apply want = c->response_seen ? BM_APPLY_DUPLICATE : BM_APPLY_OK;
-      if (a != want)
-        p_fail(p, PC_RETURN, "response %s: got %d, want %d", corr, (int)a,
-               (int)want);
-    } else if (a != BM_APPLY_OK && a != BM_APPLY_DUPLICATE &&
-               a != BM_APPLY_UNKNOWN_ID) {
-      p_fail(p, PC_RETURN, "response %s (old): got %d", corr, (int)a);
-    }
-    size_t ends = count_kind(ev, BM_EV_END);
-    if (a == BM_APPLY_OK && was_pending && rs != BM_RESULT_SENT &&
-        !c->response_seen) {
-      if (ends != 1 || first_kind(ev, BM_EV_END)->outcome == BM_OP_TIMEOUT)
-        p_fail(p, PC_EVENTS, "refusal of pending %s: %zu END events", corr,
-               ends);
-    } else if (ev->n) {
-      p_fail(p, PC_EVENTS, "response %s produced %zu events", corr, ev->n);
-    }
-    p_events(p, ev, false);
-    if (a == BM_APPLY_OK)
-      c->response_seen = true;
-    want_ops[a == BM_APPLY_OK          ? p_result_op(rs)
-             : a == BM_APPLY_DUPLICATE ? BM_OP_DUPLICATE
-                                       : BM_OP_UNKNOWN]++;
-    p_counts(p, &s0, want_ops, "response");
-  } else if (what < 80) { /* a notification of one of ours */
-    uint64_t seq = p_pick(p);
-    if (!seq)
-      return;
-    struct p_cmd *c = &p->cmds[seq];
-    struct p_relay *r = &p->r[c->relay];
-    struct bm_relay_view v;
-    int st = rnd(8) ? c->status : (int)rnd(2);
-    p_corr(seq, corr);
-    struct bm_notification n =
-        notification(corr, 1000 + c->relay, c->relay + 1, st);
-    enum bm_apply want = BM_APPLY_OK;
-    if (c->notif_applied || seq < r->applied_seq)
-      want = BM_APPLY_DUPLICATE;
-    /* The pending command answered with the other state: contradicted. */
-    bool contradicted =
-        want == BM_APPLY_OK && r->pending == seq && st != c->status;
-    enum bm_apply a = bm_relay_table_on_notification(p->t, &n, p->now, ev);
-    if (a != want)
-      p_fail(p, PC_RETURN, "notification %s (status %d, last applied %llu): "
-                           "got %d, want %d",
-             corr, st, (unsigned long long)r->applied_seq, (int)a,
-             (int)want);
-    if (want == BM_APPLY_OK) {
-      c->notif_applied = true;
-      r->applied_seq = seq;
-      r->confirmed = st;
-    }
-    bm_relay_table_view(p->t, c->relay, &v);
-    bool changed = v.confirmed != before[c->relay].confirmed;
-    if (count_kind(ev, BM_EV_STATE) != (changed ? 1u : 0u))
-      p_fail(p, PC_EVENTS, "notification %s: STATE events %zu", corr,
-             count_kind(ev, BM_EV_STATE));
-    if (count_kind(ev, BM_EV_STATE) &&
-        strcmp(first_kind(ev, BM_EV_STATE)->corr, corr) != 0)
-      p_fail(p, PC_EVENTS, "STATE of %s carries %s", corr,
-             first_kind(ev, BM_EV_STATE)->corr);
-    size_t ends = count_kind(ev, BM_EV_END);
-    const struct bm_event *e = first_kind(ev, BM_EV_END);
-    if (contradicted ? ends < 1 || e->outcome != BM_OP_CONTRADICTED ||
-                           strcmp(e->corr, corr) != 0
-                     : ends != 0)
-      p_fail(p, PC_EVENTS, "notification %s (status %d, commanded %d, %s): "
-                           "%zu END events, the first %s",
-             corr, st, c->status, r->pending == seq ? "pending" : "ended",
-             ends, ends ? bm_op_name(e->outcome) : "none");
-    if (count_kind(ev, BM_EV_PUBLISH))
-      p_fail(p, PC_EVENTS, "notification %s published", corr);
-    p_events(p, ev, false);
-    p_event_ops(ev, want_ops);
-    want_ops[a == BM_APPLY_DUPLICATE ? BM_OP_DUPLICATE : BM_OP_CONFIRMED]++;
-    p_counts(p, &s0, want_ops, "notification");
-  } else if (what < 88) { /* unsolicited, or a foreign id (new or repeat) */
-    int i = (int)rnd(P_RELAYS), st = (int)rnd(2);
-    struct p_relay *r = &p->r[i];
-    unsigned kind = rnd(3);
-    enum bm_apply want = BM_APPLY_OK;
-    struct bm_notification n;
-    if (kind == 0) {
-      n = notification(NULL, 1000 + i, i + 1, st);
-    } else if (kind == 1 || r->n_foreign == 0) {
-      snprintf(corr, sizeof(corr), "other-%d", ++p->next_foreign);
-      n = notification(corr, 1000 + i, i + 1, st);
-      if (r->n_foreign == 4) {
-        memmove(r->foreign, r->foreign + 1, 3 * sizeof(int));
-        r->n_foreign--;
-      }
-      r->foreign[r->n_foreign++] = p->next_foreign;
-    } else {
-      snprintf(corr, sizeof(corr), "other-%d",
-               r->foreign[rnd((unsigned)r->n_foreign)]);
-      n = notification(corr, 1000 + i, i + 1, st);
-      want = BM_APPLY_DUPLICATE;
-    }
-    enum bm_apply a = bm_relay_table_on_notification(p->t, &n, p->now, ev);
-    if (a != want)
-      p_fail(p, PC_RETURN, "foreign/unsolicited %s: got %d, want %d",
-             kind ? corr : "(none)", (int)a, (int)want);
-    if (want == BM_APPLY_OK)
-      r->confirmed = st;
-    if (count_kind(ev, BM_EV_PUBLISH) || count_kind(ev, BM_EV_END))
-      p_fail(p, PC_EVENTS, "foreign/unsolicited %s: PUBLISH or END",
-             kind ? corr : "(none)");
-    p_events(p, ev, false);
-    want_ops[a == BM_APPLY_DUPLICATE ? BM_OP_DUPLICATE : BM_OP_UNSOLICITED]++;
-    p_counts(p, &s0, want_ops, "foreign/unsolicited");
+  } else if (what < 60) {
+    p_response(p, ev, &s0, want_ops);
+  } else if (what < 80) {
+    p_notification(p, ev, before, &s0, want_ops);
+  } else if (what < 88) {
+    p_foreign(p, ev, before, &s0, want_ops);
   } else if (what < 92) { /* answers for nobody */
     struct bm_notification n = notification(NULL, 5, 5, (int)rnd(2));
     if (bm_relay_table_on_notification(p->t, &n, p->now, ev) !=
         BM_APPLY_UNKNOWN_RELAY)
       p_fail(p, PC_RETURN, "unknown relay not reported");
-    n = notification(P_PREFIX "-1", 1000, 1, 1);
+    snprintf(corr, sizeof(corr), "%s-1", p->prefix);
+    n = notification(corr, 1000, 1, 1);
     n.has_state = false;
     if (bm_relay_table_on_notification(p->t, &n, p->now, ev) !=
         BM_APPLY_IGNORED)
       p_fail(p, PC_RETURN, "stateless notification not ignored");
-    snprintf(corr, sizeof(corr), P_PREFIX "-%zu", p->ncmds + 5);
+    snprintf(corr, sizeof(corr), "%s-%zu", p->prefix, p->ncmds + 5);
     struct bm_response resp = response(corr, BM_RESULT_SENT, "");
     if (bm_relay_table_on_response(p->t, &resp, p->now, ev) !=
         BM_APPLY_UNKNOWN_ID)
@@ -2976,7 +4185,7 @@ static void p_step(struct prop *p, struct bm_events *ev)
       p_fail(p, PC_EVENTS, "answers for nobody produced events");
     want_ops[BM_OP_UNKNOWN] = 3;
     p_counts(p, &s0, want_ops, "answers for nobody");
-  } else { /* link down / up */
+  } else if (what < 99) { /* link down / up */
     if (p->connected && rnd(2)) {
       p->connected = false;
       bm_relay_table_set_connected(p->t, false, false, p->now, ev);
@@ -2986,17 +4195,26 @@ static void p_step(struct prop *p, struct bm_events *ev)
       bool sp = rnd(2);
       p->connected = true;
       bm_relay_table_set_connected(p->t, true, sp, p->now, ev);
-      if (sp && ev->n)
-        p_fail(p, PC_EVENTS, "session present but %zu events", ev->n);
-      for (int i = 0; i < P_RELAYS && !sp; i++) {
-        bool want = before[i].pending && p->r[i].pending &&
-                    !p->cmds[p->r[i].pending].response_seen;
+      /* Republished: what the broker lost (not acked, no session), and
+       * once whatever was resumed after a restart. */
+      for (int i = 0; i < P_RELAYS; i++) {
+        const struct p_cmd *c = p->r[i].pending ? &p->cmds[p->r[i].pending]
+                                                : NULL;
+        /* A resumed command whose deadline passed while we were down is
+         * not published again: the next tick times it out. */
+        bool expired = c && c->resumed &&
+                       (c->response_seen
+                            ? p->now >= c->confirm_deadline
+                            : p->now >= fmin(c->ack_deadline,
+                                             c->confirm_deadline));
+        bool want = before[i].pending && c && !expired &&
+                    (c->resumed || (!sp && !c->response_seen));
         size_t got = 0;
         for (size_t k = 0; k < ev->n; k++)
           got += ev->ev[k].relay == i && ev->ev[k].republish;
         if (got != (want ? 1u : 0u))
-          p_fail(p, PC_EVENTS, "relay %d: %zu republishes, want %d", i, got,
-                 want);
+          p_fail(p, PC_EVENTS, "relay %d: %zu republishes, want %d%s", i, got,
+                 want, c && c->resumed ? " (resumed)" : "");
       }
       for (size_t k = 0; k < ev->n; k++)
         if (ev->ev[k].kind != BM_EV_PUBLISH || !ev->ev[k].republish)
@@ -3004,19 +4222,24 @@ static void p_step(struct prop *p, struct bm_events *ev)
                                "republish");
     }
     p_events(p, ev, true);
+    for (int i = 0; i < P_RELAYS && p->connected; i++)
+      if (p->r[i].pending)
+        p->cmds[p->r[i].pending].resumed = false;
     p_event_ops(ev, want_ops);
     p_counts(p, &s0, want_ops, "set_connected");
+  } else if (p->mode == P_RESTART && rnd(4) == 0) {
+    p_restart(p);
+  } else {
+    p_abort(p, before, &s0, want_ops);
   }
   p_check(p);
 }
 
-/* The gateway answers command seq truthfully: "sent", then the state. */
-static void p_answer(struct prop *p, uint64_t seq, int relay, int status)
+/* The gateway answers command corr truthfully: "sent", then the state. */
+static void p_answer(struct prop *p, const char *corr, int relay, int status)
 {
-  char corr[BM_MSG_ID_SIZE];
   struct bm_events sink = {0};
 
-  p_corr(seq, corr);
   struct bm_response resp = response(corr, BM_RESULT_SENT, "");
   struct bm_notification n =
       notification(corr, 1000 + relay, relay + 1, status);
@@ -3025,7 +4248,7 @@ static void p_answer(struct prop *p, uint64_t seq, int relay, int status)
   bm_events_release(&sink);
 }
 
-static void p_run(uint64_t seed, int steps, bool whole_history)
+static void p_run(uint64_t seed, int steps, enum p_mode mode)
 {
   struct prop p;
   struct bm_events ev = {0};
@@ -3034,8 +4257,9 @@ static void p_run(uint64_t seed, int steps, bool whole_history)
   memset(&p, 0, sizeof(p));
   rng_state = seed;
   p.pol = POLICY;
-  p.whole_history = whole_history;
-  p.t = table_new(&p.pol, P_PREFIX);
+  p.mode = mode;
+  snprintf(p.prefix, sizeof(p.prefix), "%s", mode == P_RING ? "prop" : HEX_A);
+  p.t = table_new(&p.pol, p.prefix);
   p.now = 1000;
   p.ncmds = 1; /* sequence numbers start at 1 */
   for (int i = 0; i < P_RELAYS; i++) {
@@ -3054,7 +4278,7 @@ static void p_run(uint64_t seed, int steps, bool whole_history)
   for (int i = 0; i < P_RELAYS; i++) {
     uint64_t seq = p.r[i].pending; /* answer what is still in flight */
     if (seq)
-      p_answer(&p, seq, i, p.cmds[seq].status);
+      p_answer(&p, p.cmds[seq].corr, i, p.cmds[seq].status);
     bm_relay_table_set_desired(p.t, i, i % 2, "drain", p.now);
   }
   for (int round = 0; round < 50; round++) {
@@ -3063,8 +4287,7 @@ static void p_run(uint64_t seed, int steps, bool whole_history)
     bm_relay_table_tick(p.t, p.now, &ev);
     for (size_t k = 0; k < ev.n; k++)
       if (ev.ev[k].kind == BM_EV_PUBLISH)
-        p_answer(&p, corr_seq(ev.ev[k].corr), ev.ev[k].relay,
-                 ev.ev[k].status);
+        p_answer(&p, ev.ev[k].corr, ev.ev[k].relay, ev.ev[k].status);
   }
   bool converged = true;
   for (int i = 0; i < P_RELAYS; i++) {
@@ -3077,16 +4300,26 @@ static void p_run(uint64_t seed, int steps, bool whole_history)
     }
   }
 
-  const char *label = whole_history ? "answers to any command ever issued"
-                                    : "answers to pending/recent commands";
-  diag("property seed %llu, %d steps, %zu commands (%s)",
-       (unsigned long long)seed, steps, p.ncmds - 1, label);
+  const char *label = p_mode_names[mode];
+  diag("property seed %llu, %d steps, %zu commands, %u drifts, %u aborts, "
+       "%u restarts, %u resumed (%s)",
+       (unsigned long long)seed, steps, p.ncmds - 1, p.drifts, p.aborts,
+       p.gen, p.resumes, label);
   for (int c = 0; c < PC_COUNT; c++) {
+    if (c == PC_RESTART && mode != P_RESTART)
+      continue;
     if (p.fails[c])
       diag("%u violations, first: %s", p.fails[c], p.first[c]);
     ok(p.fails[c] == 0, "property (%s, seed %llu): %s", label,
        (unsigned long long)seed, p_check_names[c]);
   }
+  /* A run that never drifts, aborts or restarts proves nothing of them. */
+  if (steps >= 2000)
+    ok(p.drifts > 0 && p.aborts > 0 &&
+           (mode != P_RESTART || (p.gen > 0 && p.resumes > 0)),
+       "property (%s, seed %llu): the run exercised drift, abort%s", label,
+       (unsigned long long)seed,
+       mode == P_RESTART ? ", restart and resume" : "");
   ok(converged, "property (%s, seed %llu): converges once the gateway answers",
      label, (unsigned long long)seed);
   free(p.cmds);
@@ -3130,14 +4363,26 @@ int main(int argc, char **argv)
   test_next_deadline();
   test_events_list();
   test_strings();
+  test_ack_applied();
+  test_drift();
+  test_drift_after_same_state_report();
+  test_save_load();
+  test_restart_ordering();
+  test_pending_of();
+  test_resume();
+  test_raise_seq();
+  test_abort();
+  test_corr_seq();
   if (argc > 2) { /* relay_test STEPS SEED: reproduce one seed */
     uint64_t seed = strtoull(argv[2], NULL, 0);
-    p_run(seed, steps, false);
-    p_run(seed, steps, true);
+    p_run(seed, steps, P_RING);
+    p_run(seed, steps, P_HISTORY);
+    p_run(seed, steps, P_RESTART);
   } else {
-    p_run(1, steps, false);
-    p_run(0xC0FFEE, steps, false);
-    p_run(42, steps, true);
+    p_run(1, steps, P_RING);
+    p_run(0xC0FFEE, steps, P_RING);
+    p_run(42, steps, P_HISTORY);
+    p_run(7, steps, P_RESTART);
   }
   return done_testing();
 }
