@@ -443,7 +443,7 @@ static int snapshot_emit(struct bm_journal_snapshot *js, void *ctx)
 
     memset(&rec, 0, sizeof(rec));
     rec.type = BM_JREC_STATE;
-    rec.time_ms = s->wall_ms;
+    rec.time_ms = s->wall_ms; /* the last change, when one is known */
     snprintf(st->relay, sizeof(st->relay), "%s", s->views[i].name);
     st->resource_id = s->views[i].resource_id;
     st->output = s->views[i].output;
@@ -454,6 +454,11 @@ static int snapshot_emit(struct bm_journal_snapshot *js, void *ctx)
       if (sv->applied[k])
         snprintf(st->applied[st->n_applied++], sizeof(st->applied[0]),
                  "#%016llx", (unsigned long long)sv->applied[k]);
+    for (int k = 0; k < sv->n_switches && k < BM_JREC_SWITCHES_MAX; k++)
+      st->switches[st->n_switches++] =
+          s->wall_ms - (int64_t)((s->mono - sv->switches[k]) * 1000.0);
+    if (st->n_switches)
+      rec.time_ms = st->switches[st->n_switches - 1];
     if (bm_journal_snapshot_emit(js, &rec) != 0)
       return -1;
     if (!s->has_pending[i])
@@ -520,7 +525,22 @@ struct replay {
   struct bm_idmap corr; /* correlationId hash -> relay, for answers */
   uint64_t max_seq;
   unsigned long records, unknown_relays;
+  double mono;      /* the clocks when replay started, to turn the */
+  int64_t wall_ms;  /* journal's wall times into monotonic ones */
 };
+
+static void replay_switch(struct replay *rp, struct bm_relay_saved *sv,
+                          int64_t ms)
+{
+  double at = rp->mono - (double)(rp->wall_ms - ms) / 1000.0;
+
+  if (sv->n_switches == BM_RELAY_SWITCHES) {
+    memmove(&sv->switches[0], &sv->switches[1],
+            sizeof(sv->switches[0]) * (BM_RELAY_SWITCHES - 1));
+    sv->n_switches--;
+  }
+  sv->switches[sv->n_switches++] = at;
+}
 
 static void replay_applied(struct bm_relay_saved *sv, uint64_t hash)
 {
@@ -594,6 +614,8 @@ static int replay_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
       sv->by_command = true;
     else if (sv->confirmed != c->status)
       sv->by_command = false;
+    if (sv->confirmed != c->status)
+      replay_switch(rp, sv, rec->time_ms);
     sv->confirmed = c->status;
     if (cseq)
       sv->confirmed_seq = cseq;
@@ -614,6 +636,8 @@ static int replay_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
     sv->confirmed = st->confirmed;
     sv->by_command = st->by_command != 0;
     sv->confirmed_seq = st->applied_seq;
+    for (int k = 0; k < st->n_switches; k++)
+      replay_switch(rp, sv, st->switches[k]);
     for (int k = 0; k < st->n_applied; k++) {
       unsigned long long h;
       if (st->applied[k][0] == '#' && sscanf(st->applied[k] + 1, "%16llx", &h) == 1)
@@ -646,6 +670,8 @@ static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
 
   memset(&rp, 0, sizeof(rp));
   rp.gw = gw;
+  rp.mono = mono;
+  rp.wall_ms = wall;
   rp.saved = calloc(n + 1, sizeof(*rp.saved));
   rp.pending = calloc(n + 1, sizeof(*rp.pending));
   rp.published_ms = calloc(n + 1, sizeof(*rp.published_ms));
@@ -1221,6 +1247,25 @@ enum bm_request bm_gateway_request(bm_gateway_t *gw, int relay, int status,
   pthread_mutex_unlock(&gw->lock);
   if (res == BM_REQ_OK)
     wake(gw);
+  return res;
+}
+
+enum bm_request bm_gateway_request_limited(bm_gateway_t *gw, int relay,
+                                           int status, const char *origin,
+                                           const struct bm_relay_limits *l,
+                                           char *why, size_t whylen)
+{
+  enum bm_request res;
+
+  if (relay < 0 || (size_t)relay >= bm_relay_table_size(gw->table) ||
+      (status != 0 && status != 1))
+    return BM_REQ_SAME;
+  pthread_mutex_lock(&gw->lock);
+  res = bm_relay_table_request_limited(gw->table, relay, status, origin, l,
+                                       now_mono(), why, whylen);
+  pthread_mutex_unlock(&gw->lock);
+  if (res == BM_REQ_OK || res == BM_REQ_HELD)
+    wake(gw); /* a hold needs the thread's timer too */
   return res;
 }
 

@@ -149,6 +149,13 @@ void bm_gateway_stop(bm_gateway_t *gw);
 enum bm_request bm_gateway_request(bm_gateway_t *gw, int relay, int status,
                                    const char *origin, bool require_known,
                                    char *why, size_t whylen);
+/* As bm_gateway_request with a switching rule's limits (relay.h's
+ * bm_relay_table_request_limited); BM_REQ_HELD says the change waits for
+ * them, why says which. */
+enum bm_request bm_gateway_request_limited(bm_gateway_t *gw, int relay,
+                                           int status, const char *origin,
+                                           const struct bm_relay_limits *l,
+                                           char *why, size_t whylen);
 /* Sets (0/1) or clears (-1) a manual override, as bm_relay_table_override;
  * same threading as bm_gateway_request. */
 enum bm_request bm_gateway_override(bm_gateway_t *gw, int relay, int status,

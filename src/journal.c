@@ -231,7 +231,8 @@ static bool jrec_valid(const struct bm_jrec *r)
     const struct bm_jrec_state *s = &r->u.state;
     if (!str_ok(s->relay, sizeof(s->relay), false) || !output_ok(s->output) ||
         s->confirmed < -1 || s->confirmed > 1 || s->by_command < 0 ||
-        s->by_command > 1 || s->n_applied < 0 ||
+        s->by_command > 1 || s->n_applied < 0 || s->n_switches < 0 ||
+        s->n_switches > BM_JREC_SWITCHES_MAX ||
         s->n_applied > BM_JREC_APPLIED_MAX)
       return false;
     for (int i = 0; i < s->n_applied; i++)
@@ -345,6 +346,9 @@ static size_t jrec_encode(const struct bm_jrec *r, uint64_t seq,
     enc_u8(&e, (uint8_t)s->n_applied);
     for (int i = 0; i < s->n_applied; i++)
       enc_str(&e, s->applied[i]);
+    enc_u8(&e, (uint8_t)s->n_switches);
+    for (int i = 0; i < s->n_switches; i++)
+      enc_u64(&e, (uint64_t)s->switches[i]);
     break;
   }
   case BM_JREC_SEQ:
@@ -486,6 +490,11 @@ static int jrec_decode(int type, const unsigned char *p, size_t n,
       return -1;
     for (int i = 0; i < s->n_applied; i++)
       dec_str(&d, s->applied[i], sizeof(s->applied[i]));
+    s->n_switches = dec_u8(&d);
+    if (s->n_switches > BM_JREC_SWITCHES_MAX)
+      return -1;
+    for (int i = 0; i < s->n_switches; i++)
+      s->switches[i] = (int64_t)dec_u64(&d);
     break;
   }
   case BM_JREC_SEQ:

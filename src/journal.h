@@ -54,7 +54,10 @@
  *                 by_command (0|1: the state came from a command of ours),
  *                 20 u64 applied_seq, 28 str relay, then u8 n (0..8) and n
  *                 times str corr+ (the correlationIds applied last, oldest
- *                 first)
+ *                 first), then u8 m (0..64) and m times i64 (the times of
+ *                 the relay's last confirmed changes, ms, oldest first: the
+ *                 switch budget and minimum on/off times hold across
+ *                 restarts)
  *   SEQ (7)       0 i64 time, 8 u64 cmd_seq (the highest one issued)
  *
  * A sample: a new journal created at 1700000000000 ms, then one SEQ record
@@ -137,6 +140,7 @@
 #define BM_JREC_ORIGIN_SIZE 128 /* BM_ORIGIN_SIZE */
 #define BM_JREC_REASON_SIZE 256 /* BM_MSG_STR_SIZE */
 #define BM_JREC_APPLIED_MAX 8   /* correlationIds a STATE remembers */
+#define BM_JREC_SWITCHES_MAX 64 /* switch times a STATE remembers */
 
 enum bm_jrec_type {
   BM_JREC_COMMAND = 1, /* a setExtDO command about to be published */
@@ -191,6 +195,8 @@ struct bm_jrec_state {
   uint64_t applied_seq;            /* cmd_seq of the last applied confirm */
   int n_applied;                   /* 0..BM_JREC_APPLIED_MAX */
   char applied[BM_JREC_APPLIED_MAX][BM_JREC_CORR_SIZE]; /* [0, n) used */
+  int n_switches;                  /* 0..BM_JREC_SWITCHES_MAX */
+  int64_t switches[BM_JREC_SWITCHES_MAX]; /* ms, oldest first */
 };
 
 struct bm_jrec_seq {

@@ -63,6 +63,9 @@ struct relay {
   int *groups;         /* interlock groups this relay is in */
   int n_groups;
   double refused_at;   /* last refusal reported (once a minute at most) */
+  double not_before;   /* a rule's limits hold the command until then */
+  double *switches;    /* ring of BM_RELAY_SWITCHES confirmed change times */
+  int sw_next, sw_n;
   int attempt;      /* commands sent for the current desired state */
   uint64_t confirmed_seq;
   double retry_at;  /* 0: no retry scheduled */
@@ -184,6 +187,7 @@ void bm_relay_table_free(bm_relay_table_t *t)
     free(t->relays[i].pending);
     free(t->relays[i].cmd_times);
     free(t->relays[i].groups);
+    free(t->relays[i].switches);
   }
   for (int i = 0; i < t->n_interlocks; i++)
     free(t->interlocks[i].relays);
@@ -336,6 +340,8 @@ static double earliest_timer(const bm_relay_table_t *t, double now)
                                  : fmin(p->ack_deadline, p->confirm_deadline));
     if (r->retry_at > now)
       next = fmin(next, r->retry_at);
+    if (r->not_before > now)
+      next = fmin(next, r->not_before);
   }
   return next;
 }
@@ -492,9 +498,11 @@ static void reconcile(bm_relay_table_t *t, int relay, double now,
     r->retry_at = 0;
     return;
   }
-  if (!t->connected || (r->retry_at > 0 && r->retry_at > now))
+  if (!t->connected || (r->retry_at > 0 && r->retry_at > now) ||
+      r->not_before > now)
     return;
   r->retry_at = 0;
+  r->not_before = 0;
   r->force = false;
   issue_command(t, relay, now, out);
 }
@@ -516,6 +524,7 @@ bool bm_relay_table_set_desired(bm_relay_table_t *t, int relay, int status,
   r->stopped = false;
   r->attempt = 0;
   r->retry_at = 0;
+  r->not_before = 0;
   if (r->pending && r->pending->status != status) {
     /* Superseded: the old command may still reach the device, so a new one
      * goes out even when the confirmed state already is what we want. */
@@ -753,8 +762,21 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
 
 /* Applies a state the gateway reported.  seq is the sequence of our
  * command it answers, 0 for a change nobody here asked for. */
+/* Remembers a confirmed change (allocating the ring on first use). */
+static void record_switch(struct relay *r, double now)
+{
+  if (!r->switches &&
+      !(r->switches = calloc(BM_RELAY_SWITCHES, sizeof(*r->switches))))
+    return; /* limits then see no history: they hold nothing back */
+  r->switches[r->sw_next] = now;
+  r->sw_next = (r->sw_next + 1) % BM_RELAY_SWITCHES;
+  if (r->sw_n < BM_RELAY_SWITCHES)
+    r->sw_n++;
+}
+
 static void apply_state(bm_relay_table_t *t, int relay, int status,
-                        const char *corr, uint64_t seq, struct bm_events *out)
+                        const char *corr, uint64_t seq, double now,
+                        struct bm_events *out)
 {
   struct relay *r = &t->relays[relay];
   struct bm_event *ev;
@@ -772,6 +794,8 @@ static void apply_state(bm_relay_table_t *t, int relay, int status,
     r->confirmed_seq = seq;
   if (r->confirmed == r->desired)
     r->attempt = 0; /* reached: a later drift gets the whole retry budget */
+  if (previous != status)
+    record_switch(r, now);
   mark(t, relay); /* desired may differ now (drift) or be reached */
   if ((ev = events_push(out, BM_EV_APPLIED, relay))) {
     ev->status = status;
@@ -821,7 +845,7 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
 
   if (!n->has_correlation_id) {
     t->stats.ops[BM_OP_UNSOLICITED]++;
-    apply_state(t, relay, n->state.status, "", 0, out);
+    apply_state(t, relay, n->state.status, "", 0, now, out);
     return BM_APPLY_OK;
   }
 
@@ -836,7 +860,7 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
     t->stats.confirm_sum += now - r->pending->published_at;
     t->stats.confirm_n++;
     retire_pending(t, r, true);
-    apply_state(t, relay, n->state.status, n->correlation_id, seq, out);
+    apply_state(t, relay, n->state.status, n->correlation_id, seq, now, out);
     if (n->state.status != commanded) {
       /* The device answered with the other state: it could not switch.  A
        * failed attempt, retried with backoff like a timeout, never in a
@@ -870,7 +894,7 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
     t->stats.ops[BM_OP_CONFIRMED]++;
     t->stats.confirm_sum += now - old->published_at;
     t->stats.confirm_n++;
-    apply_state(t, relay, n->state.status, n->correlation_id, old->seq, out);
+    apply_state(t, relay, n->state.status, n->correlation_id, old->seq, now, out);
     return BM_APPLY_OK;
   }
 
@@ -883,7 +907,7 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
       return BM_APPLY_DUPLICATE;
     }
     t->stats.ops[BM_OP_CONFIRMED]++;
-    apply_state(t, relay, n->state.status, n->correlation_id, seq, out);
+    apply_state(t, relay, n->state.status, n->correlation_id, seq, now, out);
     return BM_APPLY_OK;
   }
 
@@ -897,7 +921,7 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
   r->applied[r->applied_next] = hash;
   r->applied_next = (uint8_t)((r->applied_next + 1) % APPLIED_IDS);
   t->stats.ops[BM_OP_UNSOLICITED]++;
-  apply_state(t, relay, n->state.status, n->correlation_id, 0, out);
+  apply_state(t, relay, n->state.status, n->correlation_id, 0, now, out);
   return BM_APPLY_OK;
 }
 
@@ -944,6 +968,8 @@ static void run_timers(bm_relay_table_t *t, double now, struct bm_events *out)
     }
     if (r->retry_at > 0 && now >= r->retry_at)
       mark(t, (int)i);
+    if (r->not_before > 0 && now >= r->not_before)
+      mark(t, (int)i);
   }
   t->next_deadline = earliest_timer(t, now);
 }
@@ -977,6 +1003,10 @@ void bm_relay_table_save(const bm_relay_table_t *t, int relay,
   out->by_command = r->by_command;
   for (int i = 0; i < APPLIED_IDS && i < BM_RELAY_APPLIED_IDS; i++)
     out->applied[i] = r->applied[(r->applied_next + i) % APPLIED_IDS];
+  for (int i = 0; r->switches && i < r->sw_n; i++)
+    out->switches[out->n_switches++] =
+        r->switches[(r->sw_next + BM_RELAY_SWITCHES - r->sw_n + i) %
+                    BM_RELAY_SWITCHES];
 }
 
 void bm_relay_table_load(bm_relay_table_t *t, int relay,
@@ -993,6 +1023,9 @@ void bm_relay_table_load(bm_relay_table_t *t, int relay,
     if (in->applied[i])
       r->applied[r->applied_next++ % APPLIED_IDS] = in->applied[i];
   r->applied_next %= APPLIED_IDS;
+  r->sw_n = r->sw_next = 0;
+  for (int i = 0; i < in->n_switches && i < BM_RELAY_SWITCHES; i++)
+    record_switch(r, in->switches[i]);
 }
 
 bool bm_relay_table_pending_of(const bm_relay_table_t *t, int relay,
@@ -1133,6 +1166,69 @@ enum bm_request bm_relay_table_request(bm_relay_table_t *t, int relay,
   if (require_known && r->confirmed < 0)
     return BM_REQ_UNKNOWN;
   return request(t, relay, status, origin, now);
+}
+
+/* When the limits allow the relay to leave its confirmed state, or 0 when
+ * they allow it now; why says which limit holds it. */
+static double limits_allow_at(const struct relay *r, int status,
+                              const struct bm_relay_limits *l, double now,
+                              char *why, size_t whylen)
+{
+  double at = 0, since;
+
+  if (r->confirmed < 0 || r->confirmed == status || !r->switches || !r->sw_n)
+    return 0;
+  since = r->switches[(r->sw_next + BM_RELAY_SWITCHES - 1) % BM_RELAY_SWITCHES];
+  if (r->confirmed == 1 && l->min_on > 0 && now < since + l->min_on) {
+    at = since + l->min_on;
+    if (why)
+      snprintf(why, whylen, "MinOnTime: on for %.0f s of %.0f", now - since,
+               l->min_on);
+  } else if (r->confirmed == 0 && l->min_off > 0 && now < since + l->min_off) {
+    at = since + l->min_off;
+    if (why)
+      snprintf(why, whylen, "MinOffTime: off for %.0f s of %.0f", now - since,
+               l->min_off);
+  }
+  if (l->max_per_hour > 0 && r->sw_n >= l->max_per_hour) {
+    int max = l->max_per_hour < BM_RELAY_SWITCHES ? l->max_per_hour
+                                                 : BM_RELAY_SWITCHES;
+    /* The max-th newest change must be an hour old. */
+    double oldest = r->switches[(r->sw_next + BM_RELAY_SWITCHES - max) %
+                                BM_RELAY_SWITCHES];
+    if (now < oldest + 3600.0 && oldest + 3600.0 > at) {
+      at = oldest + 3600.0;
+      if (why)
+        snprintf(why, whylen, "MaxSwitchesPerHour: %d changes in the last "
+                              "hour",
+                 max);
+    }
+  }
+  return at;
+}
+
+enum bm_request bm_relay_table_request_limited(
+    bm_relay_table_t *t, int relay, int status, const char *origin,
+    const struct bm_relay_limits *limits, double now, char *why,
+    size_t whylen)
+{
+  struct relay *r = &t->relays[relay];
+  enum bm_request res;
+  double at;
+
+  res = bm_relay_table_request(t, relay, status, origin, false, now, why,
+                               whylen);
+  if (res == BM_REQ_OVERRIDDEN)
+    return res;
+  at = limits_allow_at(r, status, limits, now, why, whylen);
+  if (r->desired != status || at <= now) {
+    r->not_before = 0;
+    return res;
+  }
+  r->not_before = at;
+  want_deadline(t, at);
+  mark(t, relay);
+  return BM_REQ_HELD;
 }
 
 enum bm_request bm_relay_table_override(bm_relay_table_t *t, int relay,

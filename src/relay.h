@@ -241,6 +241,8 @@ void bm_relay_table_stats(bm_relay_table_t *t, struct bm_relay_stats *out,
 
 enum bm_request {
   BM_REQ_OK,          /* recorded; a command may follow */
+  BM_REQ_HELD,        /* recorded, but held back by MinOnTime, MinOffTime
+                         or the switch budget until a time (why says) */
   BM_REQ_SAME,        /* nothing to do: already wanted */
   BM_REQ_UNKNOWN,     /* skipped: the relay's state is not known yet */
   BM_REQ_OVERRIDDEN,  /* refused: a manual override holds the relay */
@@ -263,6 +265,24 @@ enum bm_request bm_relay_table_request(bm_relay_table_t *t, int relay,
                                        bool require_known, double now,
                                        char *why, size_t whylen);
 
+/* What a switching rule asks of the relay it drives, on top of a plain
+ * request: minimum on and off times, and a switch budget per hour, over the
+ * relay's confirmed changes (which the journal keeps across restarts). */
+struct bm_relay_limits {
+  double min_on;    /* s; 0: none */
+  double min_off;   /* s; 0: none */
+  int max_per_hour; /* confirmed changes in any 3600 s; 0: none */
+};
+
+/* As bm_relay_table_request, with limits: a change they forbid now is
+ * recorded and held back until they allow it (a timer then sends it, no
+ * new value needed); BM_REQ_HELD, with why saying which limit and for how
+ * long.  Another input's request lifts the hold. */
+enum bm_request bm_relay_table_request_limited(
+    bm_relay_table_t *t, int relay, int status, const char *origin,
+    const struct bm_relay_limits *limits, double now, char *why,
+    size_t whylen);
+
 /* Sets (status 0/1) or clears (status -1: "auto") the manual override of a
  * relay; hold > 0 ends it by itself after hold seconds.  Setting one also
  * asks for its status.  An override to "on" that an interlock forbids is
@@ -277,6 +297,7 @@ enum bm_request bm_relay_table_override(bm_relay_table_t *t, int relay,
  * back.  Restoring happens before the table is used (no tick has run). */
 
 #define BM_RELAY_APPLIED_IDS 4
+#define BM_RELAY_SWITCHES 64 /* confirmed change times kept per relay */
 
 struct bm_relay_saved {
   int confirmed;          /* -1 unknown */
@@ -286,6 +307,10 @@ struct bm_relay_saved {
                              (a later unsolicited change is drift) */
   uint64_t applied[BM_RELAY_APPLIED_IDS]; /* hashes of foreign ids applied,
                                              0 for an empty slot */
+  int n_switches;         /* confirmed change times, monotonic s, oldest */
+  double switches[BM_RELAY_SWITCHES]; /* first (may lie in the past); the
+                                         last one is the time of the
+                                         current state */
 };
 
 struct bm_command_saved {

@@ -305,6 +305,10 @@ static struct bm_jrec make_rec(enum bm_jrec_type type, unsigned seed, bool max)
     r.u.state.n_applied = max ? BM_JREC_APPLIED_MAX : 0;
     for (int i = 0; i < r.u.state.n_applied; i++)
       fill(r.u.state.applied[i], BM_JREC_CORR_SIZE, 127, seed + (unsigned)i);
+    r.u.state.by_command = max ? 1 : 0;
+    r.u.state.n_switches = max ? BM_JREC_SWITCHES_MAX : 0;
+    for (int i = 0; i < r.u.state.n_switches; i++)
+      r.u.state.switches[i] = i == 0 ? INT64_MIN : INT64_MAX - i;
     break;
   case BM_JREC_SEQ:
     r.u.seq.cmd_seq = max ? UINT64_MAX : 0;
@@ -361,6 +365,9 @@ static struct bm_jrec rand_rec(void)
     for (int i = 0; i < r.u.state.n_applied; i++)
       fill(r.u.state.applied[i], BM_JREC_CORR_SIZE, 1 + rnd(127),
            seed + (unsigned)i);
+    r.u.state.n_switches = (int)rnd(BM_JREC_SWITCHES_MAX + 1);
+    for (int i = 0; i < r.u.state.n_switches; i++)
+      r.u.state.switches[i] = (int64_t)rng();
     break;
   case BM_JREC_SEQ:
     r.u.seq.cmd_seq = rng();
@@ -723,6 +730,8 @@ static void test_invalid_records(void)
   REFUSE((r = make_rec(BM_JREC_STATE, 1, true), r.u.state.confirmed = 2));
   REFUSE((r = make_rec(BM_JREC_STATE, 1, true), r.u.state.n_applied = 9));
   REFUSE((r = make_rec(BM_JREC_STATE, 1, true), r.u.state.n_applied = -1));
+  REFUSE((r = make_rec(BM_JREC_STATE, 1, true), r.u.state.n_switches = 65));
+  REFUSE((r = make_rec(BM_JREC_STATE, 1, true), r.u.state.n_switches = -1));
   REFUSE((r = make_rec(BM_JREC_STATE, 1, true), r.u.state.applied[3][0] = 0));
 #undef REFUSE
   is_int(refused, tried, "records breaking an invariant fail with EINVAL");
@@ -1251,11 +1260,13 @@ static void test_crafted(void)
       {"result 9", 2, 14, {[8] = 9, [9] = 1, [11] = 'a'}},
       /* STATE: time rid output confirmed(-2) by_command applied_seq
        * relay"" n=0 */
-      {"confirmed -2", 6, 31, {[18] = 0xFE}},
+      {"confirmed -2", 6, 32, {[18] = 0xFE}},
       /* STATE with by_command 2 */
-      {"by_command 2", 6, 31, {[19] = 2}},
+      {"by_command 2", 6, 32, {[19] = 2}},
       /* STATE with n_applied 9 and nothing after it */
-      {"nine applied correlationIds", 6, 31, {[30] = 9}},
+      {"nine applied correlationIds", 6, 32, {[30] = 9}},
+      /* STATE with 65 switch times announced */
+      {"65 switch times", 6, 32, {[31] = 65}},
       /* COMMAND with attempt 2^31 */
       {"attempt 2^31", 1, 38, {[30] = 0x80, [31] = 1, [33] = 'a'}},
   };
@@ -1273,10 +1284,10 @@ static void test_crafted(void)
   }
   /* The sanity of the field cases: the same shapes with valid values. */
   {
-    unsigned char ok_state[31] = {[18] = 0xFF, [19] = 1, [30] = 0};
+    unsigned char ok_state[32] = {[18] = 0xFF, [19] = 1, [30] = 0, [31] = 0};
     size_t n;
     memcpy(buf, bytes, len);
-    n = len + craft(buf + len, 31, 6, 4, ok_state, 31);
+    n = len + craft(buf + len, 32, 6, 4, ok_state, 32);
     spit(path, buf, n);
     coll_reset(&c);
     ok(bm_journal_read(path, collect, &c, &info, err, sizeof(err)) == 0 &&
