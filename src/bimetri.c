@@ -25,9 +25,12 @@
 
 #include <regex.h>
 
+#include <collectd/core/daemon/utils_cache.h>
+
 #include "gateway.h"
 #include "log.h"
 #include "match.h"
+#include "rule.h"
 
 #define PLUGIN_NAME "bimetri"
 #define MAX_GATEWAYS 64
@@ -45,7 +48,12 @@ static struct gateway_slot gateways[MAX_GATEWAYS];
 static size_t gateways_n;
 static struct bm_trigger *triggers;
 static size_t triggers_n;
+static struct bm_rule **rules; /* pointers: a rule holds a mutex */
+static size_t rules_n;
 static bool config_failed;
+/* Set at the end of init: rules act only once the journal's states are
+ * restored (values may be written before our init ran). */
+static volatile bool started;
 
 /* ---- logging ----------------------------------------------------------- */
 
@@ -302,6 +310,9 @@ static int block_name(const oconfig_item_t *ci, const char *what, char *buf,
 /* ---- <Gateway> --------------------------------------------------------- */
 
 static void on_event(void *ctx, const char *gateway, const struct bm_event *ev);
+static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
+                         user_data_t *ud);
+static void rules_tick(void);
 static void on_connection(void *ctx, const char *gateway, bool up);
 static void on_token(void *ctx, const char *gateway, enum bm_severity sev,
                      const char *message);
@@ -836,6 +847,133 @@ out:
   return status;
 }
 
+/* <Switch>: a relay follows a value (rule.h). */
+static int conf_switch(const oconfig_item_t *ci)
+{
+  struct bm_rule *r = NULL, **grown;
+  char name[64], block[96], err[256];
+  bool has_relay = false, cooler = false, heater = false;
+  int status = -1;
+  int64_t v;
+  double d;
+
+  if (block_name(ci, "Switch", name, sizeof(name)) != 0)
+    return -1;
+  snprintf(block, sizeof(block), "<Switch \"%s\">", name);
+  for (size_t i = 0; i < rules_n; i++) {
+    if (strcmp(rules[i]->name, name) == 0) {
+      ERROR(PLUGIN_NAME " plugin: %s: a Switch of this name already exists",
+            block);
+      return -1;
+    }
+  }
+  if (!(r = calloc(1, sizeof(*r))) || bm_rule_init(r, name) != 0) {
+    ERROR(PLUGIN_NAME " plugin: out of memory");
+    free(r);
+    return -1;
+  }
+  for (int i = 0; i < ci->children_num; i++) {
+    const oconfig_item_t *o = &ci->children[i];
+    int rc = -1, field = -1;
+
+    for (int f = 0; f < BM_FIELD_COUNT; f++)
+      if (strcasecmp(o->key, bm_field_name(f)) == 0)
+        field = f;
+    if (field >= 0) {
+      if (o->values_num != 1 || o->values[0].type != OCONFIG_TYPE_STRING)
+        CONF_ERR(block, o, "expects exactly one string argument");
+      else if ((rc = bm_pattern_set(&r->pattern[field], field,
+                                    o->values[0].value.string, err,
+                                    sizeof(err))) != 0)
+        ERROR(PLUGIN_NAME " plugin: %s, %s", block, err);
+    } else if (strcasecmp(o->key, "Relay") == 0) {
+      int g, rl = -1;
+      if (o->values_num != 2 || o->values[0].type != OCONFIG_TYPE_STRING ||
+          o->values[1].type != OCONFIG_TYPE_STRING)
+        CONF_ERR(block, o, "expects two strings: the Gateway and the Relay");
+      else if ((g = find_gateway(o->values[0].value.string)) < 0)
+        CONF_ERR(block, o, "no Gateway \"%s\" is defined (before this Switch)",
+                 o->values[0].value.string);
+      else if ((rl = bm_gateway_find_relay(gateways[g].gw,
+                                           o->values[1].value.string)) < 0)
+        CONF_ERR(block, o, "Gateway \"%s\" has no Relay \"%s\"",
+                 o->values[0].value.string, o->values[1].value.string);
+      else {
+        r->gateway = g;
+        r->relay = rl;
+        has_relay = true;
+        rc = 0;
+      }
+    } else if (strcasecmp(o->key, "DataSource") == 0) {
+      rc = conf_string(block, o, r->data_source, sizeof(r->data_source));
+    } else if (strcasecmp(o->key, "OnAbove") == 0 ||
+               strcasecmp(o->key, "OnBelow") == 0) {
+      if ((rc = conf_number(block, o, -1e300, 1e300, false, &d)) == 0)
+        r->on_at = d;
+      if (strcasecmp(o->key, "OnAbove") == 0)
+        cooler = true;
+      else
+        heater = true;
+    } else if (strcasecmp(o->key, "OffBelow") == 0 ||
+               strcasecmp(o->key, "OffAbove") == 0) {
+      if ((rc = conf_number(block, o, -1e300, 1e300, false, &d)) == 0)
+        r->off_at = d;
+      if (strcasecmp(o->key, "OffBelow") == 0)
+        cooler = true;
+      else
+        heater = true;
+    } else if (strcasecmp(o->key, "MinOnTime") == 0) {
+      if ((rc = conf_number(block, o, 0, 86400, false, &d)) == 0)
+        r->limits.min_on = d;
+    } else if (strcasecmp(o->key, "MinOffTime") == 0) {
+      if ((rc = conf_number(block, o, 0, 86400, false, &d)) == 0)
+        r->limits.min_off = d;
+    } else if (strcasecmp(o->key, "MaxSwitchesPerHour") == 0) {
+      if ((rc = conf_int(block, o, 1, BM_RELAY_SWITCHES, &v)) == 0)
+        r->limits.max_per_hour = (int)v;
+    } else if (strcasecmp(o->key, "StaleAfter") == 0) {
+      if ((rc = conf_number(block, o, 1, 86400, false, &d)) == 0)
+        r->stale_after = d;
+    } else if (strcasecmp(o->key, "FailSafe") == 0) {
+      if ((rc = conf_int(block, o, 0, 1, &v)) == 0)
+        r->fail_safe = (int)v;
+    } else {
+      CONF_ERR(block, o, "unknown option");
+    }
+    if (rc != 0)
+      goto out;
+  }
+  if (!has_relay) {
+    ERROR(PLUGIN_NAME " plugin: %s: option \"Relay\" is required", block);
+    goto out;
+  }
+  if (cooler && heater) {
+    ERROR(PLUGIN_NAME " plugin: %s: OnAbove/OffBelow (a cooler) and "
+                      "OnBelow/OffAbove (a heater) do not mix",
+          block);
+    goto out;
+  }
+  r->heater = heater;
+  if (bm_rule_check(r, err, sizeof(err)) != 0) {
+    ERROR(PLUGIN_NAME " plugin: %s: %s", block, err);
+    goto out;
+  }
+  if (!(grown = realloc(rules, (rules_n + 1) * sizeof(*rules)))) {
+    ERROR(PLUGIN_NAME " plugin: out of memory");
+    goto out;
+  }
+  rules = grown;
+  rules[rules_n++] = r;
+  r = NULL;
+  status = 0;
+out:
+  if (r) {
+    bm_rule_release(r);
+    free(r);
+  }
+  return status;
+}
+
 /* Interlock "gateway" "relay" "relay" ...: never on together. */
 static int conf_interlock(const oconfig_item_t *ci)
 {
@@ -928,6 +1066,8 @@ static int bimetri_config(oconfig_item_t *ci)
       status = conf_trigger(c);
     else if (strcasecmp(c->key, "Interlock") == 0)
       status = conf_interlock(c);
+    else if (strcasecmp(c->key, "Switch") == 0)
+      status = conf_switch(c);
     else {
       ERROR(PLUGIN_NAME " plugin: <Plugin bimetri>, option \"%s\": unknown "
                         "option",
@@ -940,6 +1080,11 @@ static int bimetri_config(oconfig_item_t *ci)
   if (status == 0 && gateways_n == 0) {
     ERROR(PLUGIN_NAME " plugin: <Plugin bimetri>: at least one <Gateway> "
                       "block is required");
+    status = -1;
+  }
+  if (status == 0 && rules_n > 0 &&
+      plugin_register_write(PLUGIN_NAME, bimetri_write, NULL) != 0) {
+    ERROR(PLUGIN_NAME " plugin: cannot register the write callback");
     status = -1;
   }
   if (status != 0)
@@ -1121,11 +1266,13 @@ static int bimetri_init(void)
     }
     gateways[i].running = true;
   }
+  started = true;
   return 0;
 }
 
 static int bimetri_read(void)
 {
+  rules_tick();
   for (size_t g = 0; g < gateways_n; g++) {
     struct gateway_slot *s = &gateways[g];
     const char *gateway = bm_gateway_name(s->gw);
@@ -1158,6 +1305,99 @@ static int bimetri_read(void)
                      st.confirm_sum / (double)st.confirm_n);
   }
   return 0;
+}
+
+/* A rule's request, reported when held back or refused. */
+static void rule_request(const struct bm_rule *r, int want, const char *origin,
+                         bool limited)
+{
+  char why[160] = "";
+  enum bm_request rc =
+      limited ? bm_gateway_request_limited(gateways[r->gateway].gw, r->relay,
+                                           want, origin, &r->limits, why,
+                                           sizeof(why))
+              : bm_gateway_request(gateways[r->gateway].gw, r->relay, want,
+                                   origin, false, why, sizeof(why));
+
+  if (rc == BM_REQ_HELD || rc == BM_REQ_OVERRIDDEN)
+    INFO(PLUGIN_NAME " plugin: Switch \"%s\" wants relay \"%s\" %s: %s %s",
+         r->name, bm_gateway_relay_name(gateways[r->gateway].gw, r->relay),
+         want ? "on" : "off", rc == BM_REQ_HELD ? "waiting for" : "refused:",
+         why);
+}
+
+/* Runs for every value collectd writes, in up to 5 threads at once: a
+ * cheap identity check first, then the matching rules' hysteresis. */
+static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
+                         user_data_t *ud)
+{
+  const char *field[BM_FIELD_COUNT] = {vl->host, vl->plugin,
+                                       vl->plugin_instance, vl->type,
+                                       vl->type_instance};
+  (void)ud;
+  if (!started)
+    return 0;
+  for (size_t i = 0; i < rules_n; i++) {
+    struct bm_rule *r = rules[i];
+    size_t k = 0;
+    double value;
+    int want;
+
+    if (!bm_rule_matches(r, field))
+      continue;
+    if (r->data_source[0]) {
+      for (k = 0; k < ds->ds_num && strcmp(ds->ds[k].name, r->data_source); k++)
+        ;
+      if (k == ds->ds_num)
+        continue;
+    } else if (ds->ds_num != 1) {
+      continue; /* the rule names no DataSource: only single-valued types */
+    }
+    if (ds->ds[k].type == DS_TYPE_GAUGE) {
+      value = vl->values[k].gauge;
+    } else {
+      gauge_t *rates = uc_get_rate(ds, vl);
+      if (!rates)
+        continue;
+      value = rates[k];
+      free(rates);
+    }
+    if ((want = bm_rule_feed(r, value, CDTIME_T_TO_DOUBLE(cdtime()), NULL)) < 0)
+      continue;
+    {
+      char origin[BM_ORIGIN_SIZE];
+      snprintf(origin, sizeof(origin), "switch %s: %g from %s/%s%s%s/%s%s%s",
+               r->name, value, vl->host, vl->plugin,
+               vl->plugin_instance[0] ? "-" : "", vl->plugin_instance,
+               vl->type, vl->type_instance[0] ? "-" : "", vl->type_instance);
+      rule_request(r, want, origin, true);
+    }
+  }
+  return 0;
+}
+
+/* Once an interval: rules whose value stopped coming fall back to their
+ * FailSafe (safety first: without the limits). */
+static void rules_tick(void)
+{
+  double now = CDTIME_T_TO_DOUBLE(cdtime());
+
+  for (size_t i = 0; i < rules_n; i++) {
+    char origin[BM_ORIGIN_SIZE];
+    int want = bm_rule_tick(rules[i], now);
+    if (want < 0)
+      continue;
+    snprintf(origin, sizeof(origin),
+             "switch %s: no value for %g s (StaleAfter): FailSafe",
+             rules[i]->name, rules[i]->stale_after);
+    WARNING(PLUGIN_NAME " plugin: Switch \"%s\": no value for %g s: relay "
+                        "\"%s\" goes to its FailSafe state %s",
+            rules[i]->name, rules[i]->stale_after,
+            bm_gateway_relay_name(gateways[rules[i]->gateway].gw,
+                                  rules[i]->relay),
+            want ? "on" : "off");
+    rule_request(rules[i], want, origin, false);
+  }
 }
 
 static enum bm_severity severity_of(int collectd_severity)
@@ -1312,6 +1552,7 @@ static int bimetri_notification(const notification_t *n, user_data_t *ud)
 
 static int bimetri_shutdown(void)
 {
+  started = false;
   for (size_t i = 0; i < gateways_n; i++)
     if (gateways[i].running)
       bm_gateway_stop(gateways[i].gw);
@@ -1329,6 +1570,13 @@ static int bimetri_shutdown(void)
   free(triggers);
   triggers = NULL;
   triggers_n = 0;
+  for (size_t i = 0; i < rules_n; i++) {
+    bm_rule_release(rules[i]);
+    free(rules[i]);
+  }
+  free(rules);
+  rules = NULL;
+  rules_n = 0;
   bm_gateway_library_cleanup();
   bm_log_set_sink(NULL, NULL);
   return 0;

@@ -30,20 +30,15 @@ int bm_trigger_init(struct bm_trigger *t, const char *name)
 
 void bm_trigger_release(struct bm_trigger *t)
 {
-  for (int f = 0; f < BM_FIELD_COUNT; f++) {
-    struct bm_pattern *p = &t->pattern[f];
-    if (p->set && p->is_regex)
-      regfree(&p->regex);
-    free(p->text);
-  }
+  for (int f = 0; f < BM_FIELD_COUNT; f++)
+    bm_pattern_release(&t->pattern[f]);
   free(t->name);
   memset(t, 0, sizeof(*t));
 }
 
-int bm_trigger_set_pattern(struct bm_trigger *t, enum bm_field f,
-                           const char *spec, char *err, size_t errlen)
+int bm_pattern_set(struct bm_pattern *p, enum bm_field f, const char *spec,
+                   char *err, size_t errlen)
 {
-  struct bm_pattern *p = &t->pattern[f];
   size_t len = strlen(spec);
   int rc;
 
@@ -75,6 +70,20 @@ int bm_trigger_set_pattern(struct bm_trigger *t, enum bm_field f,
   }
   p->set = true;
   return 0;
+}
+
+void bm_pattern_release(struct bm_pattern *p)
+{
+  if (p->set && p->is_regex)
+    regfree(&p->regex);
+  free(p->text);
+  memset(p, 0, sizeof(*p));
+}
+
+int bm_trigger_set_pattern(struct bm_trigger *t, enum bm_field f,
+                           const char *spec, char *err, size_t errlen)
+{
+  return bm_pattern_set(&t->pattern[f], f, spec, err, errlen);
 }
 
 static bool pattern_test(const struct bm_pattern *p, const char *s)

@@ -50,6 +50,14 @@ struct bm_pattern {
   regex_t regex;  /* compiled when is_regex */
 };
 
+/* Sets pattern p (of field f, for messages) from `spec` ("exact" or
+ * "/regex/").  Returns 0, or -1 with a reason in err (an invalid regex, a
+ * field set twice, an empty pattern). */
+int bm_pattern_set(struct bm_pattern *p, enum bm_field f, const char *spec,
+                   char *err, size_t errlen);
+/* Frees what bm_pattern_set allocated; the pattern is unset again. */
+void bm_pattern_release(struct bm_pattern *p);
+
 /* A Trigger: patterns, severity map, and the relay it drives.  A value type
  * owned by whoever called bm_trigger_init; release with bm_trigger_release.
  * Invariant: on[s] is -1, 0 or 1 for every severity s. */

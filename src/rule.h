@@ -1,0 +1,83 @@
+/*
+ * rule.h - switching rules: a relay follows a value, level-based.
+ *
+ *   <Switch "fan-cooling">
+ *     Relay "plant1" "fan"
+ *     Plugin "sensors"           # which value: identity patterns as in
+ *     Type "temperature"         #   match.h, plus DataSource
+ *     OnAbove 70                 # on above 70 ...
+ *     OffBelow 60                # ... off below 60 (hysteresis)
+ *     MinOnTime 120              # limits: relay.h's bm_relay_limits
+ *     MinOffTime 60
+ *     MaxSwitchesPerHour 6
+ *     StaleAfter 300             # no value for this long ...
+ *     FailSafe 0                 # ... asks for this state
+ *   </Switch>
+ *
+ * Each value a rule matches gives a decision: with OnAbove/OffBelow (a
+ * cooler) the relay is wanted on above OnAbove, off below OffBelow, and
+ * between them keeps the last decision; with OnBelow/OffAbove (a heater)
+ * the other way round.  Before a rule has seen a value it decides nothing
+ * (a fresh value is needed after start).  When StaleAfter passes without a
+ * value the decision becomes FailSafe (or stays, without FailSafe) until a
+ * value comes again.  The decision goes to the relay table as a request
+ * with the rule's limits; the table holds it back while MinOnTime,
+ * MinOffTime or the switch budget forbid the change.
+ *
+ * Rules are evaluated in collectd's write threads, several at once: each
+ * rule guards its state with its own mutex, held for a few instructions.
+ * Time comes in as an argument.
+ */
+#ifndef BM_RULE_H
+#define BM_RULE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "match.h"
+#include "relay.h"
+
+#define BM_RULE_DS_SIZE 64
+
+struct bm_rule {
+  char *name;
+  struct bm_pattern pattern[BM_FIELD_COUNT]; /* identity, as Triggers */
+  char data_source[BM_RULE_DS_SIZE];         /* "" for the only one */
+  int gateway, relay;                        /* resolved by the owner */
+  bool heater;            /* OnBelow/OffAbove instead of OnAbove/OffBelow */
+  double on_at, off_at;   /* the thresholds */
+  struct bm_relay_limits limits;
+  double stale_after;     /* s; 0: never stale */
+  int fail_safe;          /* -1: none */
+
+  pthread_mutex_t lock;   /* guards the state below */
+  int decision;           /* -1 none yet, 0, 1 */
+  double last_value_at;   /* monotonic s of the last value, 0 none */
+  bool stale;
+};
+
+/* Initialises an empty rule named `name` (copied); fail_safe -1, no
+ * thresholds.  Returns 0, or -1 when out of memory. */
+int bm_rule_init(struct bm_rule *r, const char *name);
+void bm_rule_release(struct bm_rule *r);
+
+/* Checks the thresholds: exactly one of the pairs, with OnAbove > OffBelow
+ * (cooler) or OnBelow < OffAbove (heater).  Returns 0 or -1 with err. */
+int bm_rule_check(const struct bm_rule *r, char *err, size_t errlen);
+
+/* Whether a value list's identity (host, plugin, plugin_instance, type,
+ * type_instance) matches the rule's patterns.  Lock-free. */
+bool bm_rule_matches(const struct bm_rule *r, const char *const field[]);
+
+/* Feeds one value at monotonic time now.  Returns the decision (0 or 1)
+ * when it is new (changed, or the first one, or the first after staleness),
+ * -1 when it stays as it was or there is none yet.  *decision (may be NULL)
+ * gets the current one either way. */
+int bm_rule_feed(struct bm_rule *r, double value, double now, int *decision);
+
+/* Checks staleness at monotonic time now.  Returns FailSafe (0 or 1) when
+ * the rule just became stale and has one, -1 otherwise. */
+int bm_rule_tick(struct bm_rule *r, double now);
+
+#endif

@@ -1,0 +1,317 @@
+/*
+ * rule_test.c - switching rules (rule.h) and the limits the relay table
+ * enforces for them (relay.h's bm_relay_table_request_limited), with an
+ * injected clock: hysteresis, staleness and FailSafe, MinOnTime,
+ * MinOffTime, the switch budget over an hour, and property-style runs over
+ * random value sequences (never two changes inside MinOnTime/MinOffTime,
+ * never more than the budget in any hour, never both interlocked relays
+ * on).
+ */
+#include "rule.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tap.h"
+
+static void test_hysteresis(void)
+{
+  struct bm_rule r;
+  int d;
+
+  bm_rule_init(&r, "cool");
+  r.on_at = 70;
+  r.off_at = 60;
+  is_int(bm_rule_feed(&r, 65, 1, &d), -1, "in between with no decision yet: none");
+  is_int(d, -1, "the decision is still none");
+  is_int(bm_rule_feed(&r, 71, 2, &d), 1, "above OnAbove: on (new)");
+  is_int(bm_rule_feed(&r, 75, 3, NULL), -1, "above again: no news");
+  is_int(bm_rule_feed(&r, 65, 4, &d), -1, "in between: keeps on");
+  is_int(d, 1, "decision on");
+  is_int(bm_rule_feed(&r, 60, 5, NULL), -1, "exactly OffBelow is not below");
+  is_int(bm_rule_feed(&r, 59.9, 6, NULL), 0, "below OffBelow: off (new)");
+  is_int(bm_rule_feed(&r, 70, 7, NULL), -1, "exactly OnAbove is not above");
+  is_int(bm_rule_feed(&r, NAN, 8, &d), -1, "NaN changes nothing");
+  is_int(d, 0, "still off");
+  bm_rule_release(&r);
+
+  bm_rule_init(&r, "heat");
+  r.heater = true;
+  r.on_at = 18;
+  r.off_at = 21;
+  is_int(bm_rule_feed(&r, 17, 1, NULL), 1, "heater: below OnBelow is on");
+  is_int(bm_rule_feed(&r, 20, 2, NULL), -1, "between: keeps on");
+  is_int(bm_rule_feed(&r, 21.5, 3, NULL), 0, "above OffAbove: off");
+  bm_rule_release(&r);
+}
+
+static void test_check(void)
+{
+  struct bm_rule r;
+  char err[128];
+
+  bm_rule_init(&r, "c");
+  is_int(bm_rule_check(&r, err, sizeof(err)), -1, "no thresholds refused");
+  r.on_at = 60;
+  r.off_at = 70;
+  is_int(bm_rule_check(&r, err, sizeof(err)), -1,
+         "a cooler with OnAbove below OffBelow refused");
+  ok(strstr(err, "OnAbove (60) must be above OffBelow (70)") != NULL, "%s", err);
+  r.heater = true;
+  is_int(bm_rule_check(&r, err, sizeof(err)), 0, "the same as a heater is fine");
+  r.fail_safe = 0;
+  is_int(bm_rule_check(&r, err, sizeof(err)), -1, "FailSafe without StaleAfter refused");
+  r.stale_after = 10;
+  is_int(bm_rule_check(&r, err, sizeof(err)), 0, "with StaleAfter it is fine");
+  bm_rule_release(&r);
+}
+
+static void test_stale(void)
+{
+  struct bm_rule r;
+
+  bm_rule_init(&r, "s");
+  r.on_at = 70;
+  r.off_at = 60;
+  r.stale_after = 300;
+  r.fail_safe = 0;
+  is_int(bm_rule_tick(&r, 1000), -1, "never stale before a first value");
+  is_int(bm_rule_feed(&r, 80, 1000, NULL), 1, "on");
+  is_int(bm_rule_tick(&r, 1299), -1, "not stale before StaleAfter");
+  is_int(bm_rule_tick(&r, 1300), 0, "stale: FailSafe off");
+  is_int(bm_rule_tick(&r, 1400), -1, "reported once");
+  is_int(bm_rule_feed(&r, 80, 1500, NULL), 1,
+         "a value after staleness gives its decision again, even the same");
+  is_int(bm_rule_tick(&r, 1700), -1, "fresh again");
+  r.fail_safe = -1;
+  is_int(bm_rule_tick(&r, 1800), -1, "without FailSafe staleness asks nothing");
+  bm_rule_release(&r);
+}
+
+static void test_matches(void)
+{
+  struct bm_rule r;
+  char err[128];
+  const char *f[BM_FIELD_COUNT] = {"h", "sensors", "", "temperature", "cpu"};
+
+  bm_rule_init(&r, "m");
+  ok(bm_rule_matches(&r, f), "no pattern matches anything");
+  bm_pattern_set(&r.pattern[BM_FIELD_TYPE], BM_FIELD_TYPE, "temperature", err,
+                 sizeof(err));
+  bm_pattern_set(&r.pattern[BM_FIELD_TYPE_INSTANCE], BM_FIELD_TYPE_INSTANCE,
+                 "/^cp/", err, sizeof(err));
+  ok(bm_rule_matches(&r, f), "exact and regex match");
+  f[4] = "gpu";
+  ok(!bm_rule_matches(&r, f), "the regex rejects another instance");
+  bm_rule_release(&r);
+}
+
+/* ---- limits, through the relay table ------------------------------------ */
+
+static const struct bm_relay_policy POLICY = {5, 10, 2, 1, 0};
+
+static struct bm_notification confirm(const char *corr, int status)
+{
+  struct bm_notification n;
+  memset(&n, 0, sizeof(n));
+  n.has_correlation_id = corr != NULL;
+  snprintf(n.correlation_id, sizeof(n.correlation_id), "%s", corr ? corr : "");
+  snprintf(n.app_id, sizeof(n.app_id), "a.1");
+  n.has_state = true;
+  n.state.resource_id = 101;
+  n.state.output = 4;
+  n.state.status = status;
+  return n;
+}
+
+/* Ticks at now; confirms a command published by it at once.  Returns the
+ * number of commands published. */
+static int tick_and_confirm(bm_relay_table_t *t, double now, int *status)
+{
+  struct bm_events ev = {0};
+  int published = 0;
+
+  bm_relay_table_tick(t, now, &ev);
+  for (size_t i = 0; i < ev.n; i++) {
+    if (ev.ev[i].kind != BM_EV_PUBLISH)
+      continue;
+    struct bm_notification n = confirm(ev.ev[i].corr, ev.ev[i].status);
+    struct bm_events more = {0};
+    bm_relay_table_on_notification(t, &n, now, &more);
+    bm_events_release(&more);
+    *status = ev.ev[i].status;
+    published++;
+  }
+  bm_events_release(&ev);
+  return published;
+}
+
+static void test_min_times(void)
+{
+  bm_relay_table_t *t = bm_relay_table_new(&POLICY, "0123456789abcdef");
+  struct bm_relay_limits lim = {120, 60, 0};
+  struct bm_events ev = {0};
+  char why[160];
+  int status = -1;
+
+  bm_relay_table_add(t, "fan", 101, 4);
+  bm_relay_table_set_connected(t, true, true, 0, &ev);
+  struct bm_notification n = confirm(NULL, 0);
+  bm_relay_table_on_notification(t, &n, 0, &ev); /* off since 0 */
+  is_int(bm_relay_table_request_limited(t, 0, 1, "rule", &lim, 30, why,
+                                        sizeof(why)),
+         BM_REQ_HELD, "on within MinOffTime (60 s) is held");
+  ok(strstr(why, "MinOffTime: off for 30 s of 60") != NULL, "why: %s", why);
+  is_int(tick_and_confirm(t, 30, &status), 0, "nothing sent at 30");
+  ok(bm_relay_table_next_deadline(t) <= 60, "a timer is due by 60");
+  is_int(tick_and_confirm(t, 60, &status), 1,
+         "at 60 the held command goes out by itself");
+  is_int(status, 1, "on");
+  is_int(bm_relay_table_request_limited(t, 0, 0, "rule", &lim, 100, why,
+                                        sizeof(why)),
+         BM_REQ_HELD, "off within MinOnTime (120 s) is held");
+  ok(strstr(why, "MinOnTime: on for 40 s of 120") != NULL, "why: %s", why);
+  is_int(tick_and_confirm(t, 179, &status), 0, "still held at 179");
+  is_int(bm_relay_table_request_limited(t, 0, 1, "rule", &lim, 150, why,
+                                        sizeof(why)),
+         BM_REQ_SAME, "wanting on again cancels the held off: nothing to do");
+  is_int(tick_and_confirm(t, 180, &status), 0, "and nothing is sent at 180");
+  is_int(bm_relay_table_request(t, 0, 0, "trigger", false, 185, why,
+                                sizeof(why)),
+         BM_REQ_OK, "a plain request is not held by a rule's limits");
+  is_int(tick_and_confirm(t, 185, &status), 1, "it goes out at once");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
+static void test_budget(void)
+{
+  bm_relay_table_t *t = bm_relay_table_new(&POLICY, "0123456789abcdef");
+  struct bm_relay_limits lim = {0, 0, 3};
+  struct bm_events ev = {0};
+  char why[160];
+  int status = -1, sent = 0;
+
+  bm_relay_table_add(t, "fan", 101, 4);
+  bm_relay_table_set_connected(t, true, true, 0, &ev);
+  struct bm_notification n = confirm(NULL, 0);
+  bm_relay_table_on_notification(t, &n, 0, &ev); /* change 1 at 0 */
+  for (int i = 1; i <= 4; i++) {
+    int want = i == 4 ? 1 : i % 2; /* on, off, on, on again */
+    enum bm_request rc = bm_relay_table_request_limited(
+        t, 0, want, "rule", &lim, 100.0 * i, why, sizeof(why));
+    sent += tick_and_confirm(t, 100.0 * i, &status);
+    if (i <= 2)
+      is_int(rc, BM_REQ_OK, "change %d within the budget", i + 1);
+    else
+      is_int(rc, BM_REQ_HELD, "change 4 over the budget is held, asked %s (%s)",
+             i == 3 ? "once" : "again", why);
+  }
+  is_int(sent, 2, "two commands in the first hour after the first change");
+  is_int(tick_and_confirm(t, 3599, &status), 0, "still held just before the hour");
+  is_int(tick_and_confirm(t, 3600, &status), 1,
+         "sent when the oldest change is an hour old");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
+/* Random values: the relay never changes inside the minimum times, never
+ * more than the budget in an hour, and follows the hysteresis when free. */
+static void test_property(unsigned seed)
+{
+  bm_relay_table_t *t = bm_relay_table_new(&POLICY, "0123456789abcdef");
+  struct bm_relay_limits lim = {120, 60, 6};
+  struct bm_rule r;
+  struct bm_events ev = {0};
+  double changes[4096];
+  int n_changes = 0, status = 0, violations = 0, last_status = 0;
+  double now = 0;
+
+  srand(seed);
+  bm_rule_init(&r, "p");
+  r.on_at = 70;
+  r.off_at = 60;
+  bm_relay_table_add(t, "fan", 101, 4);
+  bm_relay_table_set_connected(t, true, true, 0, &ev);
+  struct bm_notification n = confirm(NULL, 0);
+  bm_relay_table_on_notification(t, &n, 0, &ev);
+  changes[n_changes++] = 0;
+  for (int step = 0; step < 20000 && n_changes < 4000; step++) {
+    int want;
+    now += 1 + rand() % 20;
+    want = bm_rule_feed(&r, 50 + rand() % 40, now, NULL);
+    if (want >= 0)
+      bm_relay_table_request_limited(t, 0, want, "p", &lim, now, NULL, 0);
+    if (tick_and_confirm(t, now, &status) && status != last_status) {
+      double since = changes[n_changes - 1];
+      if (status == 0 && now - since < lim.min_on)
+        violations++;
+      if (status == 1 && now - since < lim.min_off)
+        violations++;
+      if (n_changes >= lim.max_per_hour &&
+          now - changes[n_changes - lim.max_per_hour] < 3600)
+        violations++;
+      changes[n_changes++] = now;
+      last_status = status;
+    }
+  }
+  is_int(violations, 0, "seed %u: %d changes over %.0f s, none against the limits",
+         seed, n_changes, now);
+  ok(n_changes > 20, "seed %u: the relay did follow the values", seed);
+  bm_events_release(&ev);
+  bm_rule_release(&r);
+  bm_relay_table_free(t);
+}
+
+/* Random requests to two interlocked relays: never both on. */
+static void test_interlock_property(unsigned seed)
+{
+  bm_relay_table_t *t = bm_relay_table_new(&POLICY, "0123456789abcdef");
+  struct bm_events ev = {0};
+  int both = 0, ids[2] = {0, 1};
+
+  srand(seed);
+  bm_relay_table_add(t, "fan", 101, 4);
+  bm_relay_table_add(t, "heater", 102, 1);
+  bm_relay_table_interlock(t, ids, 2);
+  bm_relay_table_set_connected(t, true, true, 0, &ev);
+  for (int step = 1; step < 5000; step++) {
+    int relay = rand() % 2;
+    struct bm_relay_view a, b;
+    bm_relay_table_request(t, relay, rand() % 2, "p", false, step, NULL, 0);
+    bm_events_clear(&ev);
+    bm_relay_table_tick(t, step, &ev);
+    for (size_t i = 0; i < ev.n; i++) {
+      if (ev.ev[i].kind != BM_EV_PUBLISH || rand() % 4 == 0)
+        continue; /* some commands are never confirmed */
+      struct bm_notification n = confirm(ev.ev[i].corr, ev.ev[i].status);
+      n.state.resource_id = ev.ev[i].relay == 0 ? 101 : 102;
+      n.state.output = ev.ev[i].relay == 0 ? 4 : 1;
+      struct bm_events more = {0};
+      bm_relay_table_on_notification(t, &n, step, &more);
+      bm_events_release(&more);
+    }
+    bm_relay_table_view(t, 0, &a);
+    bm_relay_table_view(t, 1, &b);
+    both += a.confirmed == 1 && b.confirmed == 1;
+  }
+  is_int(both, 0, "seed %u: interlocked relays never both on", seed);
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
+int main(void)
+{
+  test_hysteresis();
+  test_check();
+  test_stale();
+  test_matches();
+  test_min_times();
+  test_budget();
+  for (unsigned seed = 1; seed <= 5; seed++)
+    test_property(seed);
+  for (unsigned seed = 1; seed <= 5; seed++)
+    test_interlock_property(seed);
+  return done_testing();
+}
