@@ -432,6 +432,8 @@ static int conf_gateway(const oconfig_item_t *ci)
   c->journal_sync = true;
   c->journal_limit = 1024 * 1024;
   c->policy.max_per_minute = 10;
+  c->protocol_version = 4;
+  c->session_expiry = 86400;
   c->token.command_timeout = 10;
   c->token.lifetime = 3600;
   c->token.renew_before = 300;
@@ -575,6 +577,12 @@ static int conf_gateway(const oconfig_item_t *ci)
     } else if (strcasecmp(k, "RetryBackoff") == 0) {
       if ((rc = conf_number(block, o, 0, 60, false, &d)) == 0)
         c->policy.retry_backoff = d;
+    } else if (strcasecmp(k, "ProtocolVersion") == 0) {
+      if ((rc = conf_int(block, o, 3, 5, &v)) == 0)
+        c->protocol_version = (int)v;
+    } else if (strcasecmp(k, "SessionExpiry") == 0) {
+      if ((rc = conf_int(block, o, 1, 2147483647.0, &v)) == 0)
+        c->session_expiry = (int)v;
     } else if (strcasecmp(k, "MaxCommandsPerMinute") == 0) {
       if ((rc = conf_int(block, o, 1, 600, &v)) == 0)
         c->policy.max_per_minute = (int)v;

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <mosquitto.h>
+#include <mqtt_protocol.h>
 #include <openssl/rand.h>
 
 #include "idmap.h"
@@ -1163,6 +1164,15 @@ int bm_gateway_open(bm_gateway_t *gw, const char *default_client_id,
   mosquitto_disconnect_v5_callback_set(gw->mosq, on_disconnect);
   mosquitto_message_v5_callback_set(gw->mosq, on_message);
   mosquitto_log_callback_set(gw->mosq, on_mosq_log);
+  rc = mosquitto_int_option(gw->mosq, MOSQ_OPT_PROTOCOL_VERSION,
+                            gw->conf.protocol_version == 5   ? MQTT_PROTOCOL_V5
+                            : gw->conf.protocol_version == 3 ? MQTT_PROTOCOL_V31
+                                                             : MQTT_PROTOCOL_V311);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    snprintf(err, errlen, "cannot set MQTT protocol version %d: %s",
+             gw->conf.protocol_version, mosquitto_strerror(rc));
+    return -1;
+  }
   if (gw->conf.user[0]) {
     rc = mosquitto_username_pw_set(gw->mosq, gw->conf.user,
                                    gw->conf.password[0] ? gw->conf.password
@@ -1333,8 +1343,21 @@ static void start_connect(bm_gateway_t *gw)
                gw->conf.name, gw->conf.host, gw->conf.port,
                !gw->conf.tls_verify_peer ? "TLSVerifyPeer false"
                                          : "TLSVerifyHostname false");
-  rc = mosquitto_connect_async(gw->mosq, gw->conf.host, gw->conf.port,
-                               gw->conf.keepalive);
+  if (gw->conf.protocol_version == 5) {
+    /* libmosquitto sends CONNECT properties (the session expiry that makes
+     * a persistent MQTT 5 session outlive a disconnect) only from its
+     * blocking connect; it runs in this thread, never in collectd's. */
+    mosquitto_property *props = NULL;
+    rc = mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
+                                      (uint32_t)gw->conf.session_expiry);
+    if (rc == MOSQ_ERR_SUCCESS)
+      rc = mosquitto_connect_bind_v5(gw->mosq, gw->conf.host, gw->conf.port,
+                                     gw->conf.keepalive, NULL, props);
+    mosquitto_property_free_all(&props);
+  } else {
+    rc = mosquitto_connect_async(gw->mosq, gw->conf.host, gw->conf.port,
+                                 gw->conf.keepalive);
+  }
   if (rc != MOSQ_ERR_SUCCESS) {
     BM_WARNING("gateway \"%s\": cannot connect to %s:%d: %s; retrying in %g s",
                gw->conf.name, gw->conf.host, gw->conf.port,

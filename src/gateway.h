@@ -72,6 +72,9 @@ struct bm_gateway_conf {
   bool tls_verify_peer;
   char command_topic[BM_GW_STR_SIZE];
   int qos;                       /* 0, 1 or 2 */
+  int protocol_version;          /* 3 (3.1), 4 (3.1.1) or 5 */
+  int session_expiry;            /* s, MQTT 5: how long the broker keeps
+                                    our session after a disconnect */
   struct bm_relay_policy policy;
   char journal_file[BM_GW_PATH_SIZE]; /* "" for none (tests of the core) */
   bool journal_sync;             /* fsync commands before they leave */
