@@ -11,6 +11,8 @@
  */
 #include "gateway.h"
 
+#include "alloc.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <math.h>
@@ -405,10 +407,10 @@ static int snapshot_take(bm_gateway_t *gw, struct snapshot *s)
 {
   memset(s, 0, sizeof(*s));
   s->n = bm_relay_table_size(gw->table);
-  s->views = calloc(s->n + 1, sizeof(*s->views));
-  s->saved = calloc(s->n + 1, sizeof(*s->saved));
-  s->pending = calloc(s->n + 1, sizeof(*s->pending));
-  s->has_pending = calloc(s->n + 1, sizeof(*s->has_pending));
+  s->views = bm_calloc(s->n + 1, sizeof(*s->views));
+  s->saved = bm_calloc(s->n + 1, sizeof(*s->saved));
+  s->pending = bm_calloc(s->n + 1, sizeof(*s->pending));
+  s->has_pending = bm_calloc(s->n + 1, sizeof(*s->has_pending));
   if (!s->views || !s->saved || !s->pending || !s->has_pending) {
     snapshot_free(s);
     return -1;
@@ -673,10 +675,10 @@ static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
   rp.gw = gw;
   rp.mono = mono;
   rp.wall_ms = wall;
-  rp.saved = calloc(n + 1, sizeof(*rp.saved));
-  rp.pending = calloc(n + 1, sizeof(*rp.pending));
-  rp.published_ms = calloc(n + 1, sizeof(*rp.published_ms));
-  rp.has_pending = calloc(n + 1, sizeof(*rp.has_pending));
+  rp.saved = bm_calloc(n + 1, sizeof(*rp.saved));
+  rp.pending = bm_calloc(n + 1, sizeof(*rp.pending));
+  rp.published_ms = bm_calloc(n + 1, sizeof(*rp.published_ms));
+  rp.has_pending = bm_calloc(n + 1, sizeof(*rp.has_pending));
   if (!rp.saved || !rp.pending || !rp.published_ms || !rp.has_pending) {
     snprintf(err, errlen, "out of memory");
     goto out;
@@ -998,7 +1000,7 @@ bm_gateway_t *bm_gateway_new(const struct bm_gateway_conf *conf,
   unsigned char rnd[8];
   char prefix[24];
 
-  if (!(gw = calloc(1, sizeof(*gw)))) {
+  if (!(gw = bm_calloc(1, sizeof(*gw)))) {
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
@@ -1144,8 +1146,8 @@ int bm_gateway_open(bm_gateway_t *gw, const char *default_client_id,
 
   if (gw->mosq)
     return 0;
-  if (!(gw->waiting_token = calloc(n + 1, sizeof(bool))) ||
-      !(gw->unauthorized_retried = calloc(n + 1, sizeof(bool)))) {
+  if (!(gw->waiting_token = bm_calloc(n + 1, sizeof(bool))) ||
+      !(gw->unauthorized_retried = bm_calloc(n + 1, sizeof(bool)))) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }

@@ -3,6 +3,8 @@
  */
 #include "idmap.h"
 
+#include "alloc.h"
+
 #include <stdlib.h>
 
 #define IDMAP_MAX_CAP ((size_t)1 << 28)
@@ -36,8 +38,8 @@ static int idmap_grow(struct bm_idmap *m)
 
   if (cap > IDMAP_MAX_CAP)
     return -1;
-  keys = calloc(cap, sizeof(*keys));
-  values = calloc(cap, sizeof(*values));
+  keys = bm_calloc(cap, sizeof(*keys));
+  values = bm_calloc(cap, sizeof(*values));
   if (!keys || !values) {
     free(keys);
     free(values);

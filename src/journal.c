@@ -16,6 +16,8 @@
  */
 #include "journal.h"
 
+#include "alloc.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -873,7 +875,7 @@ static int copy_file(int fd, uint64_t size, const char *name)
   int out = -1, status = -1, saved = 0;
   uint64_t off = 0;
 
-  buf = malloc(JOURNAL_WINDOW);
+  buf = bm_malloc(JOURNAL_WINDOW);
   if (!buf) {
     saved = errno;
     goto cleanup;
@@ -1060,7 +1062,7 @@ static int journal_recover(bm_journal_t *j, int *fdp,
     status = journal_init_empty(j, *fdp, err, errlen);
     goto cleanup;
   }
-  r.buf = malloc(JOURNAL_WINDOW);
+  r.buf = bm_malloc(JOURNAL_WINDOW);
   if (!r.buf) {
     set_err(err, errlen, "out of memory");
     goto cleanup;
@@ -1151,7 +1153,7 @@ bm_journal_t *bm_journal_open(const char *path,
     set_err(err, errlen, "journal path too long");
     goto cleanup;
   }
-  j = calloc(1, sizeof(*j) + n + 1);
+  j = bm_calloc(1, sizeof(*j) + n + 1);
   if (!j) {
     set_err(err, errlen, "out of memory");
     goto cleanup;
@@ -1367,7 +1369,7 @@ int bm_journal_compact(bm_journal_t *j, bm_journal_snapshot_cb cb, void *ctx)
 
   if (name_with_suffix(tmp, sizeof(tmp), j->path, ".tmp") < 0)
     goto fail;
-  s.buf = malloc(JOURNAL_OUT_BUF);
+  s.buf = bm_malloc(JOURNAL_OUT_BUF);
   if (!s.buf)
     goto fail;
 
@@ -1474,7 +1476,7 @@ int bm_journal_read(const char *path, bm_journal_replay_cb cb, void *ctx,
     goto cleanup;
   }
   info->file_size = (uint64_t)st.st_size;
-  r.buf = malloc(JOURNAL_WINDOW);
+  r.buf = bm_malloc(JOURNAL_WINDOW);
   if (!r.buf) {
     set_err(err, errlen, "out of memory");
     goto cleanup;

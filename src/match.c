@@ -3,6 +3,8 @@
  */
 #include "match.h"
 
+#include "alloc.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +26,7 @@ int bm_trigger_init(struct bm_trigger *t, const char *name)
     t->on[s] = -1;
   t->gateway = t->relay = -1;
   t->on_missing = -1;
-  t->name = strdup(name);
+  t->name = bm_strdup(name);
   return t->name ? 0 : -1;
 }
 
@@ -51,7 +53,7 @@ int bm_pattern_set(struct bm_pattern *p, enum bm_field f, const char *spec,
     snprintf(err, errlen, "option \"%s\": empty pattern", bm_field_name(f));
     return -1;
   }
-  p->text = p->is_regex ? strndup(spec + 1, len - 2) : strdup(spec);
+  p->text = p->is_regex ? bm_strndup(spec + 1, len - 2) : bm_strdup(spec);
   if (!p->text) {
     snprintf(err, errlen, "out of memory");
     return -1;
@@ -155,11 +157,11 @@ int bm_triggers_check_cycles(const struct bm_trigger *triggers, size_t n,
   /* Nodes are relays; edge i -> j through trigger k.  Depth-first search
    * with colours; small graphs (configuration time), so adjacency is
    * recomputed instead of stored. */
-  int *colour = calloc(n_relays + 1, sizeof(int));
-  int *via = calloc(n_relays + 1, sizeof(int));   /* trigger into a node */
-  int *from = calloc(n_relays + 1, sizeof(int));  /* DFS parent */
-  int *stack = calloc(n_relays + 1, sizeof(int));
-  size_t *next = calloc(n_relays + 1, sizeof(size_t)); /* next trigger */
+  int *colour = bm_calloc(n_relays + 1, sizeof(int));
+  int *via = bm_calloc(n_relays + 1, sizeof(int));   /* trigger into a node */
+  int *from = bm_calloc(n_relays + 1, sizeof(int));  /* DFS parent */
+  int *stack = bm_calloc(n_relays + 1, sizeof(int));
+  size_t *next = bm_calloc(n_relays + 1, sizeof(size_t)); /* next trigger */
   int status = 0;
 
   if (!colour || !via || !from || !stack || !next) {

@@ -10,6 +10,8 @@
  */
 #include "relay.h"
 
+#include "alloc.h"
+
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
@@ -137,7 +139,7 @@ static struct bm_event *events_push(struct bm_events *e, enum bm_event_kind k,
     struct bm_event *ev;
     if (cap > BM_EVENTS_MAX)
       cap = BM_EVENTS_MAX;
-    if (cap == e->cap || !(ev = realloc(e->ev, cap * sizeof(*ev)))) {
+    if (cap == e->cap || !(ev = bm_realloc(e->ev, cap * sizeof(*ev)))) {
       e->lost++;
       return NULL;
     }
@@ -168,7 +170,7 @@ static uint64_t addr_key(int64_t resource_id, int output)
 bm_relay_table_t *bm_relay_table_new(const struct bm_relay_policy *policy,
                                      const char *id_prefix)
 {
-  bm_relay_table_t *t = calloc(1, sizeof(*t));
+  bm_relay_table_t *t = bm_calloc(1, sizeof(*t));
   if (!t)
     return NULL;
   t->policy = *policy;
@@ -215,17 +217,17 @@ int bm_relay_table_add(bm_relay_table_t *t, const char *name,
     return -1;
   if (t->n == t->cap) {
     size_t cap = t->cap ? t->cap * 2 : 8;
-    struct relay *r = realloc(t->relays, cap * sizeof(*r));
+    struct relay *r = bm_realloc(t->relays, cap * sizeof(*r));
     int *q;
     if (!r)
       return -1;
     t->relays = r;
-    if (!(q = realloc(t->queue, cap * sizeof(*q))))
+    if (!(q = bm_realloc(t->queue, cap * sizeof(*q))))
       return -1;
     t->queue = q;
     t->cap = cap;
   }
-  if (!(copy = strdup(name)))
+  if (!(copy = bm_strdup(name)))
     return -1;
   /* Keys are hashes or packings that may collide: a new relay heads the
    * chain of the relays sharing its key. */
@@ -431,7 +433,7 @@ static bool command_allowed(bm_relay_table_t *t, int relay, double now,
     return false;
   }
   if (max > 0) {
-    if (!r->cmd_times && !(r->cmd_times = calloc((size_t)max, sizeof(double))))
+    if (!r->cmd_times && !(r->cmd_times = bm_calloc((size_t)max, sizeof(double))))
       return false;
     /* The oldest of the last `max` commands must be a minute old. */
     double oldest = r->cmd_times[r->cmd_next];
@@ -458,7 +460,7 @@ static void issue_command(bm_relay_table_t *t, int relay, double now,
 
   if (!command_allowed(t, relay, now, out))
     return;
-  if (!(p = calloc(1, sizeof(*p))))
+  if (!(p = bm_calloc(1, sizeof(*p))))
     return; /* stays marked-less; the next set_desired or tick retries */
   p->seq = ++t->seq;
   snprintf(p->corr, sizeof(p->corr), "%s-%llu", t->prefix,
@@ -516,7 +518,7 @@ bool bm_relay_table_set_desired(bm_relay_table_t *t, int relay, int status,
   assert(status == 0 || status == 1);
   if (status == r->desired && !r->stopped)
     return false; /* the same intent again changes nothing */
-  if (origin && (copy = strdup(origin))) {
+  if (origin && (copy = bm_strdup(origin))) {
     free(r->origin);
     r->origin = copy;
   }
@@ -766,7 +768,7 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
 static void record_switch(struct relay *r, double now)
 {
   if (!r->switches &&
-      !(r->switches = calloc(BM_RELAY_SWITCHES, sizeof(*r->switches))))
+      !(r->switches = bm_calloc(BM_RELAY_SWITCHES, sizeof(*r->switches))))
     return; /* limits then see no history: they hold nothing back */
   r->switches[r->sw_next] = now;
   r->sw_next = (r->sw_next + 1) % BM_RELAY_SWITCHES;
@@ -1057,7 +1059,7 @@ int bm_relay_table_resume(bm_relay_table_t *t, int relay,
 
   if (r->pending || (c->status != 0 && c->status != 1))
     return -1;
-  if (!(p = calloc(1, sizeof(*p))))
+  if (!(p = bm_calloc(1, sizeof(*p))))
     return -1;
   copy_str(p->corr, sizeof(p->corr), c->corr);
   p->hash = bm_idmap_hash(p->corr);
@@ -1077,7 +1079,7 @@ int bm_relay_table_resume(bm_relay_table_t *t, int relay,
   r->desired = (int8_t)c->status;
   r->attempt = p->attempt;
   snprintf(origin, sizeof(origin), "resumed after restart: %.104s", c->origin);
-  if ((copy = strdup(origin))) {
+  if ((copy = bm_strdup(origin))) {
     free(r->origin);
     r->origin = copy;
   }
@@ -1114,15 +1116,15 @@ int bm_relay_table_interlock(bm_relay_table_t *t, const int *relays, int n)
   for (int i = 0; i < n; i++)
     if (relays[i] < 0 || (size_t)relays[i] >= t->n)
       return -1;
-  if (!(grown = realloc(t->interlocks, (size_t)(g + 1) * sizeof(*t->interlocks))))
+  if (!(grown = bm_realloc(t->interlocks, (size_t)(g + 1) * sizeof(*t->interlocks))))
     return -1;
   t->interlocks = grown;
-  if (!(members = malloc((size_t)n * sizeof(*members))))
+  if (!(members = bm_malloc((size_t)n * sizeof(*members))))
     return -1;
   memcpy(members, relays, (size_t)n * sizeof(*members));
   for (int i = 0; i < n; i++) {
     struct relay *r = &t->relays[relays[i]];
-    int *gs = realloc(r->groups, (size_t)(r->n_groups + 1) * sizeof(*gs));
+    int *gs = bm_realloc(r->groups, (size_t)(r->n_groups + 1) * sizeof(*gs));
     if (!gs) {
       free(members);
       return -1; /* groups added to earlier members point past the end:

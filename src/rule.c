@@ -3,6 +3,8 @@
  */
 #include "rule.h"
 
+#include "alloc.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +17,7 @@ int bm_rule_init(struct bm_rule *r, const char *name)
   r->fail_safe = -1;
   r->decision = -1;
   r->on_at = r->off_at = NAN;
-  if (!(r->name = strdup(name)))
+  if (!(r->name = bm_strdup(name)))
     return -1;
   pthread_mutex_init(&r->lock, NULL);
   return 0;

@@ -3,6 +3,8 @@
  */
 #include "token.h"
 
+#include "alloc.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -362,7 +364,7 @@ out:
 bm_token_t *bm_token_new(const struct bm_token_conf *conf, int64_t now,
                          char *err, size_t errlen)
 {
-  bm_token_t *t = calloc(1, sizeof(*t));
+  bm_token_t *t = bm_calloc(1, sizeof(*t));
 
   if (!t) {
     snprintf(err, errlen, "out of memory");
