@@ -4,7 +4,8 @@
 
 BM_DEPS="build-essential autoconf automake libtool pkg-config \
 collectd-core collectd-dev libmosquitto-dev mosquitto mosquitto-clients \
-libyajl-dev libssl-dev openssl socat valgrind procps clang libclang-rt-14-dev"
+libyajl-dev libssl-dev openssl socat valgrind procps clang libclang-rt-14-dev \
+prometheus libmicrohttpd12 libprotobuf-c1 curl jq influxdb influxdb-client"
 
 bm_install_deps() {
   local missing=() p
