@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +32,7 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 
 #include "idmap.h"
 #include "journal.h"
@@ -235,8 +237,9 @@ static void refuse_without_token(bm_gateway_t *gw)
 }
 
 /* After "unauthorized": renew or reload the token once and retry once;
- * otherwise the relay waits for a new token. */
-static void after_unauthorized(bm_gateway_t *gw, const struct bm_event *ev)
+ * otherwise the relay waits for a new token.  A retried command's end is
+ * only a WARNING: the FAILURE is for the retry that fails too. */
+static void after_unauthorized(bm_gateway_t *gw, struct bm_event *ev)
 {
   char before[13];
 
@@ -253,6 +256,10 @@ static void after_unauthorized(bm_gateway_t *gw, const struct bm_event *ev)
                                  "retry after unauthorized with a new token",
                                  now_mono());
       pthread_mutex_unlock(&gw->lock);
+      ev->severity = BM_SEV_WARNING;
+      snprintf(ev->reason + strlen(ev->reason),
+               sizeof(ev->reason) - strlen(ev->reason),
+               "; retrying once with a new token");
       return;
     }
   }
@@ -775,7 +782,7 @@ static void run_events(bm_gateway_t *gw)
     BM_ERROR("gateway \"%s\": out of memory: %zu relay events lost",
              gw->conf.name, gw->events.lost);
   for (size_t i = 0; i < gw->events.n; i++) {
-    const struct bm_event *ev = &gw->events.ev[i];
+    struct bm_event *ev = &gw->events.ev[i];
     if (ev->kind == BM_EV_PUBLISH)
       publish_command(gw, ev);
     if (ev->kind == BM_EV_ACK && ev->result == BM_RESULT_SENT)
@@ -1102,8 +1109,13 @@ static int tls_setup(bm_gateway_t *gw)
              c->name, mosquitto_strerror(rc));
     return -1;
   }
+  /* libmosquitto wants a CA file or directory even when the system store
+   * is used: OpenSSL's default directory satisfies it (and the store,
+   * SSL_CERT_FILE and SSL_CERT_DIR included, is what verifies). */
   rc = mosquitto_tls_set(gw->mosq, c->ca_file[0] ? c->ca_file : NULL,
-                         c->ca_path[0] ? c->ca_path : NULL,
+                         c->ca_path[0] ? c->ca_path
+                         : c->ca_file[0] ? NULL
+                                         : X509_get_default_cert_dir(),
                          c->cert_file[0] ? c->cert_file : NULL,
                          c->key_file[0] ? c->key_file : NULL,
                          c->key_password[0] ? key_password_cb : NULL);
@@ -1407,6 +1419,9 @@ void *bm_gateway_run(void *arg)
     pfd[1].fd = sock;
     pfd[1].events = POLLIN | (mosquitto_want_write(gw->mosq) ? POLLOUT : 0);
     pfd[0].revents = pfd[1].revents = 0;
+    /* Between attempts the old socket may linger, hung up: not polled. */
+    if (gw->session == SESSION_IDLE)
+      sock = -1;
     n = poll(pfd, sock >= 0 ? 2 : 1, timeout_ms);
     if (n < 0 && errno != EINTR) {
       BM_ERROR("gateway \"%s\": poll failed: %s", gw->conf.name,
@@ -1422,6 +1437,21 @@ void *bm_gateway_run(void *arg)
     }
 
     /* 4. MQTT I/O; callbacks run inside these calls */
+    if (sock >= 0 && gw->session == SESSION_CONNECTING &&
+        (pfd[1].revents & (POLLHUP | POLLERR))) {
+      /* A refused or failed TCP connect (libmosquitto's TLS connect would
+       * otherwise poll a dead socket until the keepalive). */
+      int soerr = 0;
+      socklen_t len = sizeof(soerr);
+      if (getsockopt(sock, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
+        soerr = errno;
+      if (soerr || (pfd[1].revents & POLLHUP)) {
+        mosquitto_disconnect(gw->mosq);
+        session_lost(gw, soerr ? strerror(soerr)
+                               : "connection refused or closed by the broker");
+        continue;
+      }
+    }
     if (sock >= 0 && gw->session != SESSION_IDLE) {
       int rc = MOSQ_ERR_SUCCESS;
       if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))

@@ -287,6 +287,7 @@ static int refresh_command(bm_token_t *t, char *err, size_t errlen)
   }
   if (pid == 0) {
     int null = open("/dev/null", O_RDONLY);
+    setpgid(0, 0); /* its own group: a timeout kills whatever it started */
     if (null >= 0)
       dup2(null, STDIN_FILENO);
     dup2(fds[1], STDOUT_FILENO);
@@ -308,7 +309,7 @@ static int refresh_command(bm_token_t *t, char *err, size_t errlen)
     if (spent >= t->conf.command_timeout) {
       snprintf(err, errlen, "TokenCommand did not finish within %g s",
                t->conf.command_timeout);
-      kill(pid, SIGKILL);
+      kill(-pid, SIGKILL);
       goto reap;
     }
     n = poll(&p, 1, (int)((t->conf.command_timeout - spent) * 1000) + 1);
@@ -325,7 +326,7 @@ static int refresh_command(bm_token_t *t, char *err, size_t errlen)
     if (len == sizeof(buf) - 1) {
       snprintf(err, errlen, "TokenCommand printed more than %d bytes",
                TOKEN_MAX);
-      kill(pid, SIGKILL);
+      kill(-pid, SIGKILL);
       goto reap;
     }
   }

@@ -12,10 +12,11 @@ GWSIM=$top_builddir/bimetri-gwsim
 APP_TOPIC=application/third-party/flexyWattApp/1
 
 # plant_token [LIFETIME_S [FILE]]: writes the shared secret ($T/secret) and a
-# token signed with it (default $T/token), valid for LIFETIME_S (3600).
+# token signed with it (default $T/token), valid for LIFETIME_S (86400,
+# beyond the default TokenWarn).
 plant_token() {
   [[ -f $T/secret ]] || printf 'integration-secret-%s' "$RANDOM$RANDOM$RANDOM$RANDOM" >"$T/secret"
-  "$GWSIM" --secret-file "$T/secret" --print-token "${1:-3600}" >"${2:-$T/token}"
+  "$GWSIM" --secret-file "$T/secret" --print-token "${1:-86400}" >"${2:-$T/token}"
 }
 
 # plant_conf [GATEWAY_OPTIONS [MORE_BLOCKS]]: prints the <Plugin bimetri>
@@ -60,7 +61,7 @@ EOF2
 # per interval, so wait for a counter with wait_val.
 val() {
   case $1 in
-  operations-*) bm_csv_last "testhost/bimetri-plant1/$1" ;;
+  operations-* | timestamp-*) bm_csv_last "testhost/bimetri-plant1/$1" ;;
   *) bm_getval "testhost/bimetri-plant1/$1" ;;
   esac
 }
