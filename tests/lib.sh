@@ -840,6 +840,28 @@ _bm_make_plugin_dir() {
 # _bm_sanitizer_env: prints VAR=value words for `env` so that an
 # uninstrumented collectd can load a bimetri.so built with
 # --enable-sanitizers (the ASan runtime must come first).
+# bm_plugin_is_asan: true when the built bimetri.so is instrumented with
+# AddressSanitizer (configure --enable-sanitizers).
+bm_plugin_is_asan() {
+  [[ $(ldd "$top_builddir/.libs/bimetri.so" 2>/dev/null) == *libasan* ]]
+}
+
+# bm_skip DESC REASON: a test point skipped for a stated reason (TAP
+# "# SKIP"), for checks that cannot mean anything in this build, never for a
+# missing install.
+bm_skip() {
+  _BM_N=$((_BM_N + 1))
+  echo "ok $_BM_N - $1 # SKIP $2"
+}
+
+# bm_skip_all REASON: the whole test cannot mean anything in this build
+# (TAP "1..0 # SKIP"); cleans up and exits.
+bm_skip_all() {
+  echo "1..0 # SKIP $1"
+  _BM_DONE=1
+  exit 0
+}
+
 _bm_sanitizer_env() {
   local so=$T/plugins/bimetri.so lib
   [[ -f $so ]] || return 0

@@ -5,6 +5,8 @@
 BM_TEST_TIMEOUT=${BM_TEST_TIMEOUT:-240}
 . "$top_srcdir/tests/integration/plant.sh"
 
+bm_plugin_is_asan && bm_skip_all "valgrind cannot run an ASan-built plugin; the build without sanitizers runs this test"
+
 plant_token
 bm_start_broker
 bm_start_gwsim --secret-file "$T/secret" --delay 100
