@@ -384,13 +384,34 @@ static void default_journal_file(char *buf, size_t size, const char *gateway)
            gateway);
 }
 
+/* A journal path as a key: its directory resolved (symbolic links, "."
+ * and "..") when it exists, so two spellings of one file compare equal. */
+static void canonical_path(const char *path, char *out, size_t size)
+{
+  char dir[BM_GW_PATH_SIZE], real[PATH_MAX];
+  const char *slash = strrchr(path, '/');
+
+  if (!slash) {
+    snprintf(dir, sizeof(dir), ".");
+    slash = path - 1;
+  } else {
+    snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    if (!dir[0])
+      snprintf(dir, sizeof(dir), "/");
+  }
+  if (realpath(dir, real))
+    snprintf(out, size, "%s/%s", strcmp(real, "/") ? real : "", slash + 1);
+  else
+    snprintf(out, size, "%s", path);
+}
+
 static int conf_gateway(const oconfig_item_t *ci)
 {
   struct bm_gateway_conf *c = NULL;
   struct relay_conf *relays = NULL;
   size_t relays_n = 0;
   bm_gateway_t *gw = NULL;
-  char block[96], err[512];
+  char block[96], err[512], journal_key[BM_GW_PATH_SIZE];
   bool has_app = false, has_inst = false, has_user = false, has_org = false,
        has_pass = false, has_port = false, manual_control = false;
   int token_sources = 0;
@@ -682,8 +703,9 @@ static int conf_gateway(const oconfig_item_t *ci)
   }
   if (!c->journal_file[0])
     default_journal_file(c->journal_file, sizeof(c->journal_file), c->name);
+  canonical_path(c->journal_file, journal_key, sizeof(journal_key));
   for (size_t i = 0; i < gateways_n; i++) {
-    if (strcmp(gateways[i].journal_file, c->journal_file) == 0) {
+    if (strcmp(gateways[i].journal_file, journal_key) == 0) {
       ERROR(PLUGIN_NAME " plugin: %s: option \"JournalFile\": \"%s\" is "
                         "the journal of another Gateway already",
             block, c->journal_file);
@@ -720,7 +742,7 @@ static int conf_gateway(const oconfig_item_t *ci)
     gateways[gateways_n].manual_control[i] =
         relays[i].manual_control < 0 ? manual_control
                                      : relays[i].manual_control != 0;
-  sstrncpy(gateways[gateways_n].journal_file, c->journal_file,
+  sstrncpy(gateways[gateways_n].journal_file, journal_key,
            sizeof(gateways[gateways_n].journal_file));
   gateways[gateways_n++].gw = gw;
   gw = NULL;
@@ -1245,6 +1267,22 @@ static void dispatch_restored(struct gateway_slot *s)
   }
 }
 
+/* Stops and joins the Gateway threads that run. */
+static void stop_gateways(void)
+{
+  for (size_t i = 0; i < gateways_n; i++)
+    if (gateways[i].running)
+      bm_gateway_stop(gateways[i].gw);
+  for (size_t i = 0; i < gateways_n; i++) {
+    if (gateways[i].running)
+      pthread_join(gateways[i].thread, NULL);
+    gateways[i].running = false;
+  }
+}
+
+/* All or nothing: every Gateway's journal and client first, then the
+ * threads; a failure anywhere leaves none running (collectd unloads the
+ * plugin, and a half-started one would switch relays unseen). */
 static int bimetri_init(void)
 {
   if (config_failed) {
@@ -1253,23 +1291,30 @@ static int bimetri_init(void)
     return -1;
   }
   for (size_t i = 0; i < gateways_n; i++) {
-    char name[16], client_id[BM_GW_STR_SIZE], err[256];
+    char client_id[BM_GW_STR_SIZE], err[256];
 
-    if (gateways[i].running)
-      continue;
     default_client_id(client_id, sizeof(client_id),
                       bm_gateway_name(gateways[i].gw));
     if (bm_gateway_open(gateways[i].gw, client_id, err, sizeof(err)) != 0) {
-      ERROR(PLUGIN_NAME " plugin: gateway \"%s\": %s",
+      ERROR(PLUGIN_NAME " plugin: gateway \"%s\": %s; the plugin does not "
+                        "start",
             bm_gateway_name(gateways[i].gw), err);
       return -1;
     }
+  }
+  for (size_t i = 0; i < gateways_n; i++) {
+    char name[16];
+
+    if (gateways[i].running)
+      continue;
     dispatch_restored(&gateways[i]);
     snprintf(name, sizeof(name), "bimetri#%zu", i);
     if (plugin_thread_create(&gateways[i].thread, gateway_thread,
                              gateways[i].gw, name) != 0) {
-      ERROR(PLUGIN_NAME " plugin: gateway \"%s\": cannot start its thread",
+      ERROR(PLUGIN_NAME " plugin: gateway \"%s\": cannot start its thread; "
+                        "the plugin does not start",
             bm_gateway_name(gateways[i].gw));
+      stop_gateways();
       return -1;
     }
     gateways[i].running = true;
@@ -1561,16 +1606,11 @@ static int bimetri_notification(const notification_t *n, user_data_t *ud)
 static int bimetri_shutdown(void)
 {
   started = false;
-  for (size_t i = 0; i < gateways_n; i++)
-    if (gateways[i].running)
-      bm_gateway_stop(gateways[i].gw);
+  stop_gateways();
   for (size_t i = 0; i < gateways_n; i++) {
-    if (gateways[i].running)
-      pthread_join(gateways[i].thread, NULL);
     bm_gateway_free(gateways[i].gw);
     free(gateways[i].views);
     free(gateways[i].manual_control);
-    gateways[i].running = false;
   }
   gateways_n = 0;
   for (size_t i = 0; i < triggers_n; i++)

@@ -119,7 +119,7 @@ start_collectd "$SHORT"
 bm_like "$(log_from "$mark" | grep 'records replayed')" '1 commands resumed' \
   "the expired command ($y) was resumed from the journal"
 bm_check "it times out as live: a WARNING naming its correlationId" \
-  bm_wait_log "$T/collectd.log" "Notification: severity = WARNING, .*type = relay_command, type_instance = pump, message = command to switch relay \"pump\" on \(correlationId \"$y\", attempt 1\) ended: no notification within 3 s" 10
+  bm_wait_log "$T/collectd.log" "Notification: severity = WARNING, .*type = relay_result, type_instance = pump, message = command to switch relay \"pump\" on \(correlationId \"$y\", attempt 1\) ended: no notification within 3 s" 10
 bm_check "the pump is confirmed on by the retry" wait_val bool-pump 1 10
 bm_is "$(count "$CMD_LOG" "\"correlationId\":\"$y\"")" 1 "the expired command was not published again"
 z=$(corr_of "$(grep '"status":1}}$' "$CMD_LOG" | tail -1)")
