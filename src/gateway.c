@@ -44,6 +44,7 @@
 #define BACKOFF_MIN 1.0
 #define BACKOFF_MAX 60.0
 #define COMPLAIN_INTERVAL 10.0
+#define STABLE_SESSION 1.0 /* s a session must last to reset the backoff */
 #define TOKEN_MAX (BM_MSG_TOKEN_SIZE - 1)
 
 enum session {
@@ -72,6 +73,7 @@ struct bm_gateway {
   int sub_mid;
   double reconnect_at;
   double backoff;
+  double ready_at;       /* when the session last became ready */
   struct bm_events events;
   struct bm_command cmd;           /* reused: holds the token */
   char payload[BM_MSG_TOKEN_SIZE + 4096];
@@ -816,10 +818,17 @@ static void set_ready(bm_gateway_t *gw, bool ready)
 
 static void session_lost(bm_gateway_t *gw, const char *why)
 {
+  double now = now_mono();
+
   if (gw->session == SESSION_IDLE)
     return;
+  /* Only a session that lasted resets the backoff: one that a broker drops
+   * right after it is ready (every PUBLISH cut, a crash loop) must not
+   * bring back a reconnect a second. */
+  if (gw->session == SESSION_READY && now - gw->ready_at >= STABLE_SESSION)
+    gw->backoff = BACKOFF_MIN;
   gw->session = SESSION_IDLE;
-  gw->reconnect_at = now_mono() + gw->backoff;
+  gw->reconnect_at = now + gw->backoff;
   BM_WARNING("gateway \"%s\": connection to %s:%d lost (%s); reconnecting in "
              "%g s",
              gw->conf.name, gw->conf.host, gw->conf.port, why, gw->backoff);
@@ -879,7 +888,7 @@ static void on_subscribe(struct mosquitto *m, void *obj, int mid, int count,
                "duplicates are expected and ignored",
                gw->conf.name, granted[0], gw->conf.qos);
   gw->session = SESSION_READY;
-  gw->backoff = BACKOFF_MIN;
+  gw->ready_at = now_mono();
   set_ready(gw, true);
 }
 
