@@ -107,18 +107,29 @@ static const char *conf_add_file(bm_conf_t *conf, const char *name)
   return copy;
 }
 
+/* Arrays only grow at their end, so their capacity needs no field: it is
+ * the next power of two at or above the count.  Returns the capacity to
+ * grow to before element n is appended, or 0 when there is room. */
+static size_t grow_to(size_t n)
+{
+  return n == 0 ? 4 : n >= 4 && (n & (n - 1)) == 0 ? 2 * n : 0;
+}
+
 /* Appends a zeroed child to parent; NULL when out of memory. */
 static struct bm_conf_item *item_add_child(struct bm_conf_item *parent)
 {
-  struct bm_conf_item *grown;
+  size_t cap = grow_to(parent->children_num);
 
-  grown = realloc(parent->children,
-                  (parent->children_num + 1) * sizeof(*parent->children));
-  if (!grown)
-    return NULL;
-  parent->children = grown;
-  memset(&grown[parent->children_num], 0, sizeof(*grown));
-  return &grown[parent->children_num++];
+  if (cap) {
+    struct bm_conf_item *grown =
+        realloc(parent->children, cap * sizeof(*parent->children));
+    if (!grown)
+      return NULL;
+    parent->children = grown;
+  }
+  memset(&parent->children[parent->children_num], 0,
+         sizeof(*parent->children));
+  return &parent->children[parent->children_num++];
 }
 
 /* Moves `child` (its contents, not copied) to the end of parent's
@@ -483,10 +494,13 @@ static int add_value(struct parser *ps, struct bm_conf_item *it,
   if (it->values_num == BM_CONF_MAX_VALUES)
     return fail(ps, t->line, "more than %d values for \"%s\"",
                 BM_CONF_MAX_VALUES, it->key);
-  if (!(grown = realloc(it->values, (it->values_num + 1) * sizeof(*grown))))
-    return fail(ps, t->line, "out of memory");
-  it->values = grown;
-  v = &grown[it->values_num];
+  if (grow_to(it->values_num)) {
+    if (!(grown = realloc(it->values,
+                          grow_to(it->values_num) * sizeof(*grown))))
+      return fail(ps, t->line, "out of memory");
+    it->values = grown;
+  }
+  v = &it->values[it->values_num];
   memset(v, 0, sizeof(*v));
 
   if (t->kind == TOK_STRING) {

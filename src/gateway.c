@@ -74,6 +74,9 @@ struct bm_gateway {
   double reconnect_at;
   double backoff;
   double ready_at;       /* when the session last became ready */
+  int unacked;           /* our publications the broker has not acked */
+  int granted_qos;       /* of the subscription, -1 before the first */
+  double published_at;   /* last publication */
   struct bm_events events;
   struct bm_command cmd;           /* reused: holds the token */
   char payload[BM_MSG_TOKEN_SIZE + 4096];
@@ -91,6 +94,8 @@ struct bm_gateway {
   double complained_at;
   unsigned long complaints_suppressed;
 };
+
+static void client_reset(bm_gateway_t *gw);
 
 static double now_mono(void)
 {
@@ -758,6 +763,10 @@ static void publish_command(bm_gateway_t *gw, const struct bm_event *ev)
   }
   rc = mosquitto_publish(gw->mosq, NULL, gw->conf.command_topic, len,
                          gw->payload, gw->conf.qos, false);
+  if (rc == MOSQ_ERR_SUCCESS && gw->conf.qos > 0) {
+    gw->unacked++;
+    gw->published_at = now_mono();
+  }
   /* The payload held the token. */
   memset(gw->payload, 0, (size_t)len);
   if (rc != MOSQ_ERR_SUCCESS) {
@@ -791,6 +800,8 @@ static void run_events(bm_gateway_t *gw)
       gw->unauthorized_retried[ev->relay] = false;
     if (ev->kind == BM_EV_END && ev->outcome == BM_OP_UNAUTHORIZED)
       after_unauthorized(gw, ev);
+    if (ev->kind == BM_EV_END && ev->outcome == BM_OP_GAVE_UP && gw->unacked > 0)
+      client_reset(gw);
     if (gw->hooks.event)
       gw->hooks.event(gw->hooks.ctx, gw->conf.name, ev);
   }
@@ -832,6 +843,13 @@ static void session_lost(bm_gateway_t *gw, const char *why)
   BM_WARNING("gateway \"%s\": connection to %s:%d lost (%s); reconnecting in "
              "%g s",
              gw->conf.name, gw->conf.host, gw->conf.port, why, gw->backoff);
+  if (gw->granted_qos >= 0 && gw->granted_qos < gw->conf.qos &&
+      gw->unacked > 0 && now - gw->published_at < 2.0)
+    BM_ERROR("gateway \"%s\": the broker closed the connection right after a "
+             "QoS %d publication; it subscribed us at QoS %d only, so it "
+             "refuses QoS %d: set \"QoS %d\" in the Gateway block",
+             gw->conf.name, gw->conf.qos, gw->granted_qos, gw->conf.qos,
+             gw->granted_qos);
   gw->backoff = fmin(gw->backoff * 2, BACKOFF_MAX);
   set_ready(gw, false);
 }
@@ -883,13 +901,28 @@ static void on_subscribe(struct mosquitto *m, void *obj, int mid, int count,
           "(granted QoS %d, session %s)",
           gw->conf.name, gw->conf.host, gw->conf.port, gw->conf.client_id,
           gw->topic, granted[0], gw->session_present ? "resumed" : "new");
-  if (granted[0] < gw->conf.qos)
+  if (granted[0] < gw->conf.qos && granted[0] != gw->granted_qos)
     BM_WARNING("gateway \"%s\": broker granted QoS %d below the requested %d: "
                "duplicates are expected and ignored",
                gw->conf.name, granted[0], gw->conf.qos);
+  gw->granted_qos = granted[0];
   gw->session = SESSION_READY;
   gw->ready_at = now_mono();
   set_ready(gw, true);
+}
+
+/* The broker acknowledged a publication (PUBACK, or PUBCOMP at QoS 2). */
+static void on_publish(struct mosquitto *m, void *obj, int mid, int reason,
+                       const mosquitto_property *props)
+{
+  bm_gateway_t *gw = obj;
+
+  (void)m;
+  (void)mid;
+  (void)reason;
+  (void)props;
+  if (gw->unacked > 0)
+    gw->unacked--;
 }
 
 static void on_disconnect(struct mosquitto *m, void *obj, int rc,
@@ -1025,6 +1058,7 @@ bm_gateway_t *bm_gateway_new(const struct bm_gateway_conf *conf,
     gw->hooks = *hooks;
   gw->wake_fd = -1;
   gw->backoff = BACKOFF_MIN;
+  gw->granted_qos = -1;
   pthread_mutex_init(&gw->lock, NULL);
   snprintf(gw->topic, sizeof(gw->topic), "application/third-party/%s/%s",
            conf->app_name, conf->instance_id);
@@ -1159,34 +1193,19 @@ bool bm_gateway_token_expiry(bm_gateway_t *gw, int64_t *exp)
   return has;
 }
 
-int bm_gateway_open(bm_gateway_t *gw, const char *default_client_id,
-                    char *err, size_t errlen)
+/* Callbacks and options of a new (or reinitialised) MQTT client. */
+static int client_setup(bm_gateway_t *gw, char *err, size_t errlen)
 {
   int rc;
-  size_t n = bm_relay_table_size(gw->table);
 
-  if (gw->mosq)
-    return 0;
-  if (!(gw->waiting_token = bm_calloc(n + 1, sizeof(bool))) ||
-      !(gw->unauthorized_retried = bm_calloc(n + 1, sizeof(bool)))) {
-    snprintf(err, errlen, "out of memory");
-    return -1;
-  }
-  if (gw->conf.journal_file[0] && journal_restore(gw, err, errlen) != 0)
-    return -1;
-  if (!gw->conf.client_id[0])
-    snprintf(gw->conf.client_id, sizeof(gw->conf.client_id), "%s",
-             default_client_id);
-  if (!(gw->mosq = mosquitto_new(gw->conf.client_id, false, gw))) {
-    snprintf(err, errlen, "cannot create the MQTT client: %s",
-             strerror(errno));
-    return -1;
-  }
   mosquitto_connect_v5_callback_set(gw->mosq, on_connect);
   mosquitto_subscribe_v5_callback_set(gw->mosq, on_subscribe);
   mosquitto_disconnect_v5_callback_set(gw->mosq, on_disconnect);
   mosquitto_message_v5_callback_set(gw->mosq, on_message);
+  mosquitto_publish_v5_callback_set(gw->mosq, on_publish);
   mosquitto_log_callback_set(gw->mosq, on_mosq_log);
+  gw->tls_ready = false;
+  gw->unacked = 0;
   rc = mosquitto_int_option(gw->mosq, MOSQ_OPT_PROTOCOL_VERSION,
                             gw->conf.protocol_version == 5   ? MQTT_PROTOCOL_V5
                             : gw->conf.protocol_version == 3 ? MQTT_PROTOCOL_V31
@@ -1207,6 +1226,55 @@ int bm_gateway_open(bm_gateway_t *gw, const char *default_client_id,
     }
   }
   return 0;
+}
+
+/* Forgets every publication libmosquitto still holds: after a give-up, a
+ * command the broker never acknowledged must not be sent again at every
+ * reconnect, nor be delivered long after it was reported as given up.
+ * Commands still pending in the table time out and retry as usual. */
+static void client_reset(bm_gateway_t *gw)
+{
+  char err[256];
+
+  BM_WARNING("gateway \"%s\": %d publication%s the broker never acknowledged "
+             "dropped with the client's state; reconnecting afresh",
+             gw->conf.name, gw->unacked, gw->unacked == 1 ? "" : "s");
+  if (gw->session != SESSION_IDLE)
+    mosquitto_disconnect(gw->mosq);
+  if (mosquitto_reinitialise(gw->mosq, gw->conf.client_id, false, gw) !=
+          MOSQ_ERR_SUCCESS ||
+      client_setup(gw, err, sizeof(err)) != 0)
+    BM_ERROR("gateway \"%s\": cannot reinitialise the MQTT client", gw->conf.name);
+  if (gw->session != SESSION_IDLE) {
+    gw->session = SESSION_IDLE;
+    gw->reconnect_at = now_mono() + gw->backoff;
+    set_ready(gw, false);
+  }
+}
+
+int bm_gateway_open(bm_gateway_t *gw, const char *default_client_id,
+                    char *err, size_t errlen)
+{
+  size_t n = bm_relay_table_size(gw->table);
+
+  if (gw->mosq)
+    return 0;
+  if (!(gw->waiting_token = bm_calloc(n + 1, sizeof(bool))) ||
+      !(gw->unauthorized_retried = bm_calloc(n + 1, sizeof(bool)))) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  if (gw->conf.journal_file[0] && journal_restore(gw, err, errlen) != 0)
+    return -1;
+  if (!gw->conf.client_id[0])
+    snprintf(gw->conf.client_id, sizeof(gw->conf.client_id), "%s",
+             default_client_id);
+  if (!(gw->mosq = mosquitto_new(gw->conf.client_id, false, gw))) {
+    snprintf(err, errlen, "cannot create the MQTT client: %s",
+             strerror(errno));
+    return -1;
+  }
+  return client_setup(gw, err, errlen);
 }
 
 void bm_gateway_free(bm_gateway_t *gw)

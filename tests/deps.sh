@@ -5,7 +5,7 @@
 BM_DEPS="build-essential autoconf automake libtool pkg-config \
 collectd-core collectd-dev libmosquitto-dev mosquitto mosquitto-clients \
 libyajl-dev libssl-dev openssl socat valgrind procps clang libclang-rt-14-dev \
-prometheus libmicrohttpd12 libprotobuf-c1 curl jq influxdb influxdb-client"
+prometheus libmicrohttpd12 libprotobuf-c1 curl jq influxdb influxdb-client python3"
 
 bm_install_deps() {
   local missing=() p
