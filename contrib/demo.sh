@@ -13,7 +13,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 build=${BM_BUILD_DIR:-$here/build}
 # shellcheck source=tests/deps.sh
 . "$here/tests/deps.sh"
-bm_install_deps
+bm_install_deps $BM_DEPS_BUILD
 
 if [ ! -x "$build/bimetri-gwsim" ] || [ ! -f "$build/.libs/bimetri.so" ]; then
   echo "== building"
