@@ -8,7 +8,8 @@
  * Built and run by bench/run, which tabulates what this prints; alone:
  *
  *   cc -O2 -D_GNU_SOURCE -Isrc -o journal_bench bench/journal_bench.c \
- *      src/journal.c src/crc32c.c src/log.c src/idmap.c -lpthread
+ *      src/journal.c src/crc32c.c src/log.c src/idmap.c [src/alloc.c] \
+ *      -lpthread
  *   ./journal_bench [--records N] [--relays N] [--runs N] [--seconds S]
  *                   [--concurrency N] [--dir DIR]
  *
@@ -33,7 +34,8 @@
  *      --relays relays.  It is fsync'd once, untimed.
  *   2. Replay: bm_journal_open with the callback folding records into
  *      per-relay state like gateway.c's replay_record (relay lookup through
- *      an idmap, the correlationId map, the pending command copied).  Warm
+ *      an idmap, the correlationId map, the pending command copied, the
+ *      times of confirmed changes kept for the switch limits).  Warm
  *      (file in the page cache) and cold (its pages dropped with
  *      posix_fadvise DONTNEED first).  Peers: a read() loop over the same
  *      file with the journal's 64 KiB window, summing the bytes (the
@@ -42,11 +44,12 @@
  *   3. bm_journal_read of the same file, warm, with the same fold.
  *   4. Compaction: a copy of the journal is opened (replayed, untimed),
  *      then bm_journal_compact writes the snapshot gateway.c's
- *      snapshot_emit would (a SEQ, a STATE per relay, the pending commands)
- *      and replaces the journal.  Peer: the same bytes written to a
- *      temporary file, fsync, rename over a copy of the same old journal,
- *      close of the old file, directory fsync: the durable replace alone.
- *      Also the compacted size, beside the journal it replaced.
+ *      snapshot_emit would (a SEQ, a STATE per relay with its last change
+ *      times, the pending commands) and replaces the journal.  Peer: the
+ *      same bytes written to a temporary file, fsync, rename over a copy of
+ *      the same old journal, close of the old file (freeing it), directory
+ *      fsync: the durable replace alone.  Also the compacted size, beside
+ *      the journal it replaced.
  *   5. Group commit: --concurrency trigger threads each want one command
  *      durable at a time (closed loop).  One writer thread, the gateway
  *      thread, takes every queued command, appends their COMMAND records,
@@ -54,13 +57,20 @@
  *      Peer: the same threads, each appending its COMMAND and calling
  *      bm_journal_sync under a mutex: fsync per write, same code and file.
  *      Measured over --seconds after a short warm-up, fresh journal per
- *      run.  Also with one trigger, where no batching is possible.
+ *      run.  Also with one trigger, where no batching is possible, and
+ *      the journal alone: one thread appending --concurrency records per
+ *      bm_journal_sync, beside the one-trigger fsync per write.
+ *
+ * The phases that time fsyncs (4, 5) start after sync() and a pause, so
+ * that the writeback of the copies made before does not land on them, and
+ * ours and the peer take turns at going first.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -232,6 +242,14 @@ static unsigned char *slurp(const char *path, size_t *len)
   return buf;
 }
 
+/* Lets the writeback of what earlier phases wrote finish before a phase
+ * that times fsyncs, so that it does not pay for it. */
+static void settle(void)
+{
+  sync();
+  sleep_s(1.0);
+}
+
 /* Drops the file's clean pages from the page cache: the next read comes
  * from the disk, as after a reboot. */
 static void drop_cache(const char *path)
@@ -247,25 +265,63 @@ static void drop_cache(const char *path)
   close_or_die(fd, path);
 }
 
+/* Every file the benchmark may leave in bench_dir, as full paths made
+ * once, so that a signal handler can remove them without formatting. */
+static const char *const bench_files[] = {
+    "master.journal", "work.journal", "work.journal.tmp", "peer.journal",
+    "peer.journal.tmp", "commit.journal", "commit.journal.tmp"};
+#define BENCH_NFILES (sizeof(bench_files) / sizeof(bench_files[0]))
+static char bench_paths[BENCH_NFILES][PATH_MAX];
+
+static void cleanup_files(void)
+{
+  for (size_t i = 0; i < BENCH_NFILES; i++)
+    if (bench_paths[i][0])
+      (void)unlink(bench_paths[i]); /* most are already gone */
+}
+
 static void cleanup_dir(void)
 {
-  static const char *names[] = {"master.journal", "work.journal",
-                                "work.journal.tmp", "peer.journal",
-                                "peer.journal.tmp", "commit.journal",
-                                "commit.journal.tmp"};
-  char path[PATH_MAX];
-
   if (!bench_dir[0])
     return;
-  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-    int n = snprintf(path, sizeof(path), "%s/%s", bench_dir, names[i]);
-    if (n > 0 && (size_t)n < sizeof(path))
-      (void)unlink(path); /* most are already gone */
-  }
+  cleanup_files();
   if (rmdir(bench_dir) < 0)
     fprintf(stderr, "journal_bench: cannot remove %s: %s\n", bench_dir,
             strerror(errno));
   bench_dir[0] = '\0';
+}
+
+/* SIGINT, SIGTERM, SIGHUP: remove the files (unlink and rmdir are
+ * async-signal-safe), then die of the signal as if not caught. */
+static void on_signal(int sig)
+{
+  cleanup_files();
+  if (bench_dir[0])
+    (void)rmdir(bench_dir);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+static void cleanup_init(void)
+{
+  static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+  struct sigaction sa;
+
+  for (size_t i = 0; i < BENCH_NFILES; i++)
+    path_in_dir(bench_paths[i], sizeof(bench_paths[i]), bench_files[i]);
+  if (atexit(cleanup_dir) != 0)
+    die("atexit failed");
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+    struct sigaction old;
+    /* a signal ignored on entry (nohup, a background job) stays ignored */
+    if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+      continue;
+    if (sigaction(sigs[i], &sa, NULL) != 0)
+      die("sigaction: %s", strerror(errno));
+  }
 }
 
 /* --- series and output ------------------------------------------------- */
@@ -478,6 +534,8 @@ struct fold_relay {
   int confirmed;          /* -1 unknown */
   bool by_command;
   uint64_t confirmed_seq;
+  int n_switches;         /* confirmed change times, oldest first */
+  int64_t switches[BM_JREC_SWITCHES_MAX];
   bool has_pending, acked;
   struct bm_jrec_command pending;
   int64_t published_ms;
@@ -533,6 +591,18 @@ static uint64_t corr_seq(const char *corr)
   for (p = corr + 17; *p >= '0' && *p <= '9'; p++)
     seq = seq * 10 + (uint64_t)(*p - '0');
   return *p ? 0 : seq;
+}
+
+/* gateway.c's replay_switch: remembers a confirmed change, keeping the
+ * last BM_JREC_SWITCHES_MAX. */
+static void fold_switch(struct fold_relay *r, int64_t ms)
+{
+  if (r->n_switches == BM_JREC_SWITCHES_MAX) {
+    memmove(&r->switches[0], &r->switches[1],
+            sizeof(r->switches[0]) * (BM_JREC_SWITCHES_MAX - 1));
+    r->n_switches--;
+  }
+  r->switches[r->n_switches++] = ms;
 }
 
 static int fold_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
@@ -592,8 +662,13 @@ static int fold_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
       r->has_pending = false;
     if (cseq && cseq <= r->confirmed_seq)
       break;
+    if (cseq)
+      r->by_command = true;
+    else if (r->confirmed != c->status)
+      r->by_command = false;
+    if (r->confirmed != c->status)
+      fold_switch(r, rec->time_ms);
     r->confirmed = c->status;
-    r->by_command = cseq != 0;
     if (cseq)
       r->confirmed_seq = cseq;
     break;
@@ -607,6 +682,9 @@ static int fold_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
     r->confirmed = st->confirmed;
     r->by_command = st->by_command != 0;
     r->confirmed_seq = st->applied_seq;
+    r->n_switches = 0;
+    for (int k = 0; k < st->n_switches; k++)
+      fold_switch(r, st->switches[k]);
     break;
   }
   case BM_JREC_SEQ:
@@ -619,8 +697,9 @@ static int fold_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
   return 0;
 }
 
-/* gateway.c's snapshot_emit over the fold: a SEQ, a STATE per relay, and
- * the COMMAND (and RESPONSE) of each pending command. */
+/* gateway.c's snapshot_emit over the fold: a SEQ, a STATE per relay (with
+ * its confirmed change times), and the COMMAND (and RESPONSE) of each
+ * pending command. */
 static int snapshot_cb(struct bm_journal_snapshot *s, void *ctx)
 {
   const struct fold *f = ctx;
@@ -646,6 +725,10 @@ static int snapshot_cb(struct bm_journal_snapshot *s, void *ctx)
     st->confirmed = r->confirmed;
     st->by_command = r->by_command;
     st->applied_seq = r->confirmed_seq;
+    for (int k = 0; k < r->n_switches; k++)
+      st->switches[st->n_switches++] = r->switches[k];
+    if (st->n_switches)
+      rec.time_ms = st->switches[st->n_switches - 1];
     if (bm_journal_snapshot_emit(s, &rec) != 0)
       return -1;
     if (!r->has_pending)
@@ -997,6 +1080,41 @@ static double time_commit(int threads, bool batched, double seconds,
   return (double)(d1 - d0) / (t1 - t0);
 }
 
+/* Commands made durable per second by one thread alone, `batch` appends
+ * then one bm_journal_sync: the journal's own group commit, without the
+ * triggers' hand-offs. */
+static double time_batches(int batch, double seconds)
+{
+  char path[PATH_MAX], err[256];
+  uint64_t n = 0;
+  double t0, t1;
+  bm_journal_t *j;
+
+  path_in_dir(path, sizeof(path), "commit.journal");
+  unlink_if_there(path);
+  j = bm_journal_open(path, BM_JOURNAL_SYNC_ALWAYS, NULL, NULL, err,
+                      sizeof(err));
+  if (!j)
+    die("bm_journal_open %s: %s", path, err);
+  t0 = now_s();
+  do {
+    struct bm_jrec rec;
+
+    for (int i = 0; i < batch; i++) {
+      n++;
+      command_rec(&rec, n, (long)(n % 1000), (int)(n & 1), 1700000000000LL);
+      append_or_die(j, &rec);
+    }
+    if (bm_journal_sync(j) != 0)
+      die("bm_journal_sync: %s", strerror(errno));
+    t1 = now_s();
+  } while (t1 - t0 < seconds);
+  if (bm_journal_close(j) != 0)
+    die("bm_journal_close: %s", strerror(errno));
+  unlink_if_there(path);
+  return (double)n / (t1 - t0);
+}
+
 /* --- main -------------------------------------------------------------- */
 
 static void usage(FILE *f)
@@ -1072,7 +1190,7 @@ int main(int argc, char **argv)
                 compact = {0}, replace = {0}, compact_size = {0},
                 before_size = {0}, gc_many = {0}, fpw_many = {0},
                 gc_one = {0}, fpw_one = {0}, batch_many = {0},
-                batch_peer = {0};
+                batch_peer = {0}, alone = {0};
   char master[PATH_MAX], name[160], nrec[32], nrel[32];
   unsigned char *snapshot = NULL;
   size_t snapshot_len = 0;
@@ -1088,8 +1206,7 @@ int main(int argc, char **argv)
     bench_dir[0] = '\0';
     die("mkdtemp under %s: %s", o.dir, strerror(saved));
   }
-  if (atexit(cleanup_dir) != 0)
-    die("atexit failed");
+  cleanup_init();
   count_name(nrec, sizeof(nrec), o.records);
   count_name(nrel, sizeof(nrel), o.relays);
   path_in_dir(master, sizeof(master), "master.journal");
@@ -1157,17 +1274,22 @@ int main(int argc, char **argv)
   print_row(name, "records/s", true, &read_warm, "read()+CRC-32C loop",
             &crc_read_rate, no_target);
 
-  /* 4. Compaction, interleaved with the durable replace. */
+  /* 4. Compaction, interleaved with the durable replace, which goes first
+   * every other run. */
+  settle();
   for (int run = 0; run < o.runs; run++) {
     uint64_t size = 0;
 
+    if (run % 2 == 1 && snapshot)
+      series_add(&replace, time_replace(master, snapshot, snapshot_len));
     series_add(&compact, time_compact(master, o.records, o.relays, &size,
                                       &snapshot, &snapshot_len));
     series_add(&compact_size, (double)size);
     series_add(&before_size, (double)jsize);
-    series_add(&replace, time_replace(master, snapshot, snapshot_len));
-    progress("compaction run %d/%d: %.4f s, %" PRIu64 " bytes", run + 1,
-             o.runs, compact.v[run], size);
+    if (run % 2 == 0)
+      series_add(&replace, time_replace(master, snapshot, snapshot_len));
+    progress("compaction run %d/%d: %.4f s vs %.4f s, %" PRIu64 " bytes",
+             run + 1, o.runs, compact.v[run], replace.v[run], size);
   }
   snprintf(name, sizeof(name), "compact %s records to %s relays", nrec,
            nrel);
@@ -1179,6 +1301,7 @@ int main(int argc, char **argv)
   free(snapshot);
   unlink_if_there(master);
 
+  settle();
   /* 5. Group commit, interleaved with fsync per write, which goes first
    * every other run so that neither always follows the same thing. */
   for (int run = 0; run < o.runs; run++) {
@@ -1199,10 +1322,13 @@ int main(int argc, char **argv)
         series_add(&fpw_one, pv);
       }
     }
+    series_add(&alone, time_batches(o.concurrency, o.seconds));
     progress("commit run %d/%d: %d concurrent %.0f vs %.0f cmd/s (%.1f per "
-             "fsync), 1 concurrent %.0f vs %.0f cmd/s",
+             "fsync), 1 concurrent %.0f vs %.0f cmd/s, batches of %d alone "
+             "%.0f cmd/s",
              run + 1, o.runs, o.concurrency, gc_many.v[run], fpw_many.v[run],
-             batch_many.v[run], gc_one.v[run], fpw_one.v[run]);
+             batch_many.v[run], gc_one.v[run], fpw_one.v[run], o.concurrency,
+             alone.v[run]);
   }
   snprintf(name, sizeof(name), "group commit %d concurrent (sync always)",
            o.concurrency);
@@ -1214,5 +1340,9 @@ int main(int argc, char **argv)
             &batch_peer, no_target);
   print_row("group commit 1 concurrent (sync always)", "commands/s", true,
             &gc_one, "fsync per write", &fpw_one, no_target);
+  snprintf(name, sizeof(name), "batches of %d in one thread (sync always)",
+           o.concurrency);
+  print_row(name, "commands/s", true, &alone, "fsync per write 1 thread",
+            &fpw_one, no_target);
   return 0;
 }

@@ -51,7 +51,7 @@ done
 
 # Gateway simulator, with a shared HS256 secret and a token signed with it
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/secret"
-"$build/bimetri-gwsim" --secret-file "$T/secret" --print-token 3600 >"$T/token"
+"$build/bimetri-gwsim" --secret-file "$T/secret" --print-token 86400 >"$T/token"
 chmod 600 "$T/secret" "$T/token"
 timeout 300 "$build/bimetri-gwsim" -p "$port" --secret-file "$T/secret" \
   --delay 500 -v --log "$T/gwsim.log" 2>&1 | sed -u 's/^/  gateway   | /' &

@@ -2,8 +2,10 @@
  * bimetri.c - the collectd plugin glue: the only file that includes collectd
  * headers.
  *
- * It turns the <Plugin bimetri> block into gateways (gateway.h) and triggers
- * (match.h), starts one thread per gateway with plugin_thread_create, feeds
+ * It hands the <Plugin bimetri> block, as a conffile.h tree, to plugconf.h
+ * (which checks it and reads it into plain structs), turns what that read
+ * into gateways (gateway.h), triggers (match.h) and switching rules
+ * (rule.h), starts one thread per gateway with plugin_thread_create, feeds
  * collectd notifications to the triggers, and turns the gateways' events
  * into collectd notifications and values:
  *
@@ -23,33 +25,25 @@
 #include <collectd/core/daemon/plugin.h>
 #include <collectd/core/utils/common/common.h>
 
-#include <regex.h>
-
 #include <collectd/core/daemon/utils_cache.h>
 
 #include "gateway.h"
 #include "log.h"
 #include "match.h"
+#include "plugconf.h"
 #include "rule.h"
 
 #define PLUGIN_NAME "bimetri"
-#define MAX_GATEWAYS 64
 
 struct gateway_slot {
   bm_gateway_t *gw;
   pthread_t thread;
   bool running;
   struct bm_relay_view *views; /* snapshot buffer for the read callback */
-  char journal_file[BM_GW_PATH_SIZE];
-  bool *manual_control; /* per relay: relay_command notifications obeyed */
 };
 
-static struct gateway_slot gateways[MAX_GATEWAYS];
+static struct gateway_slot gateways[BM_PLUGCONF_MAX_GATEWAYS];
 static size_t gateways_n;
-static struct bm_trigger *triggers;
-static size_t triggers_n;
-static struct bm_rule **rules; /* pointers: a rule holds a mutex */
-static size_t rules_n;
 static bool config_failed;
 /* Set at the end of init: rules act only once the journal's states are
  * restored (values may be written before our init ran). */
@@ -63,251 +57,11 @@ static void glue_log(int level, const char *line, void *ctx)
   plugin_log(level, PLUGIN_NAME " plugin: %s", line);
 }
 
-/* ---- config helpers ---------------------------------------------------- */
+/* ---- configuration ----------------------------------------------------- */
 
-/* Every config error names the block and the option. */
-#define CONF_ERR(block, ci, ...)                                               \
-  do {                                                                         \
-    char msg_[512];                                                            \
-    snprintf(msg_, sizeof(msg_), __VA_ARGS__);                                 \
-    ERROR(PLUGIN_NAME " plugin: %s, option \"%s\": %s", block, (ci)->key,      \
-          msg_);                                                               \
-  } while (0)
-
-static int conf_string(const char *block, const oconfig_item_t *ci, char *buf,
-                       size_t size)
-{
-  if (ci->values_num != 1 || ci->values[0].type != OCONFIG_TYPE_STRING) {
-    CONF_ERR(block, ci, "expects exactly one string argument");
-    return -1;
-  }
-  if (strlen(ci->values[0].value.string) >= size) {
-    CONF_ERR(block, ci, "longer than %zu bytes", size - 1);
-    return -1;
-  }
-  sstrncpy(buf, ci->values[0].value.string, size);
-  return 0;
-}
-
-static int conf_number(const char *block, const oconfig_item_t *ci, double min,
-                       double max, bool integer, double *out)
-{
-  double v;
-
-  if (ci->values_num != 1 || ci->values[0].type != OCONFIG_TYPE_NUMBER) {
-    CONF_ERR(block, ci, "expects exactly one number argument");
-    return -1;
-  }
-  v = ci->values[0].value.number;
-  if (!(v >= min && v <= max) || (integer && v != (double)(int64_t)v)) {
-    CONF_ERR(block, ci, "expects %s from %g to %g, got %g",
-             integer ? "an integer" : "a number", min, max, v);
-    return -1;
-  }
-  *out = v;
-  return 0;
-}
-
-static int conf_int(const char *block, const oconfig_item_t *ci, double min,
-                    double max, int64_t *out)
-{
-  double v;
-  if (conf_number(block, ci, min, max, true, &v) != 0)
-    return -1;
-  *out = (int64_t)v;
-  return 0;
-}
-
-static int conf_bool(const char *block, const oconfig_item_t *ci, bool *out)
-{
-  if (ci->values_num != 1 || ci->values[0].type != OCONFIG_TYPE_BOOLEAN) {
-    CONF_ERR(block, ci, "expects true or false");
-    return -1;
-  }
-  *out = ci->values[0].value.boolean;
-  return 0;
-}
-
-/* Reads a password from a file (one line, the newline dropped), warning
- * when group or others may read it. */
-static int read_secret(const char *block, const oconfig_item_t *ci,
-                       const char *path, char *buf, size_t size)
-{
-  struct stat st;
-  FILE *f = fopen(path, "re");
-  size_t len;
-  int status = -1;
-
-  if (!f) {
-    CONF_ERR(block, ci, "cannot open \"%s\": %s", path, STRERRNO);
-    return -1;
-  }
-  if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
-    WARNING(PLUGIN_NAME " plugin: %s, option \"%s\": \"%s\" is readable by "
-                        "group or others (mode %04o): chmod 600 it",
-            block, ci->key, path, (unsigned)(st.st_mode & 07777));
-  if (!fgets(buf, (int)size, f)) {
-    CONF_ERR(block, ci, "\"%s\" is empty", path);
-    goto out;
-  }
-  len = strlen(buf);
-  while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
-    buf[--len] = '\0';
-  if (len == 0) {
-    CONF_ERR(block, ci, "\"%s\" is empty", path);
-    goto out;
-  }
-  status = 0;
-out:
-  fclose(f);
-  return status;
-}
-
-/* <Token>: a token minted here. */
-static int conf_token_block(const char *gw_block, const oconfig_item_t *ci,
-                            struct bm_token_conf *t)
-{
-  char block[160], alg[16] = "";
-  bool has_key = false;
-  double d;
-
-  snprintf(block, sizeof(block), "%s <Token>", gw_block);
-  if (ci->values_num != 0) {
-    ERROR(PLUGIN_NAME " plugin: %s: the block takes no argument", block);
-    return -1;
-  }
-  t->kind = BM_TOKEN_MINT;
-  for (int i = 0; i < ci->children_num; i++) {
-    const oconfig_item_t *o = &ci->children[i];
-    int rc = -1;
-
-    if (strcasecmp(o->key, "Algorithm") == 0) {
-      if ((rc = conf_string(block, o, alg, sizeof(alg))) == 0) {
-        if (strcmp(alg, "HS256") == 0)
-          t->alg = BM_TOKEN_HS256;
-        else if (strcmp(alg, "RS256") == 0)
-          t->alg = BM_TOKEN_RS256;
-        else if (strcmp(alg, "ES256") == 0)
-          t->alg = BM_TOKEN_ES256;
-        else {
-          CONF_ERR(block, o, "expects HS256, RS256 or ES256, got \"%s\"", alg);
-          rc = -1;
-        }
-      }
-    } else if (strcasecmp(o->key, "KeyFile") == 0) {
-      rc = conf_string(block, o, t->file, sizeof(t->file));
-      has_key = true;
-    } else if (strcasecmp(o->key, "Issuer") == 0) {
-      rc = conf_string(block, o, t->issuer, sizeof(t->issuer));
-    } else if (strcasecmp(o->key, "Subject") == 0) {
-      rc = conf_string(block, o, t->subject, sizeof(t->subject));
-    } else if (strcasecmp(o->key, "Audience") == 0) {
-      rc = conf_string(block, o, t->audience, sizeof(t->audience));
-    } else if (strcasecmp(o->key, "Lifetime") == 0) {
-      if ((rc = conf_number(block, o, 60, 31536000, false, &d)) == 0)
-        t->lifetime = d;
-    } else if (strcasecmp(o->key, "RenewBefore") == 0) {
-      if ((rc = conf_number(block, o, 1, 31536000, false, &d)) == 0)
-        t->renew_before = d;
-    } else if (strcasecmp(o->key, "Claim") == 0) {
-      static const char *reserved[] = {"iss", "sub", "aud", "exp",
-                                       "nbf", "iat", "jti"};
-      if (o->values_num != 2 || o->values[0].type != OCONFIG_TYPE_STRING ||
-          o->values[1].type != OCONFIG_TYPE_STRING) {
-        CONF_ERR(block, o, "expects two strings: the claim's name and value");
-      } else if (t->n_claims == BM_TOKEN_MAX_CLAIMS) {
-        CONF_ERR(block, o, "at most %d claims", BM_TOKEN_MAX_CLAIMS);
-      } else if (!o->values[0].value.string[0] ||
-                 strlen(o->values[0].value.string) >= sizeof(t->claims[0].name) ||
-                 strlen(o->values[1].value.string) >= sizeof(t->claims[0].value)) {
-        CONF_ERR(block, o, "the name must be 1 to 63 bytes, the value at most "
-                           "255");
-      } else {
-        rc = 0;
-        for (size_t r = 0; r < sizeof(reserved) / sizeof(reserved[0]); r++)
-          if (strcmp(o->values[0].value.string, reserved[r]) == 0) {
-            CONF_ERR(block, o, "\"%s\" is set by the plugin itself",
-                     reserved[r]);
-            rc = -1;
-          }
-        for (int c = 0; c < t->n_claims && rc == 0; c++)
-          if (strcmp(t->claims[c].name, o->values[0].value.string) == 0) {
-            CONF_ERR(block, o, "claim \"%s\" given twice", t->claims[c].name);
-            rc = -1;
-          }
-        if (rc == 0) {
-          sstrncpy(t->claims[t->n_claims].name, o->values[0].value.string,
-                   sizeof(t->claims[0].name));
-          sstrncpy(t->claims[t->n_claims].value, o->values[1].value.string,
-                   sizeof(t->claims[0].value));
-          t->n_claims++;
-        }
-      }
-    } else {
-      CONF_ERR(block, o, "unknown option");
-    }
-    if (rc != 0)
-      return -1;
-  }
-  if (!t->alg || !has_key) {
-    ERROR(PLUGIN_NAME " plugin: %s: option \"%s\" is required", block,
-          !t->alg ? "Algorithm" : "KeyFile");
-    return -1;
-  }
-  if (t->renew_before >= t->lifetime) {
-    ERROR(PLUGIN_NAME " plugin: %s: \"RenewBefore\" must be shorter than "
-                      "\"Lifetime\"",
-          block);
-    return -1;
-  }
-  return 0;
-}
-
-/* Names that end up in metric identifiers: 1..63 of [A-Za-z0-9_.-], not
- * starting with '-'. */
-static bool valid_instance(const char *s)
-{
-  size_t n = strlen(s);
-  if (n == 0 || n >= 64 || s[0] == '-')
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!isalnum((unsigned char)s[i]) && !strchr("_.-", s[i]))
-      return false;
-  return true;
-}
-
-/* AppName and InstanceId become topic levels and the appId "<a>.<i>". */
-static bool valid_topic_part(const char *s)
-{
-  if (!*s)
-    return false;
-  for (; *s; s++)
-    if (strchr("/+#.", *s) || isspace((unsigned char)*s) ||
-        (unsigned char)*s < 0x20)
-      return false;
-  return true;
-}
-
-static int block_name(const oconfig_item_t *ci, const char *what, char *buf,
-                      size_t size)
-{
-  if (ci->values_num != 1 || ci->values[0].type != OCONFIG_TYPE_STRING) {
-    ERROR(PLUGIN_NAME " plugin: <%s> block expects exactly one string "
-                      "argument (its name)",
-          what);
-    return -1;
-  }
-  if (!valid_instance(ci->values[0].value.string)) {
-    ERROR(PLUGIN_NAME " plugin: <%s \"%s\">: invalid name: use 1 to 63 of "
-                      "letters, digits, '_', '.', '-', not starting with '-'",
-          what, ci->values[0].value.string);
-    return -1;
-  }
-  sstrncpy(buf, ci->values[0].value.string, size);
-  return 0;
-}
-
-/* ---- <Gateway> --------------------------------------------------------- */
+/* plugconf.h reads the block; this part only hands it collectd's tree and
+ * turns what it read into running objects. */
+static struct bm_plugconf conf = BM_PLUGCONF_INIT;
 
 static void on_event(void *ctx, const char *gateway, const struct bm_event *ev);
 static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
@@ -317,51 +71,106 @@ static void on_connection(void *ctx, const char *gateway, bool up);
 static void on_token(void *ctx, const char *gateway, enum bm_severity sev,
                      const char *message);
 
-struct relay_conf {
-  char name[BM_RELAY_NAME_SIZE];
-  int64_t resource_id;
-  int64_t output;
-  int manual_control; /* -1: as the Gateway says */
-};
-
-static int conf_relay(const char *gw_block, const oconfig_item_t *ci,
-                      struct relay_conf *r)
+static void conf_tree_free(struct bm_conf_item *it)
 {
-  char block[160];
-  bool has_res = false, has_out = false;
+  for (size_t i = 0; i < it->children_num; i++)
+    conf_tree_free(&it->children[i]);
+  free(it->children);
+  free(it->values);
+}
 
-  r->manual_control = -1;
-  if (block_name(ci, "Relay", r->name, sizeof(r->name)) != 0)
+/* collectd's oconfig_item_t tree as conffile.h's: new items and values,
+ * collectd's strings (valid as long as ci).  There is no file name or line
+ * to give.  Returns 0, or -1 out of memory; free it with conf_tree_free
+ * either way. */
+static int conf_tree_from(const oconfig_item_t *ci, struct bm_conf_item *it)
+{
+  memset(it, 0, sizeof(*it));
+  it->key = ci->key;
+  it->is_block = ci->children_num > 0;
+  if (!(it->values = calloc((size_t)ci->values_num + 1, sizeof(*it->values))) ||
+      !(it->children =
+            calloc((size_t)ci->children_num + 1, sizeof(*it->children))))
     return -1;
-  snprintf(block, sizeof(block), "%s <Relay \"%s\">", gw_block, r->name);
-  for (int i = 0; i < ci->children_num; i++) {
-    const oconfig_item_t *c = &ci->children[i];
-    int rc;
-    if (strcasecmp(c->key, "ResourceId") == 0) {
-      rc = conf_int(block, c, 0, (double)BM_MSG_MAX_SAFE_INT, &r->resource_id);
-      has_res = true;
-    } else if (strcasecmp(c->key, "Output") == 0) {
-      rc = conf_int(block, c, 0, 65535, &r->output);
-      has_out = true;
-    } else if (strcasecmp(c->key, "ManualControl") == 0) {
-      bool on;
-      if ((rc = conf_bool(block, c, &on)) == 0)
-        r->manual_control = on;
-    } else {
-      CONF_ERR(block, c, "unknown option");
-      rc = -1;
+  for (int i = 0; i < ci->values_num; i++) {
+    struct bm_conf_value *v = &it->values[it->values_num];
+
+    switch (ci->values[i].type) {
+    case OCONFIG_TYPE_STRING:
+      v->type = BM_CONF_STRING;
+      v->string = ci->values[i].value.string;
+      break;
+    case OCONFIG_TYPE_NUMBER:
+      v->type = BM_CONF_NUMBER;
+      v->number = ci->values[i].value.number;
+      break;
+    case OCONFIG_TYPE_BOOLEAN:
+      v->type = BM_CONF_BOOLEAN;
+      v->boolean = ci->values[i].value.boolean != 0;
+      break;
+    default:
+      continue; /* no such value in collectd: the checks see fewer values */
     }
+    it->values_num++;
+  }
+  for (int i = 0; i < ci->children_num; i++) {
+    int rc = conf_tree_from(&ci->children[i], &it->children[i]);
+    it->children_num++; /* freed with it, whole or not */
     if (rc != 0)
       return -1;
-  }
-  if (!has_res || !has_out) {
-    ERROR(PLUGIN_NAME " plugin: %s: option \"%s\" is required", block,
-          has_res ? "Output" : "ResourceId");
-    return -1;
   }
   return 0;
 }
 
+static void conf_error(void *ctx, const struct bm_conf_item *where,
+                       const char *message)
+{
+  (void)ctx;
+  (void)where;
+  ERROR(PLUGIN_NAME " plugin: %s", message);
+}
+
+/* Creates the gateway conf.gateways[i] in slot i, with its relays. */
+static int create_gateway(size_t i)
+{
+  const struct bm_plugconf_gateway *g = &conf.gateways[i];
+  struct gateway_slot *s = &gateways[i];
+  struct bm_gateway_hooks hooks;
+  bm_gateway_t *gw = NULL;
+  char err[512];
+  int status = -1;
+
+  hooks.event = on_event;
+  hooks.connection = on_connection;
+  hooks.token = on_token;
+  hooks.ctx = s;
+  if (!(gw = bm_gateway_new(&g->c, &hooks, err, sizeof(err)))) {
+    ERROR(PLUGIN_NAME " plugin: <Gateway \"%s\">: %s", g->c.name, err);
+    goto out;
+  }
+  for (size_t r = 0; r < g->relays_n; r++) {
+    if (bm_gateway_add_relay(gw, g->relays[r].name, g->relays[r].resource_id,
+                             g->relays[r].output) != (int)r) {
+      ERROR(PLUGIN_NAME " plugin: <Gateway \"%s\">: cannot add Relay \"%s\"",
+            g->c.name, g->relays[r].name);
+      goto out;
+    }
+  }
+  if (!(s->views = calloc(g->relays_n, sizeof(struct bm_relay_view)))) {
+    ERROR(PLUGIN_NAME " plugin: out of memory");
+    goto out;
+  }
+  s->gw = gw;
+  gw = NULL;
+  gateways_n = i + 1;
+  status = 0;
+out:
+  bm_gateway_free(gw);
+  return status;
+}
+
+/* The MQTT client id when the Gateway names none: collectd's host name is
+ * known only once the daemon has started. */
 static void default_client_id(char *buf, size_t size, const char *gateway)
 {
   char host[64];
@@ -375,397 +184,6 @@ static void default_client_id(char *buf, size_t size, const char *gateway)
   snprintf(buf, size, "collectd-%s-%s", host, gateway);
 }
 
-/* <BaseDir>/bimetri-<gateway>.journal: BaseDir is a global option, read
- * before any plugin's block. */
-static void default_journal_file(char *buf, size_t size, const char *gateway)
-{
-  const char *base = global_option_get("BaseDir");
-  snprintf(buf, size, "%s/bimetri-%s.journal", base && *base ? base : ".",
-           gateway);
-}
-
-/* A journal path as a key: its directory resolved (symbolic links, "."
- * and "..") when it exists, so two spellings of one file compare equal. */
-static void canonical_path(const char *path, char *out, size_t size)
-{
-  char dir[BM_GW_PATH_SIZE], real[PATH_MAX];
-  const char *slash = strrchr(path, '/');
-
-  if (!slash) {
-    snprintf(dir, sizeof(dir), ".");
-    slash = path - 1;
-  } else {
-    snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-    if (!dir[0])
-      snprintf(dir, sizeof(dir), "/");
-  }
-  if (realpath(dir, real))
-    snprintf(out, size, "%s/%s", strcmp(real, "/") ? real : "", slash + 1);
-  else
-    snprintf(out, size, "%s", path);
-}
-
-static int conf_gateway(const oconfig_item_t *ci)
-{
-  struct bm_gateway_conf *c = NULL;
-  struct relay_conf *relays = NULL;
-  size_t relays_n = 0;
-  bm_gateway_t *gw = NULL;
-  char block[96], err[512], journal_key[BM_GW_PATH_SIZE];
-  bool has_app = false, has_inst = false, has_user = false, has_org = false,
-       has_pass = false, has_port = false, manual_control = false;
-  int token_sources = 0;
-  int status = -1;
-  int64_t v;
-  double d;
-
-  if (gateways_n == MAX_GATEWAYS) {
-    ERROR(PLUGIN_NAME " plugin: more than %d <Gateway> blocks", MAX_GATEWAYS);
-    goto out;
-  }
-  if (!(c = calloc(1, sizeof(*c))) ||
-      !(relays = calloc((size_t)ci->children_num + 1, sizeof(*relays)))) {
-    ERROR(PLUGIN_NAME " plugin: out of memory");
-    goto out;
-  }
-  if (block_name(ci, "Gateway", c->name, sizeof(c->name)) != 0)
-    goto out;
-  snprintf(block, sizeof(block), "<Gateway \"%s\">", c->name);
-  for (size_t i = 0; i < gateways_n; i++) {
-    if (strcmp(bm_gateway_name(gateways[i].gw), c->name) == 0) {
-      ERROR(PLUGIN_NAME " plugin: %s: a Gateway of this name already exists",
-            block);
-      goto out;
-    }
-  }
-
-  /* Defaults */
-  sstrncpy(c->host, "localhost", sizeof(c->host));
-  c->port = 1883;
-  c->keepalive = 30;
-  sstrncpy(c->brand, "Bimetri", sizeof(c->brand));
-  sstrncpy(c->command_topic, "resource/commands", sizeof(c->command_topic));
-  c->qos = 2;
-  c->policy.ack_timeout = 10;
-  c->policy.command_timeout = 30;
-  c->policy.retries = 2;
-  c->policy.retry_backoff = 1;
-  c->journal_sync = true;
-  c->journal_limit = 1024 * 1024;
-  c->policy.max_per_minute = 10;
-  c->protocol_version = 4;
-  c->session_expiry = 86400;
-  c->token.command_timeout = 10;
-  c->token.lifetime = 3600;
-  c->token.renew_before = 300;
-  c->token_warn = 3600;
-  c->token_leeway = 60;
-  c->tls_verify_hostname = true;
-  c->tls_verify_peer = true;
-
-  for (int i = 0; i < ci->children_num; i++) {
-    const oconfig_item_t *o = &ci->children[i];
-    const char *k = o->key;
-    int rc = -1;
-
-    if (strcasecmp(k, "Host") == 0)
-      rc = conf_string(block, o, c->host, sizeof(c->host));
-    else if (strcasecmp(k, "Port") == 0) {
-      if ((rc = conf_int(block, o, 1, 65535, &v)) == 0)
-        c->port = (int)v;
-      has_port = true;
-    } else if (strcasecmp(k, "ClientId") == 0) {
-      if ((rc = conf_string(block, o, c->client_id, sizeof(c->client_id))) == 0 &&
-          c->client_id[0] == '\0') {
-        CONF_ERR(block, o, "must not be empty");
-        rc = -1;
-      }
-    } else if (strcasecmp(k, "User") == 0)
-      rc = conf_string(block, o, c->user, sizeof(c->user));
-    else if (strcasecmp(k, "Password") == 0) {
-      rc = conf_string(block, o, c->password, sizeof(c->password));
-      has_pass = true;
-    } else if (strcasecmp(k, "KeepAlive") == 0) {
-      if ((rc = conf_int(block, o, 5, 65535, &v)) == 0)
-        c->keepalive = (int)v;
-    } else if (strcasecmp(k, "AppName") == 0) {
-      if ((rc = conf_string(block, o, c->app_name, sizeof(c->app_name))) == 0 &&
-          !valid_topic_part(c->app_name)) {
-        CONF_ERR(block, o, "\"%s\" must be non-empty without '/', '+', '#', "
-                           "'.' or white space",
-                 c->app_name);
-        rc = -1;
-      }
-      has_app = true;
-    } else if (strcasecmp(k, "InstanceId") == 0) {
-      if ((rc = conf_string(block, o, c->instance_id, sizeof(c->instance_id))) ==
-              0 &&
-          !valid_topic_part(c->instance_id)) {
-        CONF_ERR(block, o, "\"%s\" must be non-empty without '/', '+', '#', "
-                           "'.' or white space",
-                 c->instance_id);
-        rc = -1;
-      }
-      has_inst = true;
-    } else if (strcasecmp(k, "Brand") == 0) {
-      if ((rc = conf_string(block, o, c->brand, sizeof(c->brand))) == 0 &&
-          c->brand[0] == '\0') {
-        CONF_ERR(block, o, "must not be empty");
-        rc = -1;
-      }
-    } else if (strcasecmp(k, "UserId") == 0) {
-      rc = conf_int(block, o, 0, (double)BM_MSG_MAX_SAFE_INT, &c->user_id);
-      has_user = true;
-    } else if (strcasecmp(k, "OrganizationId") == 0) {
-      rc = conf_int(block, o, 0, (double)BM_MSG_MAX_SAFE_INT,
-                    &c->organization_id);
-      has_org = true;
-    } else if (strcasecmp(k, "TokenFile") == 0) {
-      rc = conf_string(block, o, c->token.file, sizeof(c->token.file));
-      c->token.kind = BM_TOKEN_FILE;
-      token_sources++;
-    } else if (strcasecmp(k, "TokenCommand") == 0) {
-      rc = conf_string(block, o, c->token.command, sizeof(c->token.command));
-      c->token.kind = BM_TOKEN_COMMAND;
-      token_sources++;
-    } else if (strcasecmp(k, "TokenCommandTimeout") == 0) {
-      if ((rc = conf_number(block, o, 0.1, 600, false, &d)) == 0)
-        c->token.command_timeout = d;
-    } else if (strcasecmp(k, "Token") == 0) {
-      rc = conf_token_block(block, o, &c->token);
-      token_sources++;
-    } else if (strcasecmp(k, "TokenWarn") == 0) {
-      if ((rc = conf_number(block, o, 0, 31536000, false, &d)) == 0)
-        c->token_warn = d;
-    } else if (strcasecmp(k, "TokenLeeway") == 0) {
-      if ((rc = conf_int(block, o, 0, 86400, &v)) == 0)
-        c->token_leeway = v;
-    } else if (strcasecmp(k, "PasswordFile") == 0) {
-      char path[BM_GW_PATH_SIZE];
-      if ((rc = conf_string(block, o, path, sizeof(path))) == 0 &&
-          (rc = read_secret(block, o, path, c->password, sizeof(c->password))) == 0)
-        has_pass = true;
-    } else if (strcasecmp(k, "CACert") == 0) {
-      rc = conf_string(block, o, c->ca_file, sizeof(c->ca_file));
-    } else if (strcasecmp(k, "CAPath") == 0) {
-      rc = conf_string(block, o, c->ca_path, sizeof(c->ca_path));
-    } else if (strcasecmp(k, "TLSSystemCAs") == 0) {
-      rc = conf_bool(block, o, &c->tls_system_cas);
-    } else if (strcasecmp(k, "CertificateFile") == 0) {
-      rc = conf_string(block, o, c->cert_file, sizeof(c->cert_file));
-    } else if (strcasecmp(k, "CertificateKeyFile") == 0) {
-      rc = conf_string(block, o, c->key_file, sizeof(c->key_file));
-    } else if (strcasecmp(k, "CertificateKeyPassword") == 0) {
-      rc = conf_string(block, o, c->key_password, sizeof(c->key_password));
-    } else if (strcasecmp(k, "CertificateKeyPasswordFile") == 0) {
-      char path[BM_GW_PATH_SIZE];
-      if ((rc = conf_string(block, o, path, sizeof(path))) == 0)
-        rc = read_secret(block, o, path, c->key_password,
-                         sizeof(c->key_password));
-    } else if (strcasecmp(k, "TLSProtocol") == 0) {
-      if ((rc = conf_string(block, o, c->tls_version, sizeof(c->tls_version))) == 0 &&
-          strcmp(c->tls_version, "tlsv1.2") != 0 &&
-          strcmp(c->tls_version, "tlsv1.3") != 0) {
-        CONF_ERR(block, o, "expects \"tlsv1.2\" or \"tlsv1.3\", got \"%s\"",
-                 c->tls_version);
-        rc = -1;
-      }
-    } else if (strcasecmp(k, "CipherSuite") == 0) {
-      rc = conf_string(block, o, c->ciphers, sizeof(c->ciphers));
-    } else if (strcasecmp(k, "TLSVerifyHostname") == 0) {
-      rc = conf_bool(block, o, &c->tls_verify_hostname);
-    } else if (strcasecmp(k, "TLSVerifyPeer") == 0) {
-      rc = conf_bool(block, o, &c->tls_verify_peer);
-    } else if (strcasecmp(k, "CommandTopic") == 0) {
-      if ((rc = conf_string(block, o, c->command_topic,
-                            sizeof(c->command_topic))) == 0 &&
-          (c->command_topic[0] == '\0' || strpbrk(c->command_topic, "+#"))) {
-        CONF_ERR(block, o, "must be a topic name without wildcards");
-        rc = -1;
-      }
-    } else if (strcasecmp(k, "QoS") == 0) {
-      if ((rc = conf_int(block, o, 0, 2, &v)) == 0)
-        c->qos = (int)v;
-    } else if (strcasecmp(k, "AckTimeout") == 0) {
-      if ((rc = conf_number(block, o, 0.1, 86400, false, &d)) == 0)
-        c->policy.ack_timeout = d;
-    } else if (strcasecmp(k, "CommandTimeout") == 0) {
-      if ((rc = conf_number(block, o, 0.1, 86400, false, &d)) == 0)
-        c->policy.command_timeout = d;
-    } else if (strcasecmp(k, "Retries") == 0) {
-      if ((rc = conf_int(block, o, 0, 100, &v)) == 0)
-        c->policy.retries = (int)v;
-    } else if (strcasecmp(k, "RetryBackoff") == 0) {
-      if ((rc = conf_number(block, o, 0, 60, false, &d)) == 0)
-        c->policy.retry_backoff = d;
-    } else if (strcasecmp(k, "ProtocolVersion") == 0) {
-      if ((rc = conf_int(block, o, 3, 5, &v)) == 0)
-        c->protocol_version = (int)v;
-    } else if (strcasecmp(k, "SessionExpiry") == 0) {
-      if ((rc = conf_int(block, o, 1, 2147483647.0, &v)) == 0)
-        c->session_expiry = (int)v;
-    } else if (strcasecmp(k, "MaxCommandsPerMinute") == 0) {
-      if ((rc = conf_int(block, o, 1, 600, &v)) == 0)
-        c->policy.max_per_minute = (int)v;
-    } else if (strcasecmp(k, "ManualControl") == 0) {
-      rc = conf_bool(block, o, &manual_control);
-    } else if (strcasecmp(k, "JournalFile") == 0) {
-      if ((rc = conf_string(block, o, c->journal_file,
-                            sizeof(c->journal_file))) == 0 &&
-          c->journal_file[0] == '\0') {
-        CONF_ERR(block, o, "must not be empty");
-        rc = -1;
-      }
-    } else if (strcasecmp(k, "JournalSync") == 0) {
-      char mode[16];
-      if ((rc = conf_string(block, o, mode, sizeof(mode))) == 0) {
-        if (strcasecmp(mode, "always") == 0)
-          c->journal_sync = true;
-        else if (strcasecmp(mode, "none") == 0)
-          c->journal_sync = false;
-        else {
-          CONF_ERR(block, o, "expects \"always\" or \"none\", got \"%s\"", mode);
-          rc = -1;
-        }
-      }
-    } else if (strcasecmp(k, "JournalSizeLimit") == 0) {
-      if ((rc = conf_int(block, o, 4096, 1073741824.0, &v)) == 0)
-        c->journal_limit = (uint64_t)v;
-    } else if (strcasecmp(k, "Relay") == 0) {
-      struct relay_conf *r = &relays[relays_n];
-      if ((rc = conf_relay(block, o, r)) == 0) {
-        for (size_t j = 0; j < relays_n && rc == 0; j++) {
-          if (strcmp(relays[j].name, r->name) == 0) {
-            ERROR(PLUGIN_NAME " plugin: %s: Relay \"%s\" is defined twice",
-                  block, r->name);
-            rc = -1;
-          } else if (relays[j].resource_id == r->resource_id &&
-                     relays[j].output == r->output) {
-            ERROR(PLUGIN_NAME " plugin: %s: Relays \"%s\" and \"%s\" both "
-                              "address ResourceId %lld Output %lld",
-                  block, relays[j].name, r->name, (long long)r->resource_id,
-                  (long long)r->output);
-            rc = -1;
-          }
-        }
-      }
-      relays_n += rc == 0;
-    } else {
-      CONF_ERR(block, o, "unknown option");
-    }
-    if (rc != 0)
-      goto out;
-  }
-
-  {
-    const char *missing = !has_app           ? "AppName"
-                          : !has_inst        ? "InstanceId"
-                          : !has_user        ? "UserId"
-                          : !has_org         ? "OrganizationId"
-                          : !token_sources   ? "TokenFile"
-                                             : NULL;
-    if (missing) {
-      ERROR(PLUGIN_NAME " plugin: %s: option \"%s\" is required", block,
-            missing);
-      goto out;
-    }
-  }
-  if (token_sources > 1) {
-    ERROR(PLUGIN_NAME " plugin: %s: give one of \"TokenFile\", "
-                      "\"TokenCommand\" and <Token>, not several",
-          block);
-    goto out;
-  }
-  if (c->ca_file[0] || c->ca_path[0] || c->tls_system_cas) {
-    if (!has_port)
-      c->port = 8883;
-  } else if (c->cert_file[0] || c->key_file[0] || c->tls_version[0] ||
-             c->ciphers[0] || c->key_password[0]) {
-    ERROR(PLUGIN_NAME " plugin: %s: TLS options need \"CACert\", \"CAPath\" "
-                      "or \"TLSSystemCAs true\"",
-          block);
-    goto out;
-  }
-  if (!c->cert_file[0] != !c->key_file[0]) {
-    ERROR(PLUGIN_NAME " plugin: %s: \"CertificateFile\" and "
-                      "\"CertificateKeyFile\" go together",
-          block);
-    goto out;
-  }
-  if (has_pass && !c->user[0]) {
-    ERROR(PLUGIN_NAME " plugin: %s: option \"Password\" needs \"User\"", block);
-    goto out;
-  }
-  if (relays_n == 0) {
-    ERROR(PLUGIN_NAME " plugin: %s: at least one <Relay> block is required",
-          block);
-    goto out;
-  }
-  if (!c->journal_file[0])
-    default_journal_file(c->journal_file, sizeof(c->journal_file), c->name);
-  canonical_path(c->journal_file, journal_key, sizeof(journal_key));
-  for (size_t i = 0; i < gateways_n; i++) {
-    if (strcmp(gateways[i].journal_file, journal_key) == 0) {
-      ERROR(PLUGIN_NAME " plugin: %s: option \"JournalFile\": \"%s\" is "
-                        "the journal of another Gateway already",
-            block, c->journal_file);
-      goto out;
-    }
-  }
-
-  {
-    struct bm_gateway_hooks hooks;
-    hooks.event = on_event;
-    hooks.connection = on_connection;
-    hooks.token = on_token;
-    hooks.ctx = &gateways[gateways_n];
-    if (!(gw = bm_gateway_new(c, &hooks, err, sizeof(err)))) {
-      ERROR(PLUGIN_NAME " plugin: %s: %s", block, err);
-      goto out;
-    }
-  }
-  for (size_t i = 0; i < relays_n; i++) {
-    if (bm_gateway_add_relay(gw, relays[i].name, relays[i].resource_id,
-                             (int)relays[i].output) < 0) {
-      ERROR(PLUGIN_NAME " plugin: %s: cannot add Relay \"%s\"", block,
-            relays[i].name);
-      goto out;
-    }
-  }
-  gateways[gateways_n].views = calloc(relays_n, sizeof(struct bm_relay_view));
-  gateways[gateways_n].manual_control = calloc(relays_n, sizeof(bool));
-  if (!gateways[gateways_n].views || !gateways[gateways_n].manual_control) {
-    ERROR(PLUGIN_NAME " plugin: out of memory");
-    goto out;
-  }
-  for (size_t i = 0; i < relays_n; i++)
-    gateways[gateways_n].manual_control[i] =
-        relays[i].manual_control < 0 ? manual_control
-                                     : relays[i].manual_control != 0;
-  sstrncpy(gateways[gateways_n].journal_file, journal_key,
-           sizeof(gateways[gateways_n].journal_file));
-  gateways[gateways_n++].gw = gw;
-  gw = NULL;
-  status = 0;
-out:
-  if (gw) {
-    free(gateways[gateways_n].views);
-    free(gateways[gateways_n].manual_control);
-    gateways[gateways_n].views = NULL;
-    gateways[gateways_n].manual_control = NULL;
-  }
-  bm_gateway_free(gw);
-  if (c) {
-    memset(c->password, 0, sizeof(c->password));
-    memset(c->key_password, 0, sizeof(c->key_password));
-  }
-  free(c);
-  free(relays);
-  return status;
-}
-
-/* ---- <Trigger> --------------------------------------------------------- */
-
 static int find_gateway(const char *name)
 {
   for (size_t i = 0; i < gateways_n; i++)
@@ -774,349 +192,50 @@ static int find_gateway(const char *name)
   return -1;
 }
 
-static int conf_trigger(const oconfig_item_t *ci)
-{
-  struct bm_trigger t;
-  char name[64], block[96], err[256];
-  bool has_relay = false, inited = false;
-  int status = -1;
-  int64_t v;
-
-  if (block_name(ci, "Trigger", name, sizeof(name)) != 0)
-    return -1;
-  snprintf(block, sizeof(block), "<Trigger \"%s\">", name);
-  for (size_t i = 0; i < triggers_n; i++) {
-    if (strcmp(triggers[i].name, name) == 0) {
-      ERROR(PLUGIN_NAME " plugin: %s: a Trigger of this name already exists",
-            block);
-      return -1;
-    }
-  }
-  if (bm_trigger_init(&t, name) != 0) {
-    ERROR(PLUGIN_NAME " plugin: out of memory");
-    return -1;
-  }
-  inited = true;
-
-  for (int i = 0; i < ci->children_num; i++) {
-    const oconfig_item_t *o = &ci->children[i];
-    int rc = -1, field = -1, sev = -1;
-
-    for (int f = 0; f < BM_FIELD_COUNT; f++)
-      if (strcasecmp(o->key, bm_field_name(f)) == 0)
-        field = f;
-    if (strcasecmp(o->key, "OnFailure") == 0)
-      sev = BM_SEV_FAILURE;
-    else if (strcasecmp(o->key, "OnWarning") == 0)
-      sev = BM_SEV_WARNING;
-    else if (strcasecmp(o->key, "OnOkay") == 0)
-      sev = BM_SEV_OKAY;
-
-    if (field >= 0) {
-      if (o->values_num != 1 || o->values[0].type != OCONFIG_TYPE_STRING)
-        CONF_ERR(block, o, "expects exactly one string argument");
-      else if ((rc = bm_trigger_set_pattern(&t, field, o->values[0].value.string,
-                                            err, sizeof(err))) != 0)
-        ERROR(PLUGIN_NAME " plugin: %s, %s", block, err); /* names the option */
-    } else if (sev >= 0) {
-      if ((rc = conf_int(block, o, 0, 1, &v)) == 0)
-        t.on[sev] = (int)v;
-    } else if (strcasecmp(o->key, "OnMissing") == 0) {
-      if ((rc = conf_int(block, o, 0, 1, &v)) == 0)
-        t.on_missing = (int)v;
-    } else if (strcasecmp(o->key, "Relay") == 0) {
-      int g, r = -1;
-      if (o->values_num != 2 || o->values[0].type != OCONFIG_TYPE_STRING ||
-          o->values[1].type != OCONFIG_TYPE_STRING) {
-        CONF_ERR(block, o, "expects two strings: the Gateway and the Relay");
-      } else if ((g = find_gateway(o->values[0].value.string)) < 0) {
-        CONF_ERR(block, o, "no Gateway \"%s\" is defined (before this Trigger)",
-                 o->values[0].value.string);
-      } else if ((r = bm_gateway_find_relay(gateways[g].gw,
-                                            o->values[1].value.string)) < 0) {
-        CONF_ERR(block, o, "Gateway \"%s\" has no Relay \"%s\"",
-                 o->values[0].value.string, o->values[1].value.string);
-      } else {
-        t.gateway = g;
-        t.relay = r;
-        has_relay = true;
-        rc = 0;
-      }
-    } else {
-      CONF_ERR(block, o, "unknown option");
-    }
-    if (rc != 0)
-      goto out;
-  }
-  if (!has_relay) {
-    ERROR(PLUGIN_NAME " plugin: %s: option \"Relay\" is required", block);
-    goto out;
-  }
-  if (t.on[BM_SEV_OKAY] < 0 && t.on[BM_SEV_WARNING] < 0 &&
-      t.on[BM_SEV_FAILURE] < 0 && t.on_missing < 0) {
-    ERROR(PLUGIN_NAME " plugin: %s: at least one of \"OnFailure\", "
-                      "\"OnWarning\", \"OnOkay\", \"OnMissing\" is required",
-          block);
-    goto out;
-  }
-  {
-    struct bm_trigger *grown =
-        realloc(triggers, (triggers_n + 1) * sizeof(*triggers));
-    if (!grown) {
-      ERROR(PLUGIN_NAME " plugin: out of memory");
-      goto out;
-    }
-    triggers = grown;
-    triggers[triggers_n++] = t;
-    inited = false;
-  }
-  status = 0;
-out:
-  if (inited)
-    bm_trigger_release(&t);
-  return status;
-}
-
-/* <Switch>: a relay follows a value (rule.h). */
-static int conf_switch(const oconfig_item_t *ci)
-{
-  struct bm_rule *r = NULL, **grown;
-  char name[64], block[96], err[256];
-  bool has_relay = false, cooler = false, heater = false;
-  int status = -1;
-  int64_t v;
-  double d;
-
-  if (block_name(ci, "Switch", name, sizeof(name)) != 0)
-    return -1;
-  snprintf(block, sizeof(block), "<Switch \"%s\">", name);
-  for (size_t i = 0; i < rules_n; i++) {
-    if (strcmp(rules[i]->name, name) == 0) {
-      ERROR(PLUGIN_NAME " plugin: %s: a Switch of this name already exists",
-            block);
-      return -1;
-    }
-  }
-  if (!(r = calloc(1, sizeof(*r))) || bm_rule_init(r, name) != 0) {
-    ERROR(PLUGIN_NAME " plugin: out of memory");
-    free(r);
-    return -1;
-  }
-  for (int i = 0; i < ci->children_num; i++) {
-    const oconfig_item_t *o = &ci->children[i];
-    int rc = -1, field = -1;
-
-    for (int f = 0; f < BM_FIELD_COUNT; f++)
-      if (strcasecmp(o->key, bm_field_name(f)) == 0)
-        field = f;
-    if (field >= 0) {
-      if (o->values_num != 1 || o->values[0].type != OCONFIG_TYPE_STRING)
-        CONF_ERR(block, o, "expects exactly one string argument");
-      else if ((rc = bm_pattern_set(&r->pattern[field], field,
-                                    o->values[0].value.string, err,
-                                    sizeof(err))) != 0)
-        ERROR(PLUGIN_NAME " plugin: %s, %s", block, err);
-    } else if (strcasecmp(o->key, "Relay") == 0) {
-      int g, rl = -1;
-      if (o->values_num != 2 || o->values[0].type != OCONFIG_TYPE_STRING ||
-          o->values[1].type != OCONFIG_TYPE_STRING)
-        CONF_ERR(block, o, "expects two strings: the Gateway and the Relay");
-      else if ((g = find_gateway(o->values[0].value.string)) < 0)
-        CONF_ERR(block, o, "no Gateway \"%s\" is defined (before this Switch)",
-                 o->values[0].value.string);
-      else if ((rl = bm_gateway_find_relay(gateways[g].gw,
-                                           o->values[1].value.string)) < 0)
-        CONF_ERR(block, o, "Gateway \"%s\" has no Relay \"%s\"",
-                 o->values[0].value.string, o->values[1].value.string);
-      else {
-        r->gateway = g;
-        r->relay = rl;
-        has_relay = true;
-        rc = 0;
-      }
-    } else if (strcasecmp(o->key, "DataSource") == 0) {
-      rc = conf_string(block, o, r->data_source, sizeof(r->data_source));
-    } else if (strcasecmp(o->key, "OnAbove") == 0 ||
-               strcasecmp(o->key, "OnBelow") == 0) {
-      if ((rc = conf_number(block, o, -1e300, 1e300, false, &d)) == 0)
-        r->on_at = d;
-      if (strcasecmp(o->key, "OnAbove") == 0)
-        cooler = true;
-      else
-        heater = true;
-    } else if (strcasecmp(o->key, "OffBelow") == 0 ||
-               strcasecmp(o->key, "OffAbove") == 0) {
-      if ((rc = conf_number(block, o, -1e300, 1e300, false, &d)) == 0)
-        r->off_at = d;
-      if (strcasecmp(o->key, "OffBelow") == 0)
-        cooler = true;
-      else
-        heater = true;
-    } else if (strcasecmp(o->key, "MinOnTime") == 0) {
-      if ((rc = conf_number(block, o, 0, 86400, false, &d)) == 0)
-        r->limits.min_on = d;
-    } else if (strcasecmp(o->key, "MinOffTime") == 0) {
-      if ((rc = conf_number(block, o, 0, 86400, false, &d)) == 0)
-        r->limits.min_off = d;
-    } else if (strcasecmp(o->key, "MaxSwitchesPerHour") == 0) {
-      if ((rc = conf_int(block, o, 1, BM_RELAY_SWITCHES, &v)) == 0)
-        r->limits.max_per_hour = (int)v;
-    } else if (strcasecmp(o->key, "StaleAfter") == 0) {
-      if ((rc = conf_number(block, o, 1, 86400, false, &d)) == 0)
-        r->stale_after = d;
-    } else if (strcasecmp(o->key, "FailSafe") == 0) {
-      if ((rc = conf_int(block, o, 0, 1, &v)) == 0)
-        r->fail_safe = (int)v;
-    } else {
-      CONF_ERR(block, o, "unknown option");
-    }
-    if (rc != 0)
-      goto out;
-  }
-  if (!has_relay) {
-    ERROR(PLUGIN_NAME " plugin: %s: option \"Relay\" is required", block);
-    goto out;
-  }
-  if (cooler && heater) {
-    ERROR(PLUGIN_NAME " plugin: %s: OnAbove/OffBelow (a cooler) and "
-                      "OnBelow/OffAbove (a heater) do not mix",
-          block);
-    goto out;
-  }
-  r->heater = heater;
-  if (bm_rule_check(r, err, sizeof(err)) != 0) {
-    ERROR(PLUGIN_NAME " plugin: %s: %s", block, err);
-    goto out;
-  }
-  if (!(grown = realloc(rules, (rules_n + 1) * sizeof(*rules)))) {
-    ERROR(PLUGIN_NAME " plugin: out of memory");
-    goto out;
-  }
-  rules = grown;
-  rules[rules_n++] = r;
-  r = NULL;
-  status = 0;
-out:
-  if (r) {
-    bm_rule_release(r);
-    free(r);
-  }
-  return status;
-}
-
-/* Interlock "gateway" "relay" "relay" ...: never on together. */
-static int conf_interlock(const oconfig_item_t *ci)
-{
-  const char *block = "<Plugin bimetri>";
-  int relays[64], g;
-
-  if (ci->values_num < 3 || ci->values_num > 65) {
-    CONF_ERR(block, ci, "expects a Gateway and 2 to 64 of its Relays");
-    return -1;
-  }
-  for (int i = 0; i < ci->values_num; i++) {
-    if (ci->values[i].type != OCONFIG_TYPE_STRING) {
-      CONF_ERR(block, ci, "expects strings: a Gateway and its Relays");
-      return -1;
-    }
-  }
-  if ((g = find_gateway(ci->values[0].value.string)) < 0) {
-    CONF_ERR(block, ci, "no Gateway \"%s\" is defined (before this option)",
-             ci->values[0].value.string);
-    return -1;
-  }
-  for (int i = 1; i < ci->values_num; i++) {
-    const char *name = ci->values[i].value.string;
-    if ((relays[i - 1] = bm_gateway_find_relay(gateways[g].gw, name)) < 0) {
-      CONF_ERR(block, ci, "Gateway \"%s\" has no Relay \"%s\"",
-               ci->values[0].value.string, name);
-      return -1;
-    }
-    for (int k = 0; k < i - 1; k++) {
-      if (relays[k] == relays[i - 1]) {
-        CONF_ERR(block, ci, "Relay \"%s\" is named twice", name);
-        return -1;
-      }
-    }
-  }
-  if (bm_gateway_interlock(gateways[g].gw, relays, ci->values_num - 1) != 0) {
-    ERROR(PLUGIN_NAME " plugin: out of memory");
-    return -1;
-  }
-  return 0;
-}
-
-/* Chains of Triggers through the plugin's own notifications must not loop:
- * the configuration is refused when they do. */
-static int check_trigger_loops(void)
-{
-  struct bm_relay_ref *refs;
-  size_t n = 0, cap = 0;
-  char err[1024];
-  int status = 0;
-
-  for (size_t g = 0; g < gateways_n; g++)
-    cap += bm_gateway_relay_count(gateways[g].gw);
-  if (!(refs = calloc(cap + 1, sizeof(*refs)))) {
-    ERROR(PLUGIN_NAME " plugin: out of memory");
-    return -1;
-  }
-  for (size_t g = 0; g < gateways_n; g++) {
-    for (size_t r = 0; r < bm_gateway_relay_count(gateways[g].gw); r++) {
-      refs[n].gateway = bm_gateway_name(gateways[g].gw);
-      refs[n].relay = bm_gateway_relay_name(gateways[g].gw, (int)r);
-      refs[n].gateway_index = (int)g;
-      refs[n++].relay_index = (int)r;
-    }
-  }
-  if (bm_triggers_check_cycles(triggers, triggers_n, refs, n, err,
-                               sizeof(err)) != 0) {
-    ERROR(PLUGIN_NAME " plugin: <Plugin bimetri>: %s", err);
-    status = -1;
-  }
-  free(refs);
-  return status;
-}
-
+/* Called once per <Plugin bimetri> block: what it defines adds to what the
+ * blocks before defined. */
 static int bimetri_config(oconfig_item_t *ci)
 {
-  int status = 0;
+  struct bm_conf_item block;
+  struct bm_plugconf_opts opts = {0};
+  const char *base = global_option_get("BaseDir"); /* read before plugins */
+  size_t interlocks_from = conf.interlocks_n;
+  int status = -1;
 
+  memset(&block, 0, sizeof(block));
   bm_log_set_sink(glue_log, NULL);
   if (bm_gateway_library_init() != 0) {
     ERROR(PLUGIN_NAME " plugin: cannot initialise libmosquitto");
-    config_failed = true;
-    return -1;
+    goto out;
   }
-  for (int i = 0; i < ci->children_num && status == 0; i++) {
-    const oconfig_item_t *c = &ci->children[i];
-    if (strcasecmp(c->key, "Gateway") == 0)
-      status = conf_gateway(c);
-    else if (strcasecmp(c->key, "Trigger") == 0)
-      status = conf_trigger(c);
-    else if (strcasecmp(c->key, "Interlock") == 0)
-      status = conf_interlock(c);
-    else if (strcasecmp(c->key, "Switch") == 0)
-      status = conf_switch(c);
-    else {
-      ERROR(PLUGIN_NAME " plugin: <Plugin bimetri>, option \"%s\": unknown "
-                        "option",
-            c->key);
-      status = -1;
+  if (conf_tree_from(ci, &block) != 0) {
+    ERROR(PLUGIN_NAME " plugin: out of memory");
+    goto out;
+  }
+  opts.base_dir = base && *base ? base : ".";
+  opts.read_secrets = true;
+  opts.error = conf_error;
+  if (bm_plugconf_add(&conf, &block, &opts) != 0)
+    goto out;
+  for (size_t i = gateways_n; i < conf.gateways_n; i++)
+    if (create_gateway(i) != 0)
+      goto out;
+  for (size_t i = interlocks_from; i < conf.interlocks_n; i++) {
+    const struct bm_plugconf_interlock *il = &conf.interlocks[i];
+    if (bm_gateway_interlock(gateways[il->gateway].gw, il->relays, il->n) !=
+        0) {
+      ERROR(PLUGIN_NAME " plugin: out of memory");
+      goto out;
     }
   }
-  if (status == 0 && check_trigger_loops() != 0)
-    status = -1;
-  if (status == 0 && gateways_n == 0) {
-    ERROR(PLUGIN_NAME " plugin: <Plugin bimetri>: at least one <Gateway> "
-                      "block is required");
-    status = -1;
-  }
-  if (status == 0 && rules_n > 0 &&
+  if (conf.rules_n > 0 &&
       plugin_register_write(PLUGIN_NAME, bimetri_write, NULL) != 0) {
     ERROR(PLUGIN_NAME " plugin: cannot register the write callback");
-    status = -1;
+    goto out;
   }
+  status = 0;
+out:
+  conf_tree_free(&block);
   if (status != 0)
     config_failed = true;
   return status;
@@ -1390,8 +509,8 @@ static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
   (void)ud;
   if (!started)
     return 0;
-  for (size_t i = 0; i < rules_n; i++) {
-    struct bm_rule *r = rules[i];
+  for (size_t i = 0; i < conf.rules_n; i++) {
+    struct bm_rule *r = conf.rules[i];
     size_t k = 0;
     double value;
     int want;
@@ -1435,21 +554,21 @@ static void rules_tick(void)
 {
   double now = CDTIME_T_TO_DOUBLE(cdtime());
 
-  for (size_t i = 0; i < rules_n; i++) {
+  for (size_t i = 0; i < conf.rules_n; i++) {
     char origin[BM_ORIGIN_SIZE];
-    int want = bm_rule_tick(rules[i], now);
+    int want = bm_rule_tick(conf.rules[i], now);
     if (want < 0)
       continue;
     snprintf(origin, sizeof(origin),
              "switch %s: no value for %g s (StaleAfter): FailSafe",
-             rules[i]->name, rules[i]->stale_after);
+             conf.rules[i]->name, conf.rules[i]->stale_after);
     WARNING(PLUGIN_NAME " plugin: Switch \"%s\": no value for %g s: relay "
                         "\"%s\" goes to its FailSafe state %s",
-            rules[i]->name, rules[i]->stale_after,
-            bm_gateway_relay_name(gateways[rules[i]->gateway].gw,
-                                  rules[i]->relay),
+            conf.rules[i]->name, conf.rules[i]->stale_after,
+            bm_gateway_relay_name(gateways[conf.rules[i]->gateway].gw,
+                                  conf.rules[i]->relay),
             want ? "on" : "off");
-    rule_request(rules[i], want, origin, false);
+    rule_request(conf.rules[i], want, origin, false);
   }
 }
 
@@ -1520,7 +639,7 @@ static void manual_command(const notification_t *n)
                    n->type_instance, n->plugin_instance, n->host);
     return;
   }
-  if (!gateways[g].manual_control[relay]) {
+  if (!conf.gateways[g].relays[relay].manual_control) {
     manual_refused(n, "manual command \"%.32s\" for relay \"%s\" refused: "
                       "ManualControl is off (from host \"%s\")",
                    n->message, n->type_instance, n->host);
@@ -1559,6 +678,8 @@ static int bimetri_notification(const notification_t *n, user_data_t *ud)
   static const char *sev_names[] = {"", "OKAY", "WARNING", "FAILURE"};
 
   (void)ud;
+  if (config_failed)
+    return 0; /* Triggers may name Gateways that were never created */
   if (strcmp(n->plugin, PLUGIN_NAME) == 0 &&
       strcmp(n->type, "relay_command") == 0) {
     manual_command(n);
@@ -1574,8 +695,8 @@ static int bimetri_notification(const notification_t *n, user_data_t *ud)
     return 0;
   f.missing = is_missing_report(n);
 
-  for (size_t i = 0; i < triggers_n; i++) {
-    const struct bm_trigger *t = &triggers[i];
+  for (size_t i = 0; i < conf.triggers_n; i++) {
+    const struct bm_trigger *t = &conf.triggers[i];
     int want = bm_trigger_evaluate(t, &f);
     char origin[BM_ORIGIN_SIZE], why[160];
     enum bm_request rc;
@@ -1610,21 +731,9 @@ static int bimetri_shutdown(void)
   for (size_t i = 0; i < gateways_n; i++) {
     bm_gateway_free(gateways[i].gw);
     free(gateways[i].views);
-    free(gateways[i].manual_control);
   }
   gateways_n = 0;
-  for (size_t i = 0; i < triggers_n; i++)
-    bm_trigger_release(&triggers[i]);
-  free(triggers);
-  triggers = NULL;
-  triggers_n = 0;
-  for (size_t i = 0; i < rules_n; i++) {
-    bm_rule_release(rules[i]);
-    free(rules[i]);
-  }
-  free(rules);
-  rules = NULL;
-  rules_n = 0;
+  bm_plugconf_release(&conf);
   bm_gateway_library_cleanup();
   bm_log_set_sink(NULL, NULL);
   return 0;

@@ -9,10 +9,8 @@
  *
  * It reads the very <Plugin bimetri> block collectd gives the plugin
  * (conffile.h parses collectd's syntax, Include included) and interprets
- * each <Gateway> with the plugin's defaults and rules (see "gateway
- * settings" below: a port of bimetri.c's conf_gateway onto conffile.h's
- * tree, limited to the options this tool needs; the others are ignored, so
- * a configuration the plugin has grown options for still works here).
+ * it with the plugin's own reader (plugconf.h): the same defaults, checks
+ * and messages, so a configuration the plugin refuses is refused here too.
  * Flags override what the file says, or replace it (--no-config).
  *
  * set: its own MQTT session (client id "bimetri-ctl-<random>", clean
@@ -91,15 +89,14 @@
 #include "jwt.h"
 #include "log.h"
 #include "message.h"
+#include "plugconf.h"
 #include "relay.h"
 #include "token.h"
 
 #define PROG "bimetri-ctl"
 #define DEFAULT_CONFIG "/etc/collectd/collectd.conf"
 #define DEFAULT_BASEDIR "/var/lib/collectd" /* collectd's compiled default */
-#define MAX_GATEWAYS 64                     /* as the plugin */
 #define MAX_RELAYS 1024                     /* per Gateway, in the journal */
-#define MAX_INTERLOCKS 256
 #define CONNECT_TIMEOUT 10.0 /* s for CONNACK and SUBACK */
 #define EXCERPT_MAX 200      /* bytes of an undecodable payload shown */
 
@@ -367,537 +364,41 @@ static void log_sink(int level, const char *line, void *ctx)
 }
 
 /* ---- gateway settings --------------------------------------------------
- * A port of bimetri.c's conf_gateway onto conffile.h's tree, for the
- * options this tool needs: the same defaults, ranges and checks, and the
- * same messages (plus the file and line).  Options the tool does not need
- * (ClientId, TokenWarn, Retries, JournalSync, ...) are ignored.  Secret
- * files (PasswordFile, CertificateKeyPasswordFile) are read only when a
- * command connects, so `status` works for whoever may read the journal. */
-
-struct ctl_relay {
-  char name[BM_RELAY_NAME_SIZE];
-  int64_t resource_id;
-  int output;
-};
+ * plugconf.h reads the <Plugin bimetri> blocks exactly as the plugin does:
+ * the same options, defaults, checks and messages (here after the file and
+ * line), so this tool refuses what the plugin refuses.  Secret files
+ * (PasswordFile, CertificateKeyPasswordFile) are read only when a command
+ * connects, so `status` works for whoever may read the journal. */
 
 struct ctl_gateway {
   struct bm_gateway_conf c;
   char password_file[BM_GW_PATH_SIZE];     /* "" none */
   char key_password_file[BM_GW_PATH_SIZE]; /* "" none */
+  /* What the configuration or the flags gave (require() checks them). */
   bool has_app, has_inst, has_user, has_org, has_port, has_pass;
   int token_sources;
-  struct ctl_relay *relays;
+  const struct bm_plugconf_relay *relays; /* owned by ctl_conf.pc */
   size_t relays_n;
-  const char *file; /* where the block is, for messages */
-  int line;
-};
-
-struct ctl_interlock {
-  int gateway;
-  int relays[64];
-  int n;
 };
 
 struct ctl_conf {
-  struct ctl_gateway *gw;
+  struct bm_plugconf pc; /* what the file says */
+  struct ctl_gateway *gw; /* pc's Gateways, or the one of --no-config */
   size_t n;
-  struct ctl_interlock *interlocks;
+  const struct bm_plugconf_interlock *interlocks; /* owned by pc */
   size_t interlocks_n;
   bool from_file;
 };
 
-static int __attribute__((format(printf, 3, 4)))
-conf_err(const struct bm_conf_item *it, const char *block, const char *fmt,
-         ...)
+/* plugconf.h's error, after the file and line it is about. */
+static void conf_error(void *ctx, const struct bm_conf_item *where,
+                       const char *message)
 {
-  va_list ap;
-  char msg[512];
-
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof(msg), fmt, ap);
-  va_end(ap);
-  return fail("%s:%d: %s, option \"%s\": %s", it->file, it->line, block,
-              it->key, msg);
-}
-
-static int conf_string(const char *block, const struct bm_conf_item *it,
-                       char *buf, size_t size)
-{
-  if (it->values_num != 1 || it->values[0].type != BM_CONF_STRING)
-    return conf_err(it, block, "expects exactly one string argument");
-  if (strlen(it->values[0].string) >= size)
-    return conf_err(it, block, "longer than %zu bytes", size - 1);
-  snprintf(buf, size, "%s", it->values[0].string);
-  return 0;
-}
-
-static int conf_number(const char *block, const struct bm_conf_item *it,
-                       double min, double max, bool integer, double *out)
-{
-  double v;
-
-  if (it->values_num != 1 || it->values[0].type != BM_CONF_NUMBER)
-    return conf_err(it, block, "expects exactly one number argument");
-  v = it->values[0].number;
-  if (!(v >= min && v <= max) || (integer && v != (double)(int64_t)v))
-    return conf_err(it, block, "expects %s from %g to %g, got %g",
-                    integer ? "an integer" : "a number", min, max, v);
-  *out = v;
-  return 0;
-}
-
-static int conf_int(const char *block, const struct bm_conf_item *it,
-                    double min, double max, int64_t *out)
-{
-  double v = 0;
-
-  if (conf_number(block, it, min, max, true, &v) != 0)
-    return -1;
-  *out = (int64_t)v;
-  return 0;
-}
-
-static int conf_bool(const char *block, const struct bm_conf_item *it,
-                     bool *out)
-{
-  if (it->values_num != 1 || it->values[0].type != BM_CONF_BOOLEAN)
-    return conf_err(it, block, "expects true or false");
-  *out = it->values[0].boolean;
-  return 0;
-}
-
-/* Names that end up in metric identifiers: 1..63 of [A-Za-z0-9_.-], not
- * starting with '-' (bimetri.c valid_instance). */
-static bool valid_instance(const char *s)
-{
-  size_t n = strlen(s);
-
-  if (n == 0 || n >= 64 || s[0] == '-')
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!isalnum((unsigned char)s[i]) && !strchr("_.-", s[i]))
-      return false;
-  return true;
-}
-
-/* AppName and InstanceId become topic levels (bimetri.c valid_topic_part). */
-static bool valid_topic_part(const char *s)
-{
-  if (!*s)
-    return false;
-  for (; *s; s++)
-    if (strchr("/+#.", *s) || isspace((unsigned char)*s) ||
-        (unsigned char)*s < 0x20)
-      return false;
-  return true;
-}
-
-static int block_name(const struct bm_conf_item *it, const char *what,
-                      char *buf, size_t size)
-{
-  if (it->values_num != 1 || it->values[0].type != BM_CONF_STRING)
-    return fail("%s:%d: <%s> block expects exactly one string argument (its "
-                "name)",
-                it->file, it->line, what);
-  if (!valid_instance(it->values[0].string))
-    return fail("%s:%d: <%s \"%s\">: invalid name: use 1 to 63 of letters, "
-                "digits, '_', '.', '-', not starting with '-'",
-                it->file, it->line, what, it->values[0].string);
-  snprintf(buf, size, "%s", it->values[0].string);
-  return 0;
-}
-
-/* <Token>: a token minted here (bimetri.c conf_token_block). */
-static int conf_token_block(const char *gw_block, const struct bm_conf_item *ci,
-                            struct bm_token_conf *t)
-{
-  static const char *const reserved[] = {"iss", "sub", "aud", "exp",
-                                         "nbf", "iat", "jti"};
-  char block[160], alg[16] = "";
-  bool has_key = false;
-  double d;
-
-  snprintf(block, sizeof(block), "%s <Token>", gw_block);
-  if (ci->values_num != 0)
-    return fail("%s:%d: %s: the block takes no argument", ci->file, ci->line,
-                block);
-  t->kind = BM_TOKEN_MINT;
-  for (size_t i = 0; i < ci->children_num; i++) {
-    const struct bm_conf_item *o = &ci->children[i];
-    int rc = -1;
-
-    if (strcasecmp(o->key, "Algorithm") == 0) {
-      if ((rc = conf_string(block, o, alg, sizeof(alg))) == 0) {
-        if (strcmp(alg, "HS256") == 0)
-          t->alg = BM_TOKEN_HS256;
-        else if (strcmp(alg, "RS256") == 0)
-          t->alg = BM_TOKEN_RS256;
-        else if (strcmp(alg, "ES256") == 0)
-          t->alg = BM_TOKEN_ES256;
-        else
-          rc = conf_err(o, block, "expects HS256, RS256 or ES256, got \"%s\"",
-                        alg);
-      }
-    } else if (strcasecmp(o->key, "KeyFile") == 0) {
-      rc = conf_string(block, o, t->file, sizeof(t->file));
-      has_key = true;
-    } else if (strcasecmp(o->key, "Issuer") == 0) {
-      rc = conf_string(block, o, t->issuer, sizeof(t->issuer));
-    } else if (strcasecmp(o->key, "Subject") == 0) {
-      rc = conf_string(block, o, t->subject, sizeof(t->subject));
-    } else if (strcasecmp(o->key, "Audience") == 0) {
-      rc = conf_string(block, o, t->audience, sizeof(t->audience));
-    } else if (strcasecmp(o->key, "Lifetime") == 0) {
-      if ((rc = conf_number(block, o, 60, 31536000, false, &d)) == 0)
-        t->lifetime = d;
-    } else if (strcasecmp(o->key, "RenewBefore") == 0) {
-      if ((rc = conf_number(block, o, 1, 31536000, false, &d)) == 0)
-        t->renew_before = d;
-    } else if (strcasecmp(o->key, "Claim") == 0) {
-      const char *name, *value;
-      if (o->values_num != 2 || o->values[0].type != BM_CONF_STRING ||
-          o->values[1].type != BM_CONF_STRING)
-        return conf_err(o, block,
-                        "expects two strings: the claim's name and value");
-      name = o->values[0].string;
-      value = o->values[1].string;
-      if (t->n_claims == BM_TOKEN_MAX_CLAIMS)
-        return conf_err(o, block, "at most %d claims", BM_TOKEN_MAX_CLAIMS);
-      if (!name[0] || strlen(name) >= sizeof(t->claims[0].name) ||
-          strlen(value) >= sizeof(t->claims[0].value))
-        return conf_err(o, block,
-                        "the name must be 1 to 63 bytes, the value at most 255");
-      for (size_t r = 0; r < sizeof(reserved) / sizeof(reserved[0]); r++)
-        if (strcmp(name, reserved[r]) == 0)
-          return conf_err(o, block, "\"%s\" is set by the plugin itself",
-                          reserved[r]);
-      for (int c = 0; c < t->n_claims; c++)
-        if (strcmp(t->claims[c].name, name) == 0)
-          return conf_err(o, block, "claim \"%s\" given twice", name);
-      snprintf(t->claims[t->n_claims].name, sizeof(t->claims[0].name), "%s",
-               name);
-      snprintf(t->claims[t->n_claims].value, sizeof(t->claims[0].value), "%s",
-               value);
-      t->n_claims++;
-      rc = 0;
-    } else {
-      rc = conf_err(o, block, "unknown option");
-    }
-    if (rc != 0)
-      return -1;
-  }
-  if (!t->alg || !has_key)
-    return fail("%s:%d: %s: option \"%s\" is required", ci->file, ci->line,
-                block, !t->alg ? "Algorithm" : "KeyFile");
-  if (t->renew_before >= t->lifetime)
-    return fail("%s:%d: %s: \"RenewBefore\" must be shorter than \"Lifetime\"",
-                ci->file, ci->line, block);
-  return 0;
-}
-
-static int conf_relay(struct ctl_gateway *g, const char *gw_block,
-                      const struct bm_conf_item *ci)
-{
-  struct ctl_relay r;
-  char block[160];
-  bool has_res = false, has_out = false;
-  int64_t v;
-
-  memset(&r, 0, sizeof(r));
-  if (block_name(ci, "Relay", r.name, sizeof(r.name)) != 0)
-    return -1;
-  snprintf(block, sizeof(block), "%s <Relay \"%s\">", gw_block, r.name);
-  for (size_t i = 0; i < ci->children_num; i++) {
-    const struct bm_conf_item *c = &ci->children[i];
-    if (strcasecmp(c->key, "ResourceId") == 0) {
-      if (conf_int(block, c, 0, (double)BM_MSG_MAX_SAFE_INT, &r.resource_id))
-        return -1;
-      has_res = true;
-    } else if (strcasecmp(c->key, "Output") == 0) {
-      if (conf_int(block, c, 0, 65535, &v) != 0)
-        return -1;
-      r.output = (int)v;
-      has_out = true;
-    }
-    /* Other options (ManualControl, ...) do not concern this tool. */
-  }
-  if (!has_res || !has_out)
-    return fail("%s:%d: %s: option \"%s\" is required", ci->file, ci->line,
-                block, has_res ? "Output" : "ResourceId");
-  if (g->relays_n == MAX_RELAYS)
-    return fail("%s:%d: %s: more than %d relays", ci->file, ci->line, block,
-                MAX_RELAYS);
-  for (size_t j = 0; j < g->relays_n; j++) {
-    if (strcmp(g->relays[j].name, r.name) == 0)
-      return fail("%s:%d: %s: Relay \"%s\" is defined twice", ci->file,
-                  ci->line, gw_block, r.name);
-    if (g->relays[j].resource_id == r.resource_id &&
-        g->relays[j].output == r.output)
-      return fail("%s:%d: %s: Relays \"%s\" and \"%s\" both address "
-                  "ResourceId %lld Output %d",
-                  ci->file, ci->line, gw_block, g->relays[j].name, r.name,
-                  (long long)r.resource_id, r.output);
-  }
-  g->relays[g->relays_n++] = r;
-  return 0;
-}
-
-/* The plugin's defaults (bimetri.c conf_gateway). */
-static void gateway_defaults(struct ctl_gateway *g, const char *name)
-{
-  struct bm_gateway_conf *c = &g->c;
-
-  snprintf(c->name, sizeof(c->name), "%s", name);
-  snprintf(c->host, sizeof(c->host), "localhost");
-  c->port = 1883;
-  c->keepalive = 30;
-  snprintf(c->brand, sizeof(c->brand), "Bimetri");
-  snprintf(c->command_topic, sizeof(c->command_topic), "resource/commands");
-  c->qos = 2;
-  c->policy.ack_timeout = 10;
-  c->policy.command_timeout = 30;
-  c->policy.retries = 2;
-  c->policy.retry_backoff = 1;
-  c->token.command_timeout = 10;
-  c->token.lifetime = 3600;
-  c->token.renew_before = 300;
-  c->token_leeway = 60;
-  c->tls_verify_hostname = true;
-  c->tls_verify_peer = true;
-}
-
-/* Joins base and a relative path; an absolute path stays as it is. */
-static void under_base(char *buf, size_t size, const char *base,
-                       const char *path)
-{
-  char tmp[BM_GW_PATH_SIZE];
-
-  if (path[0] == '/') {
-    snprintf(tmp, sizeof(tmp), "%s", path);
-  } else {
-    snprintf(tmp, sizeof(tmp), "%s/%s", base, path);
-  }
-  snprintf(buf, size, "%s", tmp);
-}
-
-static int conf_gateway(struct ctl_conf *cf, const struct bm_conf_item *ci,
-                        const char *base_dir)
-{
-  struct ctl_gateway *g;
-  struct bm_gateway_conf *c;
-  char block[96], name[BM_GW_NAME_SIZE];
-  int64_t v;
-  double d;
-
-  if (cf->n == MAX_GATEWAYS)
-    return fail("%s:%d: more than %d <Gateway> blocks", ci->file, ci->line,
-                MAX_GATEWAYS);
-  if (block_name(ci, "Gateway", name, sizeof(name)) != 0)
-    return -1;
-  snprintf(block, sizeof(block), "<Gateway \"%s\">", name);
-  for (size_t i = 0; i < cf->n; i++)
-    if (strcmp(cf->gw[i].c.name, name) == 0)
-      return fail("%s:%d: %s: a Gateway of this name already exists",
-                  ci->file, ci->line, block);
-  g = &cf->gw[cf->n];
-  memset(g, 0, sizeof(*g));
-  if (!(g->relays = calloc(ci->children_num + 1, sizeof(*g->relays))))
-    return fail("out of memory");
-  cf->n++; /* owned by cf from here, freed with it */
-  c = &g->c;
-  g->file = ci->file;
-  g->line = ci->line;
-  gateway_defaults(g, name);
-
-  for (size_t i = 0; i < ci->children_num; i++) {
-    const struct bm_conf_item *o = &ci->children[i];
-    const char *k = o->key;
-    int rc = 0;
-
-    if (strcasecmp(k, "Host") == 0) {
-      rc = conf_string(block, o, c->host, sizeof(c->host));
-    } else if (strcasecmp(k, "Port") == 0) {
-      if ((rc = conf_int(block, o, 1, 65535, &v)) == 0)
-        c->port = (int)v;
-      g->has_port = true;
-    } else if (strcasecmp(k, "User") == 0) {
-      rc = conf_string(block, o, c->user, sizeof(c->user));
-    } else if (strcasecmp(k, "Password") == 0) {
-      rc = conf_string(block, o, c->password, sizeof(c->password));
-      g->has_pass = true;
-    } else if (strcasecmp(k, "PasswordFile") == 0) {
-      rc = conf_string(block, o, g->password_file, sizeof(g->password_file));
-      g->has_pass = true;
-    } else if (strcasecmp(k, "KeepAlive") == 0) {
-      if ((rc = conf_int(block, o, 5, 65535, &v)) == 0)
-        c->keepalive = (int)v;
-    } else if (strcasecmp(k, "AppName") == 0) {
-      if ((rc = conf_string(block, o, c->app_name, sizeof(c->app_name))) == 0 &&
-          !valid_topic_part(c->app_name))
-        rc = conf_err(o, block, "\"%s\" must be non-empty without '/', '+', "
-                                "'#', '.' or white space",
-                      c->app_name);
-      g->has_app = true;
-    } else if (strcasecmp(k, "InstanceId") == 0) {
-      if ((rc = conf_string(block, o, c->instance_id,
-                            sizeof(c->instance_id))) == 0 &&
-          !valid_topic_part(c->instance_id))
-        rc = conf_err(o, block, "\"%s\" must be non-empty without '/', '+', "
-                                "'#', '.' or white space",
-                      c->instance_id);
-      g->has_inst = true;
-    } else if (strcasecmp(k, "Brand") == 0) {
-      if ((rc = conf_string(block, o, c->brand, sizeof(c->brand))) == 0 &&
-          c->brand[0] == '\0')
-        rc = conf_err(o, block, "must not be empty");
-    } else if (strcasecmp(k, "UserId") == 0) {
-      rc = conf_int(block, o, 0, (double)BM_MSG_MAX_SAFE_INT, &c->user_id);
-      g->has_user = true;
-    } else if (strcasecmp(k, "OrganizationId") == 0) {
-      rc = conf_int(block, o, 0, (double)BM_MSG_MAX_SAFE_INT,
-                    &c->organization_id);
-      g->has_org = true;
-    } else if (strcasecmp(k, "TokenFile") == 0) {
-      rc = conf_string(block, o, c->token.file, sizeof(c->token.file));
-      c->token.kind = BM_TOKEN_FILE;
-      g->token_sources++;
-    } else if (strcasecmp(k, "TokenCommand") == 0) {
-      rc = conf_string(block, o, c->token.command, sizeof(c->token.command));
-      c->token.kind = BM_TOKEN_COMMAND;
-      g->token_sources++;
-    } else if (strcasecmp(k, "TokenCommandTimeout") == 0) {
-      if ((rc = conf_number(block, o, 0.1, 600, false, &d)) == 0)
-        c->token.command_timeout = d;
-    } else if (strcasecmp(k, "Token") == 0) {
-      rc = conf_token_block(block, o, &c->token);
-      g->token_sources++;
-    } else if (strcasecmp(k, "TokenLeeway") == 0) {
-      if ((rc = conf_int(block, o, 0, 86400, &v)) == 0)
-        c->token_leeway = v;
-    } else if (strcasecmp(k, "CACert") == 0) {
-      rc = conf_string(block, o, c->ca_file, sizeof(c->ca_file));
-    } else if (strcasecmp(k, "CAPath") == 0) {
-      rc = conf_string(block, o, c->ca_path, sizeof(c->ca_path));
-    } else if (strcasecmp(k, "TLSSystemCAs") == 0) {
-      rc = conf_bool(block, o, &c->tls_system_cas);
-    } else if (strcasecmp(k, "CertificateFile") == 0) {
-      rc = conf_string(block, o, c->cert_file, sizeof(c->cert_file));
-    } else if (strcasecmp(k, "CertificateKeyFile") == 0) {
-      rc = conf_string(block, o, c->key_file, sizeof(c->key_file));
-    } else if (strcasecmp(k, "CertificateKeyPassword") == 0) {
-      rc = conf_string(block, o, c->key_password, sizeof(c->key_password));
-    } else if (strcasecmp(k, "CertificateKeyPasswordFile") == 0) {
-      rc = conf_string(block, o, g->key_password_file,
-                       sizeof(g->key_password_file));
-    } else if (strcasecmp(k, "TLSProtocol") == 0) {
-      if ((rc = conf_string(block, o, c->tls_version,
-                            sizeof(c->tls_version))) == 0 &&
-          strcmp(c->tls_version, "tlsv1.2") != 0 &&
-          strcmp(c->tls_version, "tlsv1.3") != 0)
-        rc = conf_err(o, block, "expects \"tlsv1.2\" or \"tlsv1.3\", got "
-                                "\"%s\"",
-                      c->tls_version);
-    } else if (strcasecmp(k, "CipherSuite") == 0) {
-      rc = conf_string(block, o, c->ciphers, sizeof(c->ciphers));
-    } else if (strcasecmp(k, "TLSVerifyHostname") == 0) {
-      rc = conf_bool(block, o, &c->tls_verify_hostname);
-    } else if (strcasecmp(k, "TLSVerifyPeer") == 0) {
-      rc = conf_bool(block, o, &c->tls_verify_peer);
-    } else if (strcasecmp(k, "CommandTopic") == 0) {
-      if ((rc = conf_string(block, o, c->command_topic,
-                            sizeof(c->command_topic))) == 0 &&
-          (c->command_topic[0] == '\0' || strpbrk(c->command_topic, "+#")))
-        rc = conf_err(o, block, "must be a topic name without wildcards");
-    } else if (strcasecmp(k, "QoS") == 0) {
-      if ((rc = conf_int(block, o, 0, 2, &v)) == 0)
-        c->qos = (int)v;
-    } else if (strcasecmp(k, "AckTimeout") == 0) {
-      if ((rc = conf_number(block, o, 0.1, 86400, false, &d)) == 0)
-        c->policy.ack_timeout = d;
-    } else if (strcasecmp(k, "CommandTimeout") == 0) {
-      if ((rc = conf_number(block, o, 0.1, 86400, false, &d)) == 0)
-        c->policy.command_timeout = d;
-    } else if (strcasecmp(k, "JournalFile") == 0) {
-      if ((rc = conf_string(block, o, c->journal_file,
-                            sizeof(c->journal_file))) == 0 &&
-          c->journal_file[0] == '\0')
-        rc = conf_err(o, block, "must not be empty");
-    } else if (strcasecmp(k, "Relay") == 0) {
-      rc = conf_relay(g, block, o);
-    }
-    if (rc != 0)
-      return -1;
-  }
-
-  if (g->token_sources > 1)
-    return fail("%s:%d: %s: give one of \"TokenFile\", \"TokenCommand\" and "
-                "<Token>, not several",
-                ci->file, ci->line, block);
-  if (c->ca_file[0] || c->ca_path[0] || c->tls_system_cas) {
-    if (!g->has_port)
-      c->port = 8883;
-  } else if (c->cert_file[0] || c->key_file[0] || c->tls_version[0] ||
-             c->ciphers[0] || c->key_password[0] || g->key_password_file[0]) {
-    return fail("%s:%d: %s: TLS options need \"CACert\", \"CAPath\" or "
-                "\"TLSSystemCAs true\"",
-                ci->file, ci->line, block);
-  }
-  if (!c->cert_file[0] != !c->key_file[0])
-    return fail("%s:%d: %s: \"CertificateFile\" and \"CertificateKeyFile\" "
-                "go together",
-                ci->file, ci->line, block);
-  if (g->has_pass && !c->user[0])
-    return fail("%s:%d: %s: option \"Password\" needs \"User\"", ci->file,
-                ci->line, block);
-  /* The plugin runs in BaseDir: a relative journal path is under it. */
-  if (!c->journal_file[0])
-    snprintf(c->journal_file, sizeof(c->journal_file),
-             "%s/bimetri-%s.journal", base_dir, c->name);
+  (void)ctx;
+  if (where)
+    fail("%s:%d: %s", where->file, where->line, message);
   else
-    under_base(c->journal_file, sizeof(c->journal_file), base_dir,
-               c->journal_file);
-  return 0;
-}
-
-/* Interlock "gateway" "relay" "relay" ... (bimetri.c conf_interlock). */
-static int conf_interlock(struct ctl_conf *cf, const struct bm_conf_item *ci)
-{
-  const char *block = "<Plugin bimetri>";
-  struct ctl_interlock il;
-  int g = -1;
-
-  memset(&il, 0, sizeof(il));
-  if (ci->values_num < 3 || ci->values_num > 65)
-    return conf_err(ci, block, "expects a Gateway and 2 to 64 of its Relays");
-  for (size_t i = 0; i < ci->values_num; i++)
-    if (ci->values[i].type != BM_CONF_STRING)
-      return conf_err(ci, block, "expects strings: a Gateway and its Relays");
-  for (size_t i = 0; i < cf->n; i++)
-    if (strcmp(cf->gw[i].c.name, ci->values[0].string) == 0)
-      g = (int)i;
-  if (g < 0)
-    return conf_err(ci, block, "no Gateway \"%s\" is defined (before this "
-                               "option)",
-                    ci->values[0].string);
-  for (size_t i = 1; i < ci->values_num; i++) {
-    int r = -1;
-    for (size_t j = 0; j < cf->gw[g].relays_n; j++)
-      if (strcmp(cf->gw[g].relays[j].name, ci->values[i].string) == 0)
-        r = (int)j;
-    if (r < 0)
-      return conf_err(ci, block, "Gateway \"%s\" has no Relay \"%s\"",
-                      ci->values[0].string, ci->values[i].string);
-    for (int k = 0; k < il.n; k++)
-      if (il.relays[k] == r)
-        return conf_err(ci, block, "Relay \"%s\" is named twice",
-                        ci->values[i].string);
-    il.relays[il.n++] = r;
-  }
-  if (cf->interlocks_n == MAX_INTERLOCKS)
-    return conf_err(ci, block, "more than %d Interlocks", MAX_INTERLOCKS);
-  il.gateway = g;
-  cf->interlocks[cf->interlocks_n++] = il;
-  return 0;
+    fail("%s", message);
 }
 
 static void conf_release(struct ctl_conf *cf)
@@ -906,20 +407,24 @@ static void conf_release(struct ctl_conf *cf)
     OPENSSL_cleanse(cf->gw[i].c.password, sizeof(cf->gw[i].c.password));
     OPENSSL_cleanse(cf->gw[i].c.key_password,
                     sizeof(cf->gw[i].c.key_password));
-    free(cf->gw[i].relays);
   }
   free(cf->gw);
-  free(cf->interlocks);
+  bm_plugconf_release(&cf->pc);
   memset(cf, 0, sizeof(*cf));
 }
 
 /* Interprets the <Plugin bimetri> blocks of a parsed collectd.conf, with
- * the global BaseDir as collectd has it when it reaches each block. */
+ * the global BaseDir as collectd has it when it reaches each block, then
+ * takes the Gateways over. */
 static int conf_interpret(struct ctl_conf *cf, const bm_conf_t *tree)
 {
   const struct bm_conf_item *root = bm_conf_root(tree);
   char base_dir[BM_GW_PATH_SIZE] = DEFAULT_BASEDIR;
+  struct bm_plugconf_opts opts = {0};
 
+  opts.base_dir = base_dir;
+  opts.join_base_dir = true; /* the plugin runs in BaseDir, this tool not */
+  opts.error = conf_error;
   for (size_t i = 0; i < root->children_num; i++) {
     const struct bm_conf_item *top = &root->children[i];
 
@@ -932,17 +437,30 @@ static int conf_interpret(struct ctl_conf *cf, const bm_conf_t *tree)
         top->values_num < 1 || top->values[0].type != BM_CONF_STRING ||
         strcasecmp(top->values[0].string, "bimetri") != 0)
       continue;
-    for (size_t j = 0; j < top->children_num; j++) {
-      const struct bm_conf_item *it = &top->children[j];
-      int rc = 0;
-      if (strcasecmp(it->key, "Gateway") == 0)
-        rc = conf_gateway(cf, it, base_dir);
-      else if (strcasecmp(it->key, "Interlock") == 0)
-        rc = conf_interlock(cf, it);
-      if (rc != 0)
-        return -1;
-    }
+    if (bm_plugconf_add(&cf->pc, top, &opts) != 0)
+      return -1;
   }
+  if (!(cf->gw = calloc(cf->pc.gateways_n + 1, sizeof(*cf->gw))))
+    return fail("out of memory");
+  for (size_t i = 0; i < cf->pc.gateways_n; i++) {
+    const struct bm_plugconf_gateway *p = &cf->pc.gateways[i];
+    struct ctl_gateway *g = &cf->gw[cf->n++];
+
+    g->c = p->c;
+    snprintf(g->password_file, sizeof(g->password_file), "%s",
+             p->password_file);
+    snprintf(g->key_password_file, sizeof(g->key_password_file), "%s",
+             p->key_password_file);
+    /* The plugin requires these, and one token source. */
+    g->has_app = g->has_inst = g->has_user = g->has_org = true;
+    g->token_sources = 1;
+    g->has_port = p->has_port;
+    g->has_pass = p->has_pass;
+    g->relays = p->relays;
+    g->relays_n = p->relays_n;
+  }
+  cf->interlocks = cf->pc.interlocks;
+  cf->interlocks_n = cf->pc.interlocks_n;
   return 0;
 }
 
@@ -1282,16 +800,11 @@ static int load_config(const struct ctl_opts *o, struct ctl_conf *cf)
   bm_conf_t *tree;
   int status = -1;
 
-  if (!(cf->gw = calloc(MAX_GATEWAYS, sizeof(*cf->gw))) ||
-      !(cf->interlocks = calloc(MAX_INTERLOCKS, sizeof(*cf->interlocks))))
-    return fail("out of memory");
   if (o->no_config || (!o->config && access(DEFAULT_CONFIG, F_OK) != 0)) {
-    struct ctl_gateway *g = &cf->gw[0];
-    if (!(g->relays = calloc(1, sizeof(*g->relays))))
+    if (!(cf->gw = calloc(1, sizeof(*cf->gw))))
       return fail("out of memory");
     cf->n = 1;
-    gateway_defaults(g, "cli");
-    g->file = "(command line)";
+    bm_plugconf_gateway_defaults(&cf->gw[0].c, "cli");
     return 0;
   }
   if (!(tree = bm_conf_read(path, err, sizeof(err))))
@@ -1349,7 +862,7 @@ static int apply_overrides(const struct ctl_opts *o, struct ctl_gateway *g)
     SET_STR(host, o->host, "--host");
   if (o->app_name) {
     SET_STR(app_name, o->app_name, "--app-name");
-    if (!valid_topic_part(c->app_name))
+    if (!bm_plugconf_valid_topic_part(c->app_name))
       return usage_error("--app-name \"%s\" must be non-empty without '/', "
                          "'+', '#', '.' or white space",
                          o->app_name);
@@ -1357,7 +870,7 @@ static int apply_overrides(const struct ctl_opts *o, struct ctl_gateway *g)
   }
   if (o->instance_id) {
     SET_STR(instance_id, o->instance_id, "--instance-id");
-    if (!valid_topic_part(c->instance_id))
+    if (!bm_plugconf_valid_topic_part(c->instance_id))
       return usage_error("--instance-id \"%s\" must be non-empty without "
                          "'/', '+', '#', '.' or white space",
                          o->instance_id);
@@ -2535,7 +2048,7 @@ static int check_interlock(const struct ctl_opts *o, const struct ctl_conf *cf,
     goto out;
   }
   for (size_t i = 0; i < cf->interlocks_n; i++) {
-    const struct ctl_interlock *il = &cf->interlocks[i];
+    const struct bm_plugconf_interlock *il = &cf->interlocks[i];
     bool here = false;
 
     for (int k = 0; k < il->n; k++)
@@ -2543,7 +2056,7 @@ static int check_interlock(const struct ctl_opts *o, const struct ctl_conf *cf,
     if (!here)
       continue;
     for (int k = 0; k < il->n; k++) {
-      const struct ctl_relay *p = &g->relays[il->relays[k]];
+      const struct bm_plugconf_relay *p = &g->relays[il->relays[k]];
       if (il->relays[k] == relay)
         continue;
       for (size_t j = 0; j < f.n; j++) {
