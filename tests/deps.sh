@@ -11,7 +11,7 @@ libyajl-dev libssl-dev openssl socat procps"
 # servers (write_prometheus needs libmicrohttpd12 and libprotobuf-c1,
 # which collectd-core only suggests), and the tools the tests use.
 BM_DEPS_TEST="valgrind clang libclang-rt-14-dev prometheus libmicrohttpd12 \
-libprotobuf-c1 curl jq influxdb influxdb-client python3"
+libprotobuf-c1 curl jq influxdb influxdb-client python3 debhelper fakeroot"
 BM_DEPS="$BM_DEPS_BUILD $BM_DEPS_TEST"
 
 # bm_install_deps [PACKAGES...]: installs what is missing of PACKAGES
