@@ -332,6 +332,15 @@ _bm_print_logs() {
 
 # _bm_cleanup: the EXIT trap. Stops the watchdog and every tracked process,
 # then removes $T, or keeps it and shows its logs when the test failed.
+_BM_AT_EXIT=()
+
+# bm_at_exit COMMAND: runs COMMAND (with eval) when the test ends, however it
+# ends, after its processes are stopped and before $T is removed: for what a
+# test set up outside the harness (a mount, an installed package).
+bm_at_exit() {
+  _BM_AT_EXIT+=("$1")
+}
+
 _bm_cleanup() {
   local status=$? i pid
   ((_BM_CLEANING)) && return
@@ -359,6 +368,9 @@ _bm_cleanup() {
   done
   _BM_PIDS=()
   _BM_NAMES=()
+  for i in "${_BM_AT_EXIT[@]}"; do
+    eval "$i"
+  done
 
   if ((status == 0 && (_BM_FAILED > 0 || !_BM_DONE))); then
     status=1
