@@ -274,14 +274,21 @@ static int msg_check_keys(struct msg_dec *d, yajl_val v, const char *path)
     members_sort(v);
     for (size_t i = 0; i < n; i++) {
       const char *key = v->u.object.keys[i];
+      yajl_val value = v->u.object.values[i];
+      bool dup = i + 1 < n && strcmp(key, v->u.object.keys[i + 1]) == 0;
+
+      /* The path is built only where it may be needed: for an error here,
+       * or to descend (most members are scalars: the hot path). */
+      if (!dup && !YAJL_IS_OBJECT(value) && !YAJL_IS_ARRAY(value))
+        continue;
       /* A truncated path only shortens an error message. */
       (void)snprintf(child, sizeof(child), "%s%s%s", path, path[0] ? "." : "",
                      key);
-      if (i + 1 < n && strcmp(key, v->u.object.keys[i + 1]) == 0) {
+      if (dup) {
         msg_fail(d, "field \"%s\": duplicate key", child);
         return -1;
       }
-      if (msg_check_keys(d, v->u.object.values[i], child) != 0)
+      if (msg_check_keys(d, value, child) != 0)
         return -1;
     }
   } else if (YAJL_IS_ARRAY(v)) {
