@@ -368,14 +368,14 @@ static void on_connection(void *ctx, const char *gateway, bool up)
 
 static void *gateway_thread(void *arg) { return bm_gateway_run(arg); }
 
-/* The journal's confirmed states, reported before the first interval. */
-static void dispatch_restored(struct gateway_slot *s)
+/* Every relay's known state and pending commands, from a snapshot (which
+ * also hands back the counters and the connection state). */
+static void dispatch_relays(struct gateway_slot *s, struct bm_relay_stats *st,
+                            bool *ready)
 {
   const char *gateway = bm_gateway_name(s->gw);
-  struct bm_relay_stats st;
-  bool ready;
   size_t n = bm_gateway_snapshot(s->gw, s->views,
-                                 bm_gateway_relay_count(s->gw), &st, &ready);
+                                 bm_gateway_relay_count(s->gw), st, ready);
 
   for (size_t i = 0; i < n; i++) {
     if (s->views[i].confirmed >= 0)
@@ -384,6 +384,15 @@ static void dispatch_restored(struct gateway_slot *s)
     dispatch_gauge(gateway, "pending_operations", s->views[i].name,
                    (gauge_t)s->views[i].pending);
   }
+}
+
+/* The journal's confirmed states, reported before the first interval. */
+static void dispatch_restored(struct gateway_slot *s)
+{
+  struct bm_relay_stats st;
+  bool ready;
+
+  dispatch_relays(s, &st, &ready);
 }
 
 /* Stops and joins the Gateway threads that run. */
@@ -450,16 +459,8 @@ static int bimetri_read(void)
     const char *gateway = bm_gateway_name(s->gw);
     struct bm_relay_stats st;
     bool ready;
-    size_t n = bm_gateway_snapshot(s->gw, s->views,
-                                   bm_gateway_relay_count(s->gw), &st, &ready);
 
-    for (size_t i = 0; i < n; i++) {
-      if (s->views[i].confirmed >= 0)
-        dispatch_gauge(gateway, "bool", s->views[i].name,
-                       (gauge_t)s->views[i].confirmed);
-      dispatch_gauge(gateway, "pending_operations", s->views[i].name,
-                     (gauge_t)s->views[i].pending);
-    }
+    dispatch_relays(s, &st, &ready);
     dispatch_gauge(gateway, "current_connections", NULL, ready ? 1 : 0);
     {
       int64_t exp;
