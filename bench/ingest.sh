@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
 # bench/ingest.sh - gateway notifications per second into collectd with the
-# plugin, beside mosquitto_sub receiving the same messages, at QoS 0, 1, 2.
+# plugin, beside three peers, at QoS 0, 1, 2.
 #
 # Usage: bench/ingest.sh WORKDIR BUILDDIR [RUNS [MESSAGES]]
 #
 # On 127.0.0.1 and a free port: one mosquitto (no persistence, unlimited
-# queues), one collectd (logfile at LogLevel info, as shipped; unixsock)
-# with bimetri.so and one Gateway of 100 relays. Each run publishes
-# MESSAGES extDOStateChanged notifications (the protocol example's shape,
-# round-robin over the 100 relays, each flipping its relay, so every one is
-# applied) at the QoS under test with bench/ingest_pub.c (libmosquitto, all
-# messages queued at once, 20 in flight, the broker's default limit;
-# `mosquitto_pub -l` is slower than either consumer), and times from the
-# publisher's start until collectd's log holds a "relay_on"/"relay_off"
-# notification for every one of them (polled every 20 ms). The peer:
-# `mosquitto_sub -C MESSAGES -q QOS >/dev/null` on a topic of its own (so
-# collectd does not get the peer's messages), timed from the same
-# publisher's start until it exits. The plugin subscribes at the QoS under
-# test (its QoS option), as mosquitto_sub does. Ours and the peer
-# alternate, taking turns at going first. Prints bench/run's CSV rows
-# (header first); progress on stderr. INGEST_QOS (default "0 1 2") picks
-# the QoS levels; INGEST_BROKER_LOG=all logs every packet in mosquitto.log.
+# queues) and one collectd: logfile at LogLevel info (as shipped), the
+# bench's write plugin bm_count (standing for write_prometheus & co.: it
+# counts the values reaching collectd's write path), bimetri.so with one
+# Gateway of 100 relays, and collectd's stock mqtt plugin subscribed to
+# collectd/#. Each run publishes MESSAGES messages at the QoS under test
+# with BUILDDIR/ingest_pub (libmosquitto, all queued at once, 20 in flight,
+# the broker's default limit), timed from its first publish (it prints the
+# time) until the last value or message arrived:
+#   ours           extDOStateChanged notifications (the protocol example's
+#                  shape, round-robin over the 100 relays, each flipping its
+#                  relay) until bm_count saw MESSAGES bimetri "bool" values,
+#                  the relay states dispatched as metrics;
+#   mosquitto_sub  the same messages on a topic of its own, -C MESSAGES
+#                  >/dev/null, until it exits: the broker's limit;
+#   collectd mqtt  the same number of values in the stock plugin's format
+#                  (topic collectd/benchhost/mqttpeer/gauge-rN, "N:0|1")
+#                  until bm_count saw them all;
+#   paho script    bench/paho_consumer.py (paho-mqtt + json, a dict of
+#                  relay states) on its own topic, until its last message.
+# The plugin subscribes at the QoS under test (its QoS option), as the
+# peers do. The four take turns at going first. Prints bench/run's CSV
+# rows (header first); progress on stderr. INGEST_QOS (default "0 1 2")
+# picks the QoS levels; INGEST_PEERS (default "sub mqtt paho") the peers.
 set -u -o pipefail
 
 work=$1
@@ -30,9 +37,11 @@ n=${4:-20000}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 so=$repo/build/.libs/bimetri.so
 gwsim=$repo/build/bimetri-gwsim
+py=/usr/bin/python3
 topic=application/third-party/flexyWattApp/1
 peer_topic=application/third-party/benchPeerApp/1 # collectd does not see it
 nrelays=100
+peers=(${INGEST_PEERS:-sub mqtt paho})
 pids=()
 
 cleanup() {
@@ -54,14 +63,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say() { echo "ingest: $*" >&2; }
-now() { date +%s.%N; }
+now_ns() { date +%s%N; }
 
-for f in "$so" "$gwsim"; do
-  [[ -x $f || -f $f ]] || { say "missing $f (make -C build)"; exit 1; }
+for f in "$so" "$gwsim" "$build/ingest_pub" "$build/bm_count.so" \
+  "$build/bm_wait"; do
+  [[ -f $f ]] || { say "missing $f (bench/run builds it)"; exit 1; }
 done
 ((n % (2 * nrelays) == 0)) || { say "MESSAGES must be a multiple of $((2 * nrelays))"; exit 2; }
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$($py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
 # ---- the broker
 cat >"$work/mosquitto.conf" <<EOF2
@@ -72,7 +82,7 @@ persistence false
 max_queued_messages 0
 max_inflight_messages 20
 log_dest file $work/mosquitto.log
-log_type ${INGEST_BROKER_LOG:-error}
+log_type error
 log_type warning
 EOF2
 mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.out" 2>&1 &
@@ -84,20 +94,23 @@ done
 
 # ---- the messages: MESSAGES lines, relays round-robin, status flipping;
 # every relay gets an even number, so a run ends where it began and the
-# next run's messages flip again.
-awk -v n="$n" -v nr="$nrelays" 'BEGIN {
+# next run's messages flip again. The mqtt peer's: the same relays and
+# values in collectd's own topic and payload format.
+awk -v n="$n" -v nr="$nrelays" -v dir="$work" 'BEGIN {
   for (i = 0; i < n; i++) {
     r = i % nr; s = int(i / nr) % 2 ? 0 : 1
-    printf "{\"messageType\":\"notification\",\"appId\":\"flexyWattApp.1\",\"command\":\"setExtDO\",\"notificationType\":\"extDOStateChanged\",\"userName\":\"Flexywatt User\",\"userId\":12345,\"parameters\":{\"resourceId\":%d,\"brand\":\"Bimetri\",\"model\":\"BMM620\",\"networkId\":\"26:AA:E0:23:23:5E\",\"organizationId\":23456,\"output\":%d,\"status\":%d}}\n", 1001 + int(r / 10), 1 + r % 10, s
+    printf "{\"messageType\":\"notification\",\"appId\":\"flexyWattApp.1\",\"command\":\"setExtDO\",\"notificationType\":\"extDOStateChanged\",\"userName\":\"Flexywatt User\",\"userId\":12345,\"parameters\":{\"resourceId\":%d,\"brand\":\"Bimetri\",\"model\":\"BMM620\",\"networkId\":\"26:AA:E0:23:23:5E\",\"organizationId\":23456,\"output\":%d,\"status\":%d}}\n", 1001 + int(r / 10), 1 + r % 10, s > (dir "/messages")
+    printf "collectd/benchhost/mqttpeer/gauge-r%d N:%d\n", r, s > (dir "/mqtt_messages")
   }
-}' >"$work/messages"
+}'
 
 printf "bench-secret-%s-%s" "$RANDOM$RANDOM$RANDOM$RANDOM" "$(date +%s%N)" >"$work/secret"
 "$gwsim" --secret-file "$work/secret" --print-token 86400 >"$work/token" || exit 1
 chmod 600 "$work/token"
 mkdir -p "$work/plugins"
 cp "$so" "$work/plugins/bimetri.so"
-for p in logfile unixsock; do
+cp "$build/bm_count.so" "$work/plugins/bm_count.so"
+for p in logfile mqtt; do
   cp "/usr/lib/collectd/$p.so" "$work/plugins/$p.so"
 done
 
@@ -110,7 +123,7 @@ start_collectd() { # QOS
     </Relay>
 "
   done
-  rm -f "$work/collectd.log" "$work/collectd.sock"
+  rm -f "$work/collectd.log" "$work"/*.count
   cat >"$work/collectd.conf" <<EOF2
 Hostname "benchhost"
 FQDNLookup false
@@ -126,10 +139,21 @@ LoadPlugin logfile
   Timestamp true
   PrintSeverity true
 </Plugin>
-LoadPlugin unixsock
-<Plugin unixsock>
-  SocketFile "$work/collectd.sock"
-  DeleteSocket true
+LoadPlugin bm_count
+<Plugin bm_count>
+  Count "bimetri" "bool" "$work/ours.count"
+  Count "mqttpeer" "gauge" "$work/mqtt.count"
+</Plugin>
+LoadPlugin mqtt
+<Plugin mqtt>
+  <Subscribe "bench">
+    Host "127.0.0.1"
+    Port $port
+    ClientId "bench-mqtt-peer"
+    Topic "collectd/#"
+    QoS $1
+    CleanSession true
+  </Subscribe>
 </Plugin>
 LoadPlugin bimetri
 <Plugin bimetri>
@@ -149,7 +173,10 @@ EOF2
   cpid=$!
   pids+=("$cpid")
   for _ in $(seq 200); do
-    grep -qs 'subscribed' "$work/collectd.log" && return 0
+    grep -qs 'subscribed' "$work/collectd.log" && {
+      sleep 0.5 # the mqtt plugin has no log line of its own for that
+      return 0
+    }
     kill -0 "$cpid" 2>/dev/null || break
     sleep 0.05
   done
@@ -171,62 +198,58 @@ stop_collectd() {
   pids=("${keep[@]}")
 }
 
-applied() { grep -c 'type = relay_o[nf]' "$work/collectd.log"; }
-
-# One run of ours: prints messages/s, or fails after 120 s.
-run_ours() { # QOS
-  local base t0 t1 until lines target
-  local cur last=-1 stall rbase
-  base=$(applied)
-  rbase=$(grep -c 'received notification' "$work/collectd.log")
-  lines=$(wc -l <"$work/collectd.log")
-  target=$((lines + 2 * n)) # each message: an INFO line and a notification
-  t0=$(now)
-  "$build/ingest_pub" "$port" "$topic" "$1" "$work/messages" &
-  local pub=$!
-  until=$((SECONDS + 120))
-  while :; do
-    if (($(wc -l <"$work/collectd.log") >= target)) &&
-      (($(applied) - base >= n)); then
-      t1=$(now)
-      break
-    fi
-    # Gives up when nothing more is applied for 10 s (or after 120 s).
-    cur=$(applied)
-    if ((cur != last)); then
-      last=$cur stall=$((SECONDS + 10))
-    fi
-    if ((SECONDS >= until || SECONDS >= stall)); then
-      say "QoS $1: collectd applied $((cur - base)) of $n;" \
-        "received $(($(grep -c 'received notification' "$work/collectd.log") - rbase))"
-      grep -v 'received notification\|Notification:\|Available write targets' \
-        "$work/collectd.log" | tail -n 5 >&2
-      kill "$pub" 2>/dev/null
-      wait "$pub"
-      return 1
-    fi
-    sleep 0.02
-  done
-  wait "$pub" || { say "mosquitto_pub failed"; return 1; }
-  awk -v a="$t0" -v b="$t1" -v n="$n" 'BEGIN { printf "%.6g\n", n / (b - a) }'
+rate() { # T0_NS T1_NS
+  awk -v a="$1" -v b="$2" -v n="$n" 'BEGIN { printf "%.6g\n", n / ((b - a) / 1e9) }'
 }
 
-run_peer() { # QOS
+# A counter's value (bm_wait with a target of 0 prints... the time only):
+# read the file's first 8 bytes instead.
+count_of() { od -An -t d8 -N 8 "$1" | tr -d ' '; }
+
+# One run through collectd: messages FILE on TOPIC, counted in COUNTFILE.
+run_collectd() { # QOS TOPIC FILE COUNTFILE NAME
+  local base t0 t1
+  base=$(count_of "$4")
+  t0=$("$build/ingest_pub" "$port" "$2" "$1" "$3") ||
+    { say "$5: ingest_pub failed"; return 1; }
+  t1=$("$build/bm_wait" "$4" $((base + n)) 10) || {
+    say "QoS $1: $5: collectd dispatched $(($(count_of "$4") - base)) of $n values"
+    grep -v 'Notification:' "$work/collectd.log" | tail -n 5 >&2
+    return 1
+  }
+  rate "$t0" "$t1"
+}
+
+run_ours() { run_collectd "$1" "$topic" "$work/messages" "$work/ours.count" "plugin"; }
+run_mqtt() { run_collectd "$1" - "$work/mqtt_messages" "$work/mqtt.count" "mqtt plugin"; }
+
+run_sub() { # QOS
   local t0 t1 sub
-  mosquitto_sub -h 127.0.0.1 -p "$port" -q "$1" -t "$peer_topic" -C "$n" >/dev/null &
+  timeout 120 mosquitto_sub -h 127.0.0.1 -p "$port" -q "$1" -t "$peer_topic" \
+    -C "$n" >/dev/null &
   sub=$!
   sleep 0.3 # subscribed (mosquitto_sub has no ready signal)
-  t0=$(now)
-  "$build/ingest_pub" "$port" "$peer_topic" "$1" "$work/messages" ||
-    { say "mosquitto_pub failed"; kill "$sub"; return 1; }
-  local until=$((SECONDS + 120))
-  while kill -0 "$sub" 2>/dev/null; do
-    ((SECONDS < until)) || { say "mosquitto_sub did not get all"; kill "$sub"; wait "$sub"; return 1; }
-    sleep 0.005
+  t0=$("$build/ingest_pub" "$port" "$peer_topic" "$1" "$work/messages") ||
+    { say "mosquitto_sub peer: ingest_pub failed"; kill "$sub"; return 1; }
+  wait "$sub" || { say "mosquitto_sub did not get all"; return 1; }
+  t1=$(now_ns)
+  rate "$t0" "$t1"
+}
+
+run_paho() { # QOS
+  local t0 t1 out=$work/paho.out
+  timeout 120 "$py" "$repo/bench/paho_consumer.py" "$port" "$peer_topic" "$1" \
+    "$n" >"$out" &
+  local c=$!
+  for _ in $(seq 100); do
+    grep -qs ready "$out" && break
+    sleep 0.05
   done
-  t1=$(now)
-  wait "$sub" || { say "mosquitto_sub failed"; return 1; }
-  awk -v a="$t0" -v b="$t1" -v n="$n" 'BEGIN { printf "%.6g\n", n / (b - a) }'
+  t0=$("$build/ingest_pub" "$port" "$peer_topic" "$1" "$work/messages") ||
+    { say "paho peer: ingest_pub failed"; kill "$c"; return 1; }
+  wait "$c" || { say "paho script did not get all"; return 1; }
+  t1=$(sed -n 2p "$out")
+  rate "$t0" "$t1"
 }
 
 stats() { # values...: median min max
@@ -235,25 +258,34 @@ stats() { # values...: median min max
     printf "%.6g,%.6g,%.6g", m, v[1], v[NR] }'
 }
 
+peer_label() {
+  case $1 in
+  sub) echo "mosquitto_sub >/dev/null" ;;
+  mqtt) echo "collectd mqtt plugin" ;;
+  paho) echo "paho-mqtt+json script" ;;
+  esac
+}
+
 echo "figure,unit,better,ours_median,ours_min,ours_max,peer,peer_median,peer_min,peer_max,runs,ratio,target,target_met"
 for qos in ${INGEST_QOS:-0 1 2}; do
   start_collectd "$qos" || exit 1
-  ours=() peer=() lost=0
-  for ((r = 0; r < runs; r++)); do
-    if ((r % 2)); then
-      p=$(run_peer "$qos") || exit 1
-      o=$(run_ours "$qos") || lost=1
-    else
-      o=$(run_ours "$qos") || lost=1
-      p=$(run_peer "$qos") || exit 1
-    fi
-    if ((lost)); then
-      # A figure of a run that did not apply every message is no figure.
-      say "QoS $qos: NO FIGURE: run $((r + 1)) did not apply every message"
-      break
-    fi
-    ours+=("$o") peer+=("$p")
-    say "QoS $qos run $((r + 1)): collectd+plugin $o/s, mosquitto_sub $p/s"
+  declare -A got=()
+  who=(ours "${peers[@]}")
+  lost=0
+  for ((r = 0; r < runs && !lost; r++)); do
+    line="QoS $qos run $((r + 1)):"
+    for ((k = 0; k < ${#who[@]}; k++)); do
+      w=${who[(k + r) % ${#who[@]}]}
+      v=$(run_"$w" "$qos") || {
+        [[ $w == ours ]] || exit 1
+        say "QoS $qos: NO FIGURE: run $((r + 1)) did not dispatch every value"
+        lost=1
+        break
+      }
+      got[$w]+="$v "
+      line+=" $w $v/s"
+    done
+    ((lost)) || say "$line"
   done
   stop_collectd
   if grep -q 'malformed\|dropped a message' "$work/collectd.log"; then
@@ -261,10 +293,17 @@ for qos in ${INGEST_QOS:-0 1 2}; do
     exit 1
   fi
   ((lost)) && continue
-  so=$(stats "${ours[@]}") sp=$(stats "${peer[@]}")
-  awk -F, -v q="$qos" -v n="$n" -v runs="$runs" -v o="$so" -v p="$sp" 'BEGIN {
-    split(o, a, ","); split(p, b, ",")
-    r = a[1] / b[1]
-    printf "ingest %dk notifications QoS %d,messages/s,higher,%s,mosquitto_sub >/dev/null,%s,%d,%.4g,>= 90%% of peer,%s\n",
-      n / 1000, q, o, p, runs, r, (r >= 0.9 ? "yes" : "no") }'
+  so=$(stats ${got[ours]})
+  for w in "${peers[@]}"; do
+    sp=$(stats ${got[$w]})
+    awk -v q="$qos" -v n="$n" -v runs="$runs" -v o="$so" -v p="$sp" \
+      -v label="$(peer_label "$w")" -v w="$w" 'BEGIN {
+      split(o, a, ","); split(p, b, ",")
+      r = a[1] / b[1]
+      if (w == "sub") { t = ">= 90% of peer"; ok = r >= 0.9 }
+      else { t = "ahead of peer"; ok = r > 1 }
+      printf "ingest %dk notifications QoS %d,messages/s,higher,%s,%s,%s,%d,%.4g,%s,%s\n",
+        n / 1000, q, o, label, p, runs, r, t, (ok ? "yes" : "no") }'
+  done
+  unset got
 done

@@ -7,8 +7,12 @@
  *
  *   ingest_pub PORT TOPIC QOS FILE
  *
- * Exits 0 when every message went out, 1 otherwise (after 120 s at most).
+ * With TOPIC "-", each line is "topic payload" (one space between). Prints
+ * the CLOCK_REALTIME (ns) at which the first message was handed to
+ * libmosquitto, the benchmark's start. Exits 0 when every message went
+ * out, 1 otherwise (after 120 s at most).
  */
+#include <inttypes.h>
 #include <mosquitto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,10 +55,26 @@ int main(int argc, char **argv)
     fprintf(stderr, "ingest_pub: cannot connect to 127.0.0.1:%d\n", port);
     return 1;
   }
+  struct timespec t0;
+  clock_gettime(CLOCK_REALTIME, &t0);
+  printf("%" PRId64 "\n", (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec);
+  fflush(stdout);
   while ((len = getline(&line, &cap, f)) > 0) {
+    const char *topic = argv[2], *payload = line;
     if (line[len - 1] == '\n')
-      len--;
-    if (mosquitto_publish(m, NULL, argv[2], (int)len, line, qos, false) !=
+      line[--len] = '\0';
+    if (strcmp(topic, "-") == 0) {
+      char *sp = strchr(line, ' ');
+      if (!sp) {
+        fprintf(stderr, "ingest_pub: line without \"topic payload\"\n");
+        return 1;
+      }
+      *sp = '\0';
+      topic = line;
+      payload = sp + 1;
+      len -= payload - line;
+    }
+    if (mosquitto_publish(m, NULL, topic, (int)len, payload, qos, false) !=
         MOSQ_ERR_SUCCESS) {
       fprintf(stderr, "ingest_pub: publish failed\n");
       return 1;

@@ -6,9 +6,12 @@
  *
  * Each run, in a fresh child process: RSS (/proc/self/statm) before and
  * after bm_relay_table_add of N relays (names "plant-relay-<i>", 16
- * outputs per resourceId), then after every relay was asked to switch on
- * and ticked with the link up, so that each holds one pending command
- * (events drained every 1000 relays, as the gateway thread does).  Peer:
+ * outputs per resourceId), then after every relay's state became known
+ * (one extDOStateChanged notification each, as after start-up: the
+ * steady state of a watched relay), then after every relay was asked to
+ * switch on and ticked with the link up, so that each holds one pending
+ * command (events drained every 1000 relays, as the gateway thread does).
+ * Peer:
  * the same N names, resourceIds and outputs in a plain array of
  * {char name[64]; int64_t resource_id; int output;} (BM_RELAY_NAME_SIZE
  * is 64): what holding the configuration alone costs.  Prints bench/run's
@@ -39,15 +42,16 @@ struct plain_relay {
   int output;
 };
 
-/* Writes three doubles to fd: bytes per relay, per pending, per plain. */
+/* Writes four doubles to fd: bytes per relay, per pending, per plain, per
+ * relay with a known state. */
 static int measure(int n, int fd)
 {
   struct bm_relay_policy pol = {.ack_timeout = 1e6, .command_timeout = 1e6,
                                 .retries = 0, .retry_backoff = 1,
                                 .max_per_minute = 0};
   struct bm_events ev = {0};
-  double out[3];
-  long r0, r1, r2, r3, r4;
+  double out[4];
+  long r0, r1, r2, r3, r4, rs;
   char name[64], why[256];
 
   r0 = rss_bytes();
@@ -60,6 +64,23 @@ static int measure(int n, int fd)
       return 1;
   }
   r1 = rss_bytes();
+  for (int i = 0; i < n; i++) {
+    struct bm_notification m;
+    memset(&m, 0, sizeof(m));
+    snprintf(m.app_id, sizeof(m.app_id), "flexyWattApp.1");
+    snprintf(m.notification_type, sizeof(m.notification_type),
+             "extDOStateChanged");
+    m.has_state = true;
+    m.state.resource_id = 1000 + i / 16;
+    m.state.output = 1 + i % 16;
+    m.state.status = 0;
+    if (bm_relay_table_on_notification(t, &m, 1.0, &ev) != BM_APPLY_OK)
+      return 1;
+    if (i % 1000 == 999)
+      bm_events_clear(&ev);
+  }
+  bm_events_clear(&ev);
+  rs = rss_bytes();
   bm_relay_table_set_connected(t, true, true, 1.0, &ev);
   bm_events_clear(&ev);
   int pending = 0;
@@ -92,8 +113,9 @@ static int measure(int n, int fd)
   r4 = rss_bytes();
   (void)r0;
   out[0] = (double)(r1 - r0) / n;
-  out[1] = (double)(r2 - r1) / n;
+  out[1] = (double)(r2 - rs) / n;
   out[2] = (double)(r4 - r3) / n;
+  out[3] = (double)(rs - r0) / n;
   if (write(fd, out, sizeof(out)) != sizeof(out))
     return 1;
   bm_events_release(&ev);
@@ -119,10 +141,10 @@ int main(int argc, char **argv)
   }
   if (runs < 1 || runs > 99 || n < 1000)
     return 2;
-  double v[3][99];
+  double v[4][99];
   for (int r = 0; r < runs; r++) {
     int fds[2];
-    double out[3];
+    double out[4];
     if (pipe(fds) != 0)
       return 1;
     pid_t pid = fork();
@@ -141,13 +163,14 @@ int main(int argc, char **argv)
       fprintf(stderr, "scale_bench: run %d failed\n", r + 1);
       return 1;
     }
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 4; k++)
       v[k][r] = out[k];
-    fprintf(stderr, "scale_bench: run %d: %.1f B/relay, %.1f B/pending, "
-                    "plain %.1f B/relay\n", r + 1, out[0], out[1], out[2]);
+    fprintf(stderr, "scale_bench: run %d: %.1f B/relay, %.1f B/relay with "
+                    "a known state, %.1f B/pending, plain %.1f B/relay\n",
+            r + 1, out[0], out[3], out[1], out[2]);
   }
-  double m[3];
-  for (int k = 0; k < 3; k++) {
+  double m[4];
+  for (int k = 0; k < 4; k++) {
     qsort(v[k], (size_t)runs, sizeof(double), cmp);
     m[k] = runs % 2 ? v[k][runs / 2]
                     : (v[k][runs / 2 - 1] + v[k][runs / 2]) / 2;
@@ -156,6 +179,10 @@ int main(int argc, char **argv)
          "plain array of name+resourceId+output,%.4g,%.4g,%.4g,%d,%.4g,"
          "< 300 B,%s\n", n / 1000, m[0], v[0][0], v[0][runs - 1], m[2],
          v[2][0], v[2][runs - 1], runs, m[0] / m[2], m[0] < 300 ? "yes" : "no");
+  printf("RSS per relay with a known state (%dk relays),bytes,lower,%.4g,"
+         "%.4g,%.4g,plain array of name+resourceId+output,%.4g,%.4g,%.4g,%d,"
+         "%.4g,< 300 B,%s\n", n / 1000, m[3], v[3][0], v[3][runs - 1], m[2],
+         v[2][0], v[2][runs - 1], runs, m[3] / m[2], m[3] < 300 ? "yes" : "no");
   printf("RSS per pending command (%dk pending),bytes,lower,%.4g,%.4g,%.4g,"
          "plain array of name+resourceId+output,%.4g,%.4g,%.4g,%d,%.4g,"
          "< 1024 B,%s\n", n / 1000, m[1], v[1][0], v[1][runs - 1], m[2],

@@ -16,9 +16,13 @@
  *   bimetri-<gateway>/response_time-ack|confirm   mean seconds per interval
  *
  * Callbacks never block: the notification callback only records intents
- * (bm_gateway_request takes a mutex for a few hundred nanoseconds); values
- * and notifications about relays are dispatched from the gateway threads,
- * which hold no lock while they do so.
+ * (bm_gateway_request takes a mutex for a few hundred nanoseconds). Values
+ * and notifications about relays are dispatched by one dispatcher thread
+ * ("bimetri#d"), which the gateway threads hand their events to through a
+ * bounded queue, so that collectd's write queue and the notification
+ * plugins (logfile opens its file per line) never hold up MQTT; it holds no
+ * lock while it dispatches. A full queue makes the gateway threads wait:
+ * nothing is dropped.
  */
 #include "bm_config.h"
 
@@ -228,6 +232,15 @@ static int bimetri_config(oconfig_item_t *ci)
       goto out;
     }
   }
+  for (size_t i = 0; i < conf.rules_n; i++) {
+    const struct bm_rule *r = conf.rules[i];
+    if (r->limits.max_per_hour > 0 &&
+        bm_gateway_keep_switches(gateways[r->gateway].gw, r->relay,
+                                 r->limits.max_per_hour) != 0) {
+      ERROR(PLUGIN_NAME " plugin: out of memory");
+      goto out;
+    }
+  }
   if (conf.rules_n > 0 &&
       plugin_register_write(PLUGIN_NAME, bimetri_write, NULL) != 0) {
     ERROR(PLUGIN_NAME " plugin: cannot register the write callback");
@@ -279,18 +292,13 @@ static const char *state_name(int s)
   return s < 0 ? "unknown" : s ? "on" : "off";
 }
 
-/* The hook of every gateway: runs in the gateway's thread, no lock held.
- * ctx is the gateway's slot. */
-static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
+/* Dispatches one event of a gateway: in the dispatcher thread, no lock
+ * held. s is the gateway's slot. */
+static void dispatch_event(struct gateway_slot *s, const char *gateway,
+                           const struct bm_event *ev)
 {
-  struct gateway_slot *s = ctx;
   notification_t n = {0};
-  const char *relay;
-
-  if (ev->kind != BM_EV_STATE && ev->kind != BM_EV_END &&
-      ev->kind != BM_EV_DRIFT)
-    return; /* PUBLISH, ACK, APPLIED: logged and journaled by the gateway */
-  relay = bm_gateway_relay_name(s->gw, ev->relay);
+  const char *relay = bm_gateway_relay_name(s->gw, ev->relay);
 
   n.time = cdtime();
   sstrncpy(n.host, hostname_g, sizeof(n.host));
@@ -338,6 +346,122 @@ static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
     plugin_notification_meta_add_string(&n, "origin", ev->origin);
   plugin_dispatch_notification(&n);
   plugin_notification_meta_free(n.meta);
+}
+
+/* ---- the dispatcher ---------------------------------------------------- */
+
+#define DISPATCH_QUEUE 1024 /* events waiting, about 600 bytes each */
+#define DISPATCH_BATCH 64   /* taken out of the queue at a time */
+
+struct dispatch_item {
+  struct gateway_slot *slot;
+  const char *gateway; /* owned by the gateway, which outlives the thread */
+  struct bm_event ev;
+};
+
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t more; /* signalled when the dispatcher sleeps */
+  pthread_cond_t room; /* signalled when a gateway waits for room */
+  struct dispatch_item items[DISPATCH_QUEUE];
+  size_t head, n;
+  int sleeping, waiting;
+  bool stop, running;
+  pthread_t thread;
+} dq = {.lock = PTHREAD_MUTEX_INITIALIZER,
+        .more = PTHREAD_COND_INITIALIZER,
+        .room = PTHREAD_COND_INITIALIZER};
+
+/* The hook of every gateway: runs in the gateway's thread, no lock held;
+ * ctx is the gateway's slot. Queues the events that become values and
+ * notifications (PUBLISH, ACK, APPLIED are logged and journaled by the
+ * gateway), waiting for room when the dispatcher is behind. */
+static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
+{
+  struct dispatch_item *it;
+
+  if (ev->kind != BM_EV_STATE && ev->kind != BM_EV_END &&
+      ev->kind != BM_EV_DRIFT)
+    return;
+  pthread_mutex_lock(&dq.lock);
+  if (!dq.running) { /* start-up or shutdown: no dispatcher, dispatch here */
+    pthread_mutex_unlock(&dq.lock);
+    dispatch_event(ctx, gateway, ev);
+    return;
+  }
+  while (dq.n == DISPATCH_QUEUE) {
+    dq.waiting++;
+    pthread_cond_wait(&dq.room, &dq.lock);
+    dq.waiting--;
+  }
+  it = &dq.items[(dq.head + dq.n++) % DISPATCH_QUEUE];
+  it->slot = ctx;
+  it->gateway = gateway;
+  it->ev = *ev;
+  if (dq.sleeping)
+    pthread_cond_signal(&dq.more);
+  pthread_mutex_unlock(&dq.lock);
+}
+
+/* Takes the queue's events in batches and dispatches them, until stopped
+ * with the queue empty. */
+static void *dispatcher_thread(void *arg)
+{
+  static struct dispatch_item batch[DISPATCH_BATCH];
+  (void)arg;
+
+  for (;;) {
+    size_t k = 0;
+
+    pthread_mutex_lock(&dq.lock);
+    while (dq.n == 0 && !dq.stop) {
+      dq.sleeping++;
+      pthread_cond_wait(&dq.more, &dq.lock);
+      dq.sleeping--;
+    }
+    if (dq.n == 0) { /* stopped, and everything dispatched */
+      pthread_mutex_unlock(&dq.lock);
+      return NULL;
+    }
+    for (; k < DISPATCH_BATCH && dq.n > 0; k++, dq.n--) {
+      batch[k] = dq.items[dq.head];
+      dq.head = (dq.head + 1) % DISPATCH_QUEUE;
+    }
+    if (dq.waiting)
+      pthread_cond_broadcast(&dq.room);
+    pthread_mutex_unlock(&dq.lock);
+    for (size_t i = 0; i < k; i++)
+      dispatch_event(batch[i].slot, batch[i].gateway, &batch[i].ev);
+  }
+}
+
+static int start_dispatcher(void)
+{
+  if (dq.running)
+    return 0;
+  dq.stop = false;
+  if (plugin_thread_create(&dq.thread, dispatcher_thread, NULL,
+                           "bimetri#d") != 0)
+    return -1;
+  pthread_mutex_lock(&dq.lock);
+  dq.running = true;
+  pthread_mutex_unlock(&dq.lock);
+  return 0;
+}
+
+/* After the gateway threads: dispatches what is queued, then joins. */
+static void stop_dispatcher(void)
+{
+  if (!dq.running)
+    return;
+  pthread_mutex_lock(&dq.lock);
+  dq.stop = true;
+  pthread_cond_signal(&dq.more);
+  pthread_mutex_unlock(&dq.lock);
+  pthread_join(dq.thread, NULL);
+  pthread_mutex_lock(&dq.lock);
+  dq.running = false;
+  pthread_mutex_unlock(&dq.lock);
 }
 
 static void on_token(void *ctx, const char *gateway, enum bm_severity sev,
@@ -430,6 +554,11 @@ static int bimetri_init(void)
       return -1;
     }
   }
+  if (start_dispatcher() != 0) {
+    ERROR(PLUGIN_NAME " plugin: cannot start the dispatcher thread; the "
+                      "plugin does not start");
+    return -1;
+  }
   for (size_t i = 0; i < gateways_n; i++) {
     char name[16];
 
@@ -443,6 +572,7 @@ static int bimetri_init(void)
                         "the plugin does not start",
             bm_gateway_name(gateways[i].gw));
       stop_gateways();
+      stop_dispatcher();
       return -1;
     }
     gateways[i].running = true;
@@ -729,6 +859,7 @@ static int bimetri_shutdown(void)
 {
   started = false;
   stop_gateways();
+  stop_dispatcher();
   for (size_t i = 0; i < gateways_n; i++) {
     bm_gateway_free(gateways[i].gw);
     free(gateways[i].views);

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -981,7 +982,11 @@ static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
             r->reason[0] ? " (\"" : "", r->reason, r->reason[0] ? "\")" : "");
   } else {
     const struct bm_notification *n = &gw->msg.u.notification;
-    BM_INFO("gateway \"%s\": received notification %s correlationId \"%s\" "
+    /* One without a correlationId is the device's own news: the relay_on/off
+     * notification of its change says it all, so its line would only double
+     * the log at the rate the devices speak. */
+    bm_log(n->has_correlation_id ? BM_LOG_INFO : BM_LOG_DEBUG,
+           "gateway \"%s\": received notification %s correlationId \"%s\" "
             "resourceId %lld output %d status %d",
             gw->conf.name, n->notification_type,
             n->has_correlation_id ? n->correlation_id : "",
@@ -1306,6 +1311,16 @@ int bm_gateway_add_relay(bm_gateway_t *gw, const char *name,
   return bm_relay_table_add(gw->table, name, resource_id, output);
 }
 
+int bm_gateway_keep_switches(bm_gateway_t *gw, int relay, int n)
+{
+  int rc;
+
+  pthread_mutex_lock(&gw->lock);
+  rc = bm_relay_table_keep_switches(gw->table, relay, n);
+  pthread_mutex_unlock(&gw->lock);
+  return rc;
+}
+
 int bm_gateway_find_relay(const bm_gateway_t *gw, const char *name)
 {
   /* Relays are fixed once the thread runs: the lookup needs no lock. */
@@ -1461,6 +1476,23 @@ static void start_connect(bm_gateway_t *gw)
   gw->session = SESSION_CONNECTING;
 }
 
+/* Reads what the socket holds: libmosquitto reads one packet a call at
+ * QoS 0, so a burst would otherwise cost a turn of the loop (poll, timers)
+ * per message. A bounded number of packets, so that timers and the wake-up
+ * counter are seen between bursts. */
+static int read_packets(bm_gateway_t *gw)
+{
+  int rc = MOSQ_ERR_SUCCESS, avail = 0;
+
+  for (int i = 0; i < 256 && rc == MOSQ_ERR_SUCCESS; i++) {
+    rc = mosquitto_loop_read(gw->mosq, 1);
+    if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(gw->mosq) < 0 ||
+        ioctl(mosquitto_socket(gw->mosq), FIONREAD, &avail) != 0 || avail <= 0)
+      break;
+  }
+  return rc;
+}
+
 void *bm_gateway_run(void *arg)
 {
   bm_gateway_t *gw = arg;
@@ -1532,7 +1564,7 @@ void *bm_gateway_run(void *arg)
     if (sock >= 0 && gw->session != SESSION_IDLE) {
       int rc = MOSQ_ERR_SUCCESS;
       if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))
-        rc = mosquitto_loop_read(gw->mosq, 1);
+        rc = read_packets(gw);
       if (rc == MOSQ_ERR_SUCCESS && (pfd[1].revents & POLLOUT))
         rc = mosquitto_loop_write(gw->mosq, 1);
       if (rc == MOSQ_ERR_SUCCESS)

@@ -152,6 +152,10 @@ void bm_gateway_stop(bm_gateway_t *gw);
 enum bm_request bm_gateway_request(bm_gateway_t *gw, int relay, int status,
                                    const char *origin, bool require_known,
                                    char *why, size_t whylen);
+/* relay.h's bm_relay_table_keep_switches, for the relays a rule with
+ * MaxSwitchesPerHour drives: before bm_gateway_open. */
+int bm_gateway_keep_switches(bm_gateway_t *gw, int relay, int n);
+
 /* As bm_gateway_request with a switching rule's limits (relay.h's
  * bm_relay_table_request_limited); BM_REQ_HELD says the change waits for
  * them, why says which. */

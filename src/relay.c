@@ -4,7 +4,13 @@
  * Layout: relays live in one array, indexed by the int the API hands out.
  * Three idmaps find them: by name hash, by packed (resourceId, output), and
  * by correlationId hash for the pending command and the RECENT_CMDS last
- * commands of each relay.  Marked relays wait in a queue for the next tick;
+ * commands of each relay.  What only some relays need lives apart and is
+ * allocated on first use: the pending command, the ids of recent commands
+ * (relays commanded at least once, or told of other applications'
+ * commands), the ring of confirmed change times (only as long as a
+ * MaxSwitchesPerHour needs; the last change is kept inline for all), so a
+ * relay that is only watched costs its struct, its name and two map
+ * entries.  Marked relays wait in a queue for the next tick;
  * timers are found by a scan that runs only when the earliest cached
  * deadline has passed, so an idle table costs nothing per tick.
  */
@@ -47,6 +53,15 @@ struct recent_cmd {
   bool confirmed;
 };
 
+/* The correlationIds a relay still recognises: our last ended commands,
+ * and other applications' commands already applied. */
+struct relay_ids {
+  struct recent_cmd recent[RECENT_CMDS];
+  uint64_t applied[APPLIED_IDS];
+  uint8_t recent_next;
+  uint8_t applied_next;
+};
+
 struct relay {
   char *name;
   char *origin; /* who set the desired state, NULL for none */
@@ -66,18 +81,18 @@ struct relay {
   int n_groups;
   double refused_at;   /* last refusal reported (once a minute at most) */
   double not_before;   /* a rule's limits hold the command until then */
-  double *switches;    /* ring of BM_RELAY_SWITCHES confirmed change times */
-  int sw_next, sw_n;
+  double last_switch;  /* time of the last confirmed change, if sw_n > 0 */
+  double *switches;    /* ring of sw_cap change times when sw_cap > 1 */
+  uint8_t sw_cap;      /* change times kept: 1 (last_switch) or the ring's */
+  uint8_t sw_next;     /* next slot of the ring */
+  uint8_t sw_n;        /* change times known, up to sw_cap */
   int attempt;      /* commands sent for the current desired state */
   uint64_t confirmed_seq;
   double retry_at;  /* 0: no retry scheduled */
   struct pending_cmd *pending;
   int next_name; /* next relay whose name hashes alike, -1 none */
   int next_addr; /* next relay whose address packs alike, -1 none */
-  struct recent_cmd recent[RECENT_CMDS];
-  uint64_t applied[APPLIED_IDS];
-  uint8_t recent_next;
-  uint8_t applied_next;
+  struct relay_ids *ids; /* NULL until needed */
 };
 
 struct bm_relay_table {
@@ -190,6 +205,7 @@ void bm_relay_table_free(bm_relay_table_t *t)
     free(t->relays[i].cmd_times);
     free(t->relays[i].groups);
     free(t->relays[i].switches);
+    free(t->relays[i].ids);
   }
   for (int i = 0; i < t->n_interlocks; i++)
     free(t->interlocks[i].relays);
@@ -252,6 +268,7 @@ int bm_relay_table_add(bm_relay_table_t *t, const char *name,
   r->confirmed = -1;
   r->desired = -1;
   r->manual = -1;
+  r->sw_cap = 1;
   return idx;
 
 fail:
@@ -362,8 +379,15 @@ static void retire_pending(bm_relay_table_t *t, struct relay *r,
                            bool confirmed)
 {
   struct pending_cmd *p = r->pending;
-  struct recent_cmd *slot = &r->recent[r->recent_next];
+  struct recent_cmd *slot;
 
+  if (!r->ids && !(r->ids = bm_calloc(1, sizeof(*r->ids)))) {
+    bm_idmap_del(&t->by_corr, p->hash); /* forgotten at once, then */
+    free(p);
+    r->pending = NULL;
+    return;
+  }
+  slot = &r->ids->recent[r->ids->recent_next];
   if (slot->hash)
     bm_idmap_del(&t->by_corr, slot->hash);
   slot->hash = p->hash;
@@ -371,7 +395,7 @@ static void retire_pending(bm_relay_table_t *t, struct relay *r,
   slot->published_at = p->published_at;
   slot->acked = p->acked;
   slot->confirmed = confirmed;
-  r->recent_next = (uint8_t)((r->recent_next + 1) % RECENT_CMDS);
+  r->ids->recent_next = (uint8_t)((r->ids->recent_next + 1) % RECENT_CMDS);
   free(p);
   r->pending = NULL;
 }
@@ -675,9 +699,9 @@ static uint64_t own_seq(const bm_relay_table_t *t, const char *corr)
 
 static struct recent_cmd *find_recent(struct relay *r, uint64_t hash)
 {
-  for (int i = 0; i < RECENT_CMDS; i++)
-    if (r->recent[i].hash == hash)
-      return &r->recent[i];
+  for (int i = 0; r->ids && i < RECENT_CMDS; i++)
+    if (r->ids->recent[i].hash == hash)
+      return &r->ids->recent[i];
   return NULL;
 }
 
@@ -764,16 +788,56 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
 
 /* Applies a state the gateway reported.  seq is the sequence of our
  * command it answers, 0 for a change nobody here asked for. */
+/* The k-th newest confirmed change time (1: the last), k <= r->sw_n. */
+static double switch_at(const struct relay *r, int k)
+{
+  if (k == 1)
+    return r->last_switch;
+  return r->switches[(r->sw_next + r->sw_cap - k) % r->sw_cap];
+}
+
 /* Remembers a confirmed change (allocating the ring on first use). */
 static void record_switch(struct relay *r, double now)
 {
-  if (!r->switches &&
-      !(r->switches = bm_calloc(BM_RELAY_SWITCHES, sizeof(*r->switches))))
-    return; /* limits then see no history: they hold nothing back */
-  r->switches[r->sw_next] = now;
-  r->sw_next = (r->sw_next + 1) % BM_RELAY_SWITCHES;
-  if (r->sw_n < BM_RELAY_SWITCHES)
+  r->last_switch = now;
+  if (r->sw_cap > 1) {
+    if (!r->switches &&
+        !(r->switches = bm_calloc(r->sw_cap, sizeof(*r->switches)))) {
+      r->sw_n = 1; /* the limits then see the last change only */
+      return;
+    }
+    r->switches[r->sw_next] = now;
+    r->sw_next = (uint8_t)((r->sw_next + 1) % r->sw_cap);
+  }
+  if (r->sw_n < r->sw_cap)
     r->sw_n++;
+}
+
+/* Keeps at least n (<= BM_RELAY_SWITCHES) change times from now on, with
+ * those known.  Returns 0, or -1 out of memory (nothing changed). */
+static int keep_switches(struct relay *r, int n)
+{
+  double *ring;
+  int known = r->sw_n;
+
+  if (n > BM_RELAY_SWITCHES)
+    n = BM_RELAY_SWITCHES;
+  if (n <= r->sw_cap)
+    return 0;
+  if (!(ring = bm_calloc((size_t)n, sizeof(*ring))))
+    return -1;
+  for (int k = known; k >= 1; k--)
+    ring[known - k] = switch_at(r, k);
+  free(r->switches);
+  r->switches = ring;
+  r->sw_cap = (uint8_t)n;
+  r->sw_next = (uint8_t)(known % n);
+  return 0;
+}
+
+int bm_relay_table_keep_switches(bm_relay_table_t *t, int relay, int n)
+{
+  return keep_switches(&t->relays[relay], n);
 }
 
 static void apply_state(bm_relay_table_t *t, int relay, int status,
@@ -914,14 +978,16 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
   }
 
   /* Not one of ours (another application's, or from before a restart). */
-  for (int i = 0; i < APPLIED_IDS; i++) {
-    if (r->applied[i] == hash) {
+  for (int i = 0; r->ids && i < APPLIED_IDS; i++) {
+    if (r->ids->applied[i] == hash) {
       t->stats.ops[BM_OP_DUPLICATE]++;
       return BM_APPLY_DUPLICATE;
     }
   }
-  r->applied[r->applied_next] = hash;
-  r->applied_next = (uint8_t)((r->applied_next + 1) % APPLIED_IDS);
+  if (r->ids || (r->ids = bm_calloc(1, sizeof(*r->ids)))) {
+    r->ids->applied[r->ids->applied_next] = hash;
+    r->ids->applied_next = (uint8_t)((r->ids->applied_next + 1) % APPLIED_IDS);
+  } /* else not remembered: a duplicate of it would apply again, harmless */
   t->stats.ops[BM_OP_UNSOLICITED]++;
   apply_state(t, relay, n->state.status, n->correlation_id, 0, now, out);
   return BM_APPLY_OK;
@@ -1003,12 +1069,11 @@ void bm_relay_table_save(const bm_relay_table_t *t, int relay,
   out->confirmed = r->confirmed;
   out->confirmed_seq = r->confirmed_seq;
   out->by_command = r->by_command;
-  for (int i = 0; i < APPLIED_IDS && i < BM_RELAY_APPLIED_IDS; i++)
-    out->applied[i] = r->applied[(r->applied_next + i) % APPLIED_IDS];
-  for (int i = 0; r->switches && i < r->sw_n; i++)
-    out->switches[out->n_switches++] =
-        r->switches[(r->sw_next + BM_RELAY_SWITCHES - r->sw_n + i) %
-                    BM_RELAY_SWITCHES];
+  for (int i = 0; r->ids && i < APPLIED_IDS && i < BM_RELAY_APPLIED_IDS; i++)
+    out->applied[i] =
+        r->ids->applied[(r->ids->applied_next + i) % APPLIED_IDS];
+  for (int k = r->sw_n; k >= 1; k--) /* oldest first */
+    out->switches[out->n_switches++] = switch_at(r, k);
 }
 
 void bm_relay_table_load(bm_relay_table_t *t, int relay,
@@ -1019,12 +1084,18 @@ void bm_relay_table_load(bm_relay_table_t *t, int relay,
   r->confirmed = (int8_t)(in->confirmed < 0 ? -1 : in->confirmed ? 1 : 0);
   r->confirmed_seq = in->confirmed_seq;
   r->by_command = in->by_command;
-  memset(r->applied, 0, sizeof(r->applied));
-  r->applied_next = 0;
-  for (int i = 0; i < APPLIED_IDS && i < BM_RELAY_APPLIED_IDS; i++)
-    if (in->applied[i])
-      r->applied[r->applied_next++ % APPLIED_IDS] = in->applied[i];
-  r->applied_next %= APPLIED_IDS;
+  if (r->ids) {
+    memset(r->ids->applied, 0, sizeof(r->ids->applied));
+    r->ids->applied_next = 0;
+  }
+  for (int i = 0; i < APPLIED_IDS && i < BM_RELAY_APPLIED_IDS; i++) {
+    if (!in->applied[i] ||
+        (!r->ids && !(r->ids = bm_calloc(1, sizeof(*r->ids)))))
+      continue;
+    r->ids->applied[r->ids->applied_next++ % APPLIED_IDS] = in->applied[i];
+  }
+  if (r->ids)
+    r->ids->applied_next %= APPLIED_IDS;
   r->sw_n = r->sw_next = 0;
   for (int i = 0; i < in->n_switches && i < BM_RELAY_SWITCHES; i++)
     record_switch(r, in->switches[i]);
@@ -1178,9 +1249,9 @@ static double limits_allow_at(const struct relay *r, int status,
 {
   double at = 0, since;
 
-  if (r->confirmed < 0 || r->confirmed == status || !r->switches || !r->sw_n)
+  if (r->confirmed < 0 || r->confirmed == status || !r->sw_n)
     return 0;
-  since = r->switches[(r->sw_next + BM_RELAY_SWITCHES - 1) % BM_RELAY_SWITCHES];
+  since = r->last_switch;
   if (r->confirmed == 1 && l->min_on > 0 && now < since + l->min_on) {
     at = since + l->min_on;
     if (why)
@@ -1196,8 +1267,7 @@ static double limits_allow_at(const struct relay *r, int status,
     int max = l->max_per_hour < BM_RELAY_SWITCHES ? l->max_per_hour
                                                  : BM_RELAY_SWITCHES;
     /* The max-th newest change must be an hour old. */
-    double oldest = r->switches[(r->sw_next + BM_RELAY_SWITCHES - max) %
-                                BM_RELAY_SWITCHES];
+    double oldest = switch_at(r, max);
     if (now < oldest + 3600.0 && oldest + 3600.0 > at) {
       at = oldest + 3600.0;
       if (why)
@@ -1218,6 +1288,8 @@ enum bm_request bm_relay_table_request_limited(
   enum bm_request res;
   double at;
 
+  if (limits->max_per_hour > r->sw_cap)
+    (void)keep_switches(r, limits->max_per_hour); /* else: as many as kept */
   res = bm_relay_table_request(t, relay, status, origin, false, now, why,
                                whylen);
   if (res == BM_REQ_OVERRIDDEN)

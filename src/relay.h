@@ -283,6 +283,14 @@ enum bm_request bm_relay_table_request_limited(
     const struct bm_relay_limits *limits, double now, char *why,
     size_t whylen);
 
+/* Keeps the times of the relay's last n confirmed changes (at most
+ * BM_RELAY_SWITCHES) rather than the last one only: what a
+ * MaxSwitchesPerHour of n needs, across restarts too (bm_relay_table_save).
+ * Call it at configuration, before the journal's states are loaded;
+ * bm_relay_table_request_limited grows the history by itself, from what is
+ * known then.  Returns 0, or -1 out of memory (nothing changed). */
+int bm_relay_table_keep_switches(bm_relay_table_t *t, int relay, int n);
+
 /* Sets (status 0/1) or clears (status -1: "auto") the manual override of a
  * relay; hold > 0 ends it by itself after hold seconds.  Setting one also
  * asks for its status.  An override to "on" that an interlock forbids is

@@ -301,6 +301,87 @@ static void test_interlock_property(unsigned seed)
   bm_relay_table_free(t);
 }
 
+/* Flips relay 0 (101/4) to alternate states at the given times. */
+static void flips(bm_relay_table_t *t, const double *at, int n, int *status)
+{
+  struct bm_events ev = {0};
+  for (int i = 0; i < n; i++) {
+    *status = !*status;
+    struct bm_notification m = confirm(NULL, *status);
+    bm_relay_table_on_notification(t, &m, at[i], &ev);
+  }
+  bm_events_release(&ev);
+}
+
+static bool saved_is(const struct bm_relay_saved *s, const double *want,
+                     int n)
+{
+  if (s->n_switches != n)
+    return false;
+  for (int i = 0; i < n; i++)
+    if (s->switches[i] != want[i])
+      return false;
+  return true;
+}
+
+/* Change times are kept as far as a MaxSwitchesPerHour needs them: the
+ * last one for every relay, a ring for those a budget drives. */
+static void test_switch_history(void)
+{
+  bm_relay_table_t *t = bm_relay_table_new(&POLICY, "0123456789abcdef");
+  bm_relay_table_t *u = bm_relay_table_new(&POLICY, "0123456789abcdef");
+  struct bm_relay_limits lim = {0, 0, 3};
+  struct bm_relay_saved s;
+  struct bm_events ev = {0};
+  double at[100];
+  int status = 0;
+  char why[160];
+
+  for (int i = 0; i < 100; i++)
+    at[i] = 10.0 * (i + 1);
+  bm_relay_table_add(t, "fan", 101, 4);
+  flips(t, at, 100, &status);
+  bm_relay_table_save(t, 0, &s);
+  ok(saved_is(&s, (double[]){1000}, 1),
+     "a relay no budget drives keeps its last change only (%d kept)",
+     s.n_switches);
+
+  is_int(bm_relay_table_keep_switches(t, 0, 3), 0, "keep 3");
+  bm_relay_table_save(t, 0, &s);
+  ok(saved_is(&s, (double[]){1000}, 1), "growing keeps what was known");
+  flips(t, at, 2, &status); /* 10, 20: times may go back in a test */
+  bm_relay_table_save(t, 0, &s);
+  ok(saved_is(&s, (double[]){1000, 10, 20}, 3), "then fills the ring");
+  flips(t, at + 2, 3, &status); /* 30, 40, 50 */
+  bm_relay_table_save(t, 0, &s);
+  ok(saved_is(&s, (double[]){30, 40, 50}, 3), "the 3 newest, oldest first");
+  is_int(bm_relay_table_keep_switches(t, 0, 2), 0, "keeping fewer is a no-op");
+  is_int(bm_relay_table_keep_switches(t, 0, 5), 0, "keep 5");
+  flips(t, at + 5, 1, &status); /* 60 */
+  bm_relay_table_save(t, 0, &s);
+  ok(saved_is(&s, (double[]){30, 40, 50, 60}, 4), "grown in order");
+  is_int(bm_relay_table_keep_switches(t, 0, 1000), 0, "keep more than the most");
+  flips(t, at + 6, 94, &status); /* 70 .. 1000 */
+  bm_relay_table_save(t, 0, &s);
+  is_int(s.n_switches, BM_RELAY_SWITCHES, "at most BM_RELAY_SWITCHES kept");
+  ok(s.switches[0] == at[100 - BM_RELAY_SWITCHES] && s.switches[63] == 1000,
+     "the newest of them");
+
+  /* A restart: the journal's 64 times into a relay that keeps 3. */
+  bm_relay_table_add(u, "fan", 101, 4);
+  bm_relay_table_keep_switches(u, 0, 3);
+  bm_relay_table_load(u, 0, &s);
+  bm_relay_table_save(u, 0, &s);
+  ok(saved_is(&s, (double[]){980, 990, 1000}, 3), "loaded: the 3 newest");
+  bm_relay_table_set_connected(u, true, true, 1000, &ev);
+  is_int(bm_relay_table_request_limited(u, 0, !s.confirmed, "rule", &lim,
+                                        1100, why, sizeof(why)),
+         BM_REQ_HELD, "and the budget holds after the restart (%s)", why);
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+  bm_relay_table_free(u);
+}
+
 int main(void)
 {
   test_hysteresis();
@@ -309,6 +390,7 @@ int main(void)
   test_matches();
   test_min_times();
   test_budget();
+  test_switch_history();
   for (unsigned seed = 1; seed <= 5; seed++)
     test_property(seed);
   for (unsigned seed = 1; seed <= 5; seed++)

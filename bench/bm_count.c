@@ -1,0 +1,104 @@
+/*
+ * bm_count.c - a collectd write plugin for the benchmarks: counts the
+ * values that reach collectd's write path, per plugin and type, into a
+ * small file the benchmark maps, so that it knows when N values were
+ * dispatched, and when the last of them arrived, without polling a log.
+ *
+ *   LoadPlugin bm_count
+ *   <Plugin bm_count>
+ *     Count "bimetri" "bool" "/tmp/x/ours.count"
+ *     Count "mqttpeer" "gauge" "/tmp/x/mqtt.count"
+ *   </Plugin>
+ *
+ * Each file holds one struct bm_count_file (see bench/bm_count.h): the
+ * number of matching values written so far and the CLOCK_REALTIME of the
+ * last, updated in place (shared mapping). Values of other plugins or
+ * types are looked at and ignored, as any write plugin does.
+ */
+#include "bm_count.h"
+
+#include <collectd/core/daemon/plugin.h>
+#include <collectd/core/utils/common/common.h>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_COUNTS 8
+
+struct counter {
+  char plugin[DATA_MAX_NAME_LEN];
+  char type[DATA_MAX_NAME_LEN];
+  struct bm_count_file *file;
+};
+
+static struct counter counters[MAX_COUNTS];
+static int counters_n;
+
+static int count_config(oconfig_item_t *ci)
+{
+  for (int i = 0; i < ci->children_num; i++) {
+    oconfig_item_t *c = ci->children + i;
+    struct counter *k;
+    int fd;
+
+    if (strcasecmp(c->key, "Count") != 0 || c->values_num != 3 ||
+        c->values[0].type != OCONFIG_TYPE_STRING ||
+        c->values[1].type != OCONFIG_TYPE_STRING ||
+        c->values[2].type != OCONFIG_TYPE_STRING) {
+      ERROR("bm_count plugin: expected: Count \"plugin\" \"type\" \"file\"");
+      return -1;
+    }
+    if (counters_n == MAX_COUNTS) {
+      ERROR("bm_count plugin: at most %d Count lines", MAX_COUNTS);
+      return -1;
+    }
+    k = &counters[counters_n];
+    sstrncpy(k->plugin, c->values[0].value.string, sizeof(k->plugin));
+    sstrncpy(k->type, c->values[1].value.string, sizeof(k->type));
+    fd = open(c->values[2].value.string, O_RDWR | O_CREAT, 0644);
+    if (fd < 0 || ftruncate(fd, sizeof(struct bm_count_file)) != 0) {
+      ERROR("bm_count plugin: %s: %s", c->values[2].value.string, STRERRNO);
+      if (fd >= 0)
+        close(fd);
+      return -1;
+    }
+    k->file = mmap(NULL, sizeof(struct bm_count_file), PROT_READ | PROT_WRITE,
+                   MAP_SHARED, fd, 0);
+    close(fd);
+    if (k->file == MAP_FAILED) {
+      ERROR("bm_count plugin: mmap: %s", STRERRNO);
+      return -1;
+    }
+    counters_n++;
+  }
+  return 0;
+}
+
+static int count_write(const data_set_t *ds, const value_list_t *vl,
+                       user_data_t *ud)
+{
+  (void)ds;
+  (void)ud;
+  for (int i = 0; i < counters_n; i++) {
+    struct counter *k = &counters[i];
+    struct timespec ts;
+
+    if (strcmp(vl->plugin, k->plugin) != 0 || strcmp(vl->type, k->type) != 0)
+      continue;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    atomic_store(&k->file->last_ns,
+                 (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+    atomic_fetch_add(&k->file->count, 1);
+  }
+  return 0;
+}
+
+void module_register(void)
+{
+  plugin_register_complex_config("bm_count", count_config);
+  plugin_register_write("bm_count", count_write, NULL);
+}
