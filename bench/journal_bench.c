@@ -725,7 +725,10 @@ static int snapshot_cb(struct bm_journal_snapshot *s, void *ctx)
     st->confirmed = r->confirmed;
     st->by_command = r->by_command;
     st->applied_seq = r->confirmed_seq;
-    for (int k = 0; k < r->n_switches; k++)
+    /* The table keeps (and saves) the last change only of a relay that no
+     * MaxSwitchesPerHour drives, as none here. */
+    for (int k = r->n_switches > 0 ? r->n_switches - 1 : 0; k < r->n_switches;
+         k++)
       st->switches[st->n_switches++] = r->switches[k];
     if (st->n_switches)
       rec.time_ms = st->switches[st->n_switches - 1];
