@@ -35,7 +35,7 @@ build=$2
 runs=${3:-5}
 n=${4:-20000}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-so=$repo/build/.libs/bimetri.so
+so=${INGEST_SO:-$repo/build/.libs/bimetri.so} # the plugin under test
 gwsim=$repo/build/bimetri-gwsim
 py=/usr/bin/python3
 topic=application/third-party/flexyWattApp/1
@@ -79,7 +79,7 @@ user $(id -un)
 listener $port 127.0.0.1
 allow_anonymous true
 persistence false
-max_queued_messages 0
+max_queued_messages 1000000
 max_inflight_messages 20
 log_dest file $work/mosquitto.log
 log_type error
@@ -225,7 +225,7 @@ run_mqtt() { run_collectd "$1" - "$work/mqtt_messages" "$work/mqtt.count" "mqtt 
 
 run_sub() { # QOS
   local t0 t1 sub
-  timeout 120 mosquitto_sub -h 127.0.0.1 -p "$port" -q "$1" -t "$peer_topic" \
+  timeout 30 mosquitto_sub -h 127.0.0.1 -p "$port" -q "$1" -t "$peer_topic" \
     -C "$n" >/dev/null &
   sub=$!
   sleep 0.3 # subscribed (mosquitto_sub has no ready signal)
@@ -238,7 +238,7 @@ run_sub() { # QOS
 
 run_paho() { # QOS
   local t0 t1 out=$work/paho.out
-  timeout 120 "$py" "$repo/bench/paho_consumer.py" "$port" "$peer_topic" "$1" \
+  timeout 60 "$py" "$repo/bench/paho_consumer.py" "$port" "$peer_topic" "$1" \
     "$n" >"$out" &
   local c=$!
   for _ in $(seq 100); do
@@ -269,7 +269,7 @@ peer_label() {
 echo "figure,unit,better,ours_median,ours_min,ours_max,peer,peer_median,peer_min,peer_max,runs,ratio,target,target_met"
 for qos in ${INGEST_QOS:-0 1 2}; do
   start_collectd "$qos" || exit 1
-  declare -A got=()
+  declare -A got=() failed=()
   who=(ours "${peers[@]}")
   lost=0
   for ((r = 0; r < runs && !lost; r++)); do
@@ -277,7 +277,13 @@ for qos in ${INGEST_QOS:-0 1 2}; do
     for ((k = 0; k < ${#who[@]}; k++)); do
       w=${who[(k + r) % ${#who[@]}]}
       v=$(run_"$w" "$qos") || {
-        [[ $w == ours ]] || exit 1
+        if [[ $w != ours ]]; then
+          # A consumer of the broker's stalled: the run is no figure of it
+          # (see bench/README, QoS 2 on mosquitto 2.0.11).
+          failed[$w]=$((${failed[$w]:-0} + 1))
+          line+=" $w (stalled)"
+          continue
+        fi
         say "QoS $qos: NO FIGURE: run $((r + 1)) did not dispatch every value"
         lost=1
         break
@@ -295,15 +301,19 @@ for qos in ${INGEST_QOS:-0 1 2}; do
   ((lost)) && continue
   so=$(stats ${got[ours]})
   for w in "${peers[@]}"; do
+    if [[ -n ${failed[$w]:-} ]]; then
+      say "QoS $qos: $(peer_label "$w"): ${failed[$w]} of $runs runs stalled (no figure)"
+    fi
+    [[ -n ${got[$w]:-} ]] || continue
     sp=$(stats ${got[$w]})
     awk -v q="$qos" -v n="$n" -v runs="$runs" -v o="$so" -v p="$sp" \
-      -v label="$(peer_label "$w")" -v w="$w" 'BEGIN {
+      -v label="$(peer_label "$w")" -v w="$w" -v pruns="$(wc -w <<<"${got[$w]}")" 'BEGIN {
       split(o, a, ","); split(p, b, ",")
       r = a[1] / b[1]
       if (w == "sub") { t = ">= 90% of peer"; ok = r >= 0.9 }
       else { t = "ahead of peer"; ok = r > 1 }
       printf "ingest %dk notifications QoS %d,messages/s,higher,%s,%s,%s,%d,%.4g,%s,%s\n",
-        n / 1000, q, o, label, p, runs, r, t, (ok ? "yes" : "no") }'
+        n / 1000, q, o, label, p, pruns, r, t, (ok ? "yes" : "no") }'
   done
-  unset got
+  unset got failed
 done

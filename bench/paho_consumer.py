@@ -43,4 +43,11 @@ client.on_connect = on_connect
 client.on_subscribe = on_subscribe
 client.on_message = on_message
 client.connect("127.0.0.1", int(port), 60)
-client.loop_forever()
+last = (seen, time.monotonic())
+while seen < count:
+    client.loop(timeout=0.1)
+    if seen != last[0]:
+        last = (seen, time.monotonic())
+    elif time.monotonic() - last[1] > 10:
+        sys.exit("paho_consumer: %d of %d messages, none for 10 s" % (seen, count))
+client.loop(timeout=0.1)

@@ -72,6 +72,7 @@ static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
                          user_data_t *ud);
 static void rules_tick(void);
 static void on_connection(void *ctx, const char *gateway, bool up);
+static void on_events_done(void *ctx);
 static void on_token(void *ctx, const char *gateway, enum bm_severity sev,
                      const char *message);
 
@@ -139,7 +140,7 @@ static int create_gateway(size_t i)
 {
   const struct bm_plugconf_gateway *g = &conf.gateways[i];
   struct gateway_slot *s = &gateways[i];
-  struct bm_gateway_hooks hooks;
+  struct bm_gateway_hooks hooks = {0};
   bm_gateway_t *gw = NULL;
   char err[512];
   int status = -1;
@@ -147,6 +148,7 @@ static int create_gateway(size_t i)
   hooks.event = on_event;
   hooks.connection = on_connection;
   hooks.token = on_token;
+  hooks.events_done = on_events_done;
   hooks.ctx = s;
   if (!(gw = bm_gateway_new(&g->c, &hooks, err, sizeof(err)))) {
     ERROR(PLUGIN_NAME " plugin: <Gateway \"%s\">: %s", g->c.name, err);
@@ -375,7 +377,9 @@ static struct {
 /* The hook of every gateway: runs in the gateway's thread, no lock held;
  * ctx is the gateway's slot. Queues the events that become values and
  * notifications (PUBLISH, ACK, APPLIED are logged and journaled by the
- * gateway), waiting for room when the dispatcher is behind. */
+ * gateway), waiting for room when the dispatcher is behind. The
+ * dispatcher is woken once per batch (on_events_done), or when the queue
+ * is full. */
 static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
 {
   struct dispatch_item *it;
@@ -390,6 +394,8 @@ static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
     return;
   }
   while (dq.n == DISPATCH_QUEUE) {
+    if (dq.sleeping)
+      pthread_cond_signal(&dq.more);
     dq.waiting++;
     pthread_cond_wait(&dq.room, &dq.lock);
     dq.waiting--;
@@ -398,7 +404,15 @@ static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
   it->slot = ctx;
   it->gateway = gateway;
   it->ev = *ev;
-  if (dq.sleeping)
+  pthread_mutex_unlock(&dq.lock);
+}
+
+/* The end of a gateway's batch of events: wakes the dispatcher. */
+static void on_events_done(void *ctx)
+{
+  (void)ctx;
+  pthread_mutex_lock(&dq.lock);
+  if (dq.sleeping && dq.n > 0)
     pthread_cond_signal(&dq.more);
   pthread_mutex_unlock(&dq.lock);
 }

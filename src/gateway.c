@@ -788,6 +788,8 @@ static void publish_command(bm_gateway_t *gw, const struct bm_event *ev)
  * list.  Called without the mutex. */
 static void run_events(bm_gateway_t *gw)
 {
+  bool any;
+
   refuse_without_token(gw);
   journal_events(gw);
   if (gw->events.lost)
@@ -806,7 +808,10 @@ static void run_events(bm_gateway_t *gw)
     if (gw->hooks.event)
       gw->hooks.event(gw->hooks.ctx, gw->conf.name, ev);
   }
+  any = gw->events.n > 0;
   bm_events_clear(&gw->events);
+  if (any && gw->hooks.events_done)
+    gw->hooks.events_done(gw->hooks.ctx);
   if (gw->journal && bm_journal_needs_compaction(gw->journal))
     journal_compact(gw);
 }
@@ -1011,11 +1016,12 @@ static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
   else if (res == BM_APPLY_IGNORED)
     complain(gw, "ignored a notification of type \"%s\"",
              gw->msg.u.notification.notification_type);
-  run_events(gw);
 }
 
-void bm_gateway_receive(bm_gateway_t *gw, const char *topic,
-                        const void *payload, size_t len)
+/* A message, its events left for the caller to run: the MQTT loop runs
+ * those of a whole read at once. */
+static void receive(bm_gateway_t *gw, const char *topic, const void *payload,
+                    size_t len)
 {
   if (strcmp(topic, gw->topic) != 0) {
     pthread_mutex_lock(&gw->lock);
@@ -1027,14 +1033,21 @@ void bm_gateway_receive(bm_gateway_t *gw, const char *topic,
   handle_message(gw, payload, len);
 }
 
+void bm_gateway_receive(bm_gateway_t *gw, const char *topic,
+                        const void *payload, size_t len)
+{
+  receive(gw, topic, payload, len);
+  run_events(gw);
+}
+
 static void on_message(struct mosquitto *m, void *obj,
                        const struct mosquitto_message *msg,
                        const mosquitto_property *props)
 {
   (void)m;
   (void)props;
-  bm_gateway_receive(obj, msg->topic, msg->payload,
-                     (size_t)(msg->payloadlen > 0 ? msg->payloadlen : 0));
+  receive(obj, msg->topic, msg->payload,
+          (size_t)(msg->payloadlen > 0 ? msg->payloadlen : 0));
 }
 
 /* ---- lifecycle --------------------------------------------------------- */
@@ -1479,7 +1492,8 @@ static void start_connect(bm_gateway_t *gw)
 /* Reads what the socket holds: libmosquitto reads one packet a call at
  * QoS 0, so a burst would otherwise cost a turn of the loop (poll, timers)
  * per message. A bounded number of packets, so that timers and the wake-up
- * counter are seen between bursts. */
+ * counter are seen between bursts; then the events of them all, so that
+ * the hooks see a batch. */
 static int read_packets(bm_gateway_t *gw)
 {
   int rc = MOSQ_ERR_SUCCESS, avail = 0;
@@ -1490,6 +1504,7 @@ static int read_packets(bm_gateway_t *gw)
         ioctl(mosquitto_socket(gw->mosq), FIONREAD, &avail) != 0 || avail <= 0)
       break;
   }
+  run_events(gw);
   return rc;
 }
 

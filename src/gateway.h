@@ -91,6 +91,9 @@ struct bm_gateway_hooks {
    * FAILURE (expired).  The message names the token by its fingerprint. */
   void (*token)(void *ctx, const char *gateway, enum bm_severity severity,
                 const char *message);
+  /* After a batch of events (those of one read from the broker, say):
+   * where a consumer that queues them wakes whoever takes them. */
+  void (*events_done)(void *ctx);
   void *ctx;
 };
 
