@@ -1357,6 +1357,12 @@ static int sim_open(struct sim *s)
     complain("cannot create an MQTT client: %s", strerror(errno));
     return -1;
   }
+  /* Answers leave at once, as a gateway's should (no Nagle delay). */
+  if (mosquitto_int_option(s->mosq, MOSQ_OPT_TCP_NODELAY, 1) !=
+      MOSQ_ERR_SUCCESS) {
+    complain("cannot set TCP_NODELAY");
+    return -1;
+  }
   if (s->opt.user != NULL) {
     int rc = mosquitto_username_pw_set(s->mosq, s->opt.user, s->opt.password);
     if (rc != MOSQ_ERR_SUCCESS) {

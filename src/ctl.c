@@ -1199,6 +1199,8 @@ static int session_open(struct session *s, struct ctl_gateway *g,
   }
   if (!(s->m = mosquitto_new(id, true, s)))
     return fail("cannot create the MQTT client: %s", strerror(errno));
+  if (mosquitto_int_option(s->m, MOSQ_OPT_TCP_NODELAY, 1) != MOSQ_ERR_SUCCESS)
+    return fail("cannot set TCP_NODELAY");
   mosquitto_connect_v5_callback_set(s->m, on_connect);
   mosquitto_subscribe_v5_callback_set(s->m, on_subscribe);
   mosquitto_disconnect_v5_callback_set(s->m, on_disconnect);

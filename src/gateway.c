@@ -1233,6 +1233,14 @@ static int client_setup(bm_gateway_t *gw, char *err, size_t errlen)
              gw->conf.protocol_version, mosquitto_strerror(rc));
     return -1;
   }
+  /* Commands and acknowledgements are small packets that must leave at
+   * once: with Nagle's algorithm a command published soon after we
+   * acknowledged an answer waits for the broker's delayed ACK (40 ms). */
+  rc = mosquitto_int_option(gw->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    snprintf(err, errlen, "cannot set TCP_NODELAY: %s", mosquitto_strerror(rc));
+    return -1;
+  }
   if (gw->conf.user[0]) {
     rc = mosquitto_username_pw_set(gw->mosq, gw->conf.user,
                                    gw->conf.password[0] ? gw->conf.password
