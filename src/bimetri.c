@@ -32,6 +32,7 @@
 #include <collectd/core/daemon/utils_cache.h>
 
 #include "gateway.h"
+#include "idmap.h"
 #include "log.h"
 #include "match.h"
 #include "plugconf.h"
@@ -71,6 +72,7 @@ static void on_event(void *ctx, const char *gateway, const struct bm_event *ev);
 static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
                          user_data_t *ud);
 static void rules_tick(void);
+static int index_rule_types(void);
 static void on_connection(void *ctx, const char *gateway, bool up);
 static void on_events_done(void *ctx);
 static void on_token(void *ctx, const char *gateway, enum bm_severity sev,
@@ -242,6 +244,10 @@ static int bimetri_config(oconfig_item_t *ci)
       ERROR(PLUGIN_NAME " plugin: out of memory");
       goto out;
     }
+  }
+  if (index_rule_types() != 0) {
+    ERROR(PLUGIN_NAME " plugin: out of memory");
+    goto out;
   }
   if (conf.rules_n > 0 &&
       plugin_register_write(PLUGIN_NAME, bimetri_write, NULL) != 0) {
@@ -645,6 +651,60 @@ static void rule_request(const struct bm_rule *r, int want, const char *origin,
 
 /* Runs for every value collectd writes, in up to 5 threads at once: a
  * cheap identity check first, then the matching rules' hysteresis. */
+/* The write callback's first test, as every value of every plugin passes
+ * there: the identities the Switch rules name exactly, as (plugin, type,
+ * type instance) when every rule gives all three exactly, else as (plugin,
+ * type) when every rule gives those. A value of another identity matches no
+ * rule, which one hash tells instead of a pass over all of them; when some
+ * rule's Plugin or Type is a regex or unset, every value goes through the
+ * rules. Built at configuration, read-only after. */
+static struct bm_idmap rule_keys;
+static int rule_key_fields; /* 3, 2, or 0: no index */
+
+static bool exact(const struct bm_pattern *p) { return p->set && !p->is_regex; }
+
+static uint64_t rule_key(int fields, const char *plugin, const char *type,
+                         const char *type_instance)
+{
+  char key[3 * DATA_MAX_NAME_LEN + 3];
+  size_t a = strnlen(plugin, DATA_MAX_NAME_LEN);
+  size_t b = strnlen(type, DATA_MAX_NAME_LEN);
+  size_t c = fields == 3 ? strnlen(type_instance, DATA_MAX_NAME_LEN) : 0;
+
+  memcpy(key, plugin, a);
+  key[a] = '/'; /* in no plugin or type name */
+  memcpy(key + a + 1, type, b);
+  key[a + 1 + b] = '/';
+  memcpy(key + a + 2 + b, type_instance, c);
+  key[a + 2 + b + c] = '\0';
+  return bm_idmap_hash(key);
+}
+
+/* Returns 0, or -1 out of memory. */
+static int index_rule_types(void)
+{
+  bm_idmap_release(&rule_keys);
+  memset(&rule_keys, 0, sizeof(rule_keys));
+  rule_key_fields = 3;
+  for (size_t i = 0; i < conf.rules_n; i++) {
+    const struct bm_pattern *p = conf.rules[i]->pattern;
+    if (!exact(&p[BM_FIELD_PLUGIN]) || !exact(&p[BM_FIELD_TYPE]))
+      rule_key_fields = 0;
+    else if (!exact(&p[BM_FIELD_TYPE_INSTANCE]) && rule_key_fields == 3)
+      rule_key_fields = 2;
+  }
+  for (size_t i = 0; rule_key_fields && i < conf.rules_n; i++) {
+    const struct bm_pattern *p = conf.rules[i]->pattern;
+    if (bm_idmap_put(&rule_keys,
+                     rule_key(rule_key_fields, p[BM_FIELD_PLUGIN].text,
+                              p[BM_FIELD_TYPE].text,
+                              p[BM_FIELD_TYPE_INSTANCE].text),
+                     1) != 0)
+      return -1;
+  }
+  return 0;
+}
+
 static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
                          user_data_t *ud)
 {
@@ -654,6 +714,10 @@ static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
   (void)ud;
   if (!started)
     return 0;
+  if (rule_key_fields &&
+      bm_idmap_get(&rule_keys, rule_key(rule_key_fields, vl->plugin, vl->type,
+                                        vl->type_instance)) < 0)
+    return 0; /* a hash collision only sends it through the rules */
   for (size_t i = 0; i < conf.rules_n; i++) {
     struct bm_rule *r = conf.rules[i];
     size_t k = 0;
@@ -879,6 +943,9 @@ static int bimetri_shutdown(void)
     free(gateways[i].views);
   }
   gateways_n = 0;
+  bm_idmap_release(&rule_keys);
+  memset(&rule_keys, 0, sizeof(rule_keys));
+  rule_key_fields = 0;
   bm_plugconf_release(&conf);
   bm_gateway_library_cleanup();
   bm_log_set_sink(NULL, NULL);

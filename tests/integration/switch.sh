@@ -21,6 +21,14 @@ RULE='<Switch "fan-cooling">
     MinOnTime 6
     StaleAfter 4
     FailSafe 0
+  </Switch>
+  <Switch "pump2-humidity">
+    Relay "plant1" "pump2"
+    Plugin "sensors"
+    Type "/^humid/"
+    TypeInstance "cellar"
+    OnAbove 80
+    OffBelow 50
   </Switch>'
 bm_start_collectd "$(plant_conf '<Relay "pump2">
       ResourceId 103
@@ -41,6 +49,9 @@ on_at=$(date +%s.%N) # at most a poll (0.1 s) after the confirmation
 bm_like "$(grep 'published setExtDO relay "fan"' "$T/collectd.log" | head -1)" \
   'origin "switch fan-cooling: 72 from testhost/sensors/temperature-room"' \
   "the origin names the Switch and the value"
+# A Type given as a regex: such a rule sees every value (no exact index).
+bm_unixsock "PUTVAL \"testhost/sensors/humidity-cellar\" interval=1 N:90" >/dev/null
+bm_check "a Switch whose Type is a regex acts too" wait_val bool-pump2 1 10
 temp 65; sleep 0.5; temp 62; sleep 0.5; temp 75; sleep 0.5
 bm_is "$(fan_commands)" 1 "between the thresholds (hysteresis) nothing is sent"
 

@@ -1,0 +1,367 @@
+#!/usr/bin/env bash
+# bench/idle.sh - collectd with bimetri at scale (10 Gateways of 10,000
+# Relays): start-up time with an empty and with a full journal, CPU at idle
+# and resident memory, beside the same collectd without bimetri.
+#
+# Usage: bench/idle.sh WORKDIR BUILDDIR [RUNS [WINDOW_SECONDS]]
+#
+# On 127.0.0.1 and a free port: one mosquitto. Three collectds, identical
+# (Interval 10; logfile at LogLevel info, as shipped; the stock cpu, memory
+# and load plugins; bench/bm_count.c as the write plugin, standing for
+# write_prometheus & co., counting bimetri's values) but for bimetri:
+#   peer   without bimetri;
+#   empty  bimetri.so with 10 Gateways "gw01".."gw10" of 10,000 Relays each
+#          (ResourceId 1000 + i / 16, Output 1 + i % 16), every Gateway
+#          connected to the broker; its journals deleted before each start;
+#   full   the same configuration, its journals replaced before each start
+#          by BUILDDIR/idle_journal's (bench/idle_journal.c: a snapshot with
+#          a STATE for every relay, then COMMAND/RESPONSE/CONFIRM history up
+#          to 4 times the snapshot's size, where the plugin would compact;
+#          every command confirmed), so every relay's state is restored.
+# The plugin needs only the broker: it connects and subscribes, and at idle
+# nothing is published (no Trigger or Switch, no command pending), so no
+# gateway simulator runs.
+# Each run starts the three, one at a time (the first of the run rotating),
+# each timed from its launch until its log says it is up: the peer's
+# "Initialization complete", ours when all 10 Gateways have logged
+# "subscribed to" (the log polled every 5 ms or so). Then, all three up,
+# 5 s to settle, and the idle window of WINDOW_SECONDS (default 30; a
+# multiple of the interval is fair: each interval's read callback falls in
+# it the same number of times): the CPU time each process used over the
+# window, as a percentage of one core. CPU time is the sum over the
+# process's threads of their run times in /proc/PID/task/TID/schedstat
+# (ns). utime+stime of /proc/PID/stat counts 10 ms ticks, too coarse for
+# the peer's few ms: it is shown on stderr as a cross-check, and used where
+# the kernel keeps no schedstat. At the end of the window: VmRSS of each.
+# Then the three are stopped. Prints bench/run's CSV rows (header first);
+# progress on stderr. IDLE_GATEWAYS and IDLE_RELAYS (default 10 and 10000)
+# change the scale. Everything started is stopped on exit.
+set -u -o pipefail
+
+work=$1
+build=$2
+runs=${3:-5}
+window=${4:-30}
+settle=5
+gateways=${IDLE_GATEWAYS:-10}
+relays=${IDLE_RELAYS:-10000}
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+so=$repo/build/.libs/bimetri.so
+gwsim=$repo/build/bimetri-gwsim
+configs=(peer empty full)
+stock=(logfile cpu memory load)
+pids=()
+declare -A cpid=()
+
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do
+    kill -TERM "$p" 2>/dev/null
+  done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 200); do
+      kill -0 "$p" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+  done
+  pids=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { echo "idle: $*" >&2; }
+
+for f in "$so" "$gwsim" "$build/bm_count.so" "$build/idle_journal" \
+  "$build/idle_table"; do
+  [[ -f $f ]] || { say "missing $f (bench/run builds it)"; exit 1; }
+done
+for p in "${stock[@]}"; do
+  [[ -f /usr/lib/collectd/$p.so ]] || { say "missing /usr/lib/collectd/$p.so (collectd-core)"; exit 1; }
+done
+[[ $runs =~ ^[1-9][0-9]*$ ]] || { say "RUNS must be a positive number"; exit 2; }
+[[ $window =~ ^[1-9][0-9]*$ ]] || { say "WINDOW_SECONDS must be a positive number"; exit 2; }
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])') ||
+  { say "cannot pick a free port"; exit 1; }
+
+now() { echo "$EPOCHREALTIME"; }
+# sleep that a signal interrupts (bash runs traps only between commands).
+nap() {
+  sleep "$1" &
+  wait $!
+}
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6g\n", b - a }'; }
+
+# ---- the broker
+cat >"$work/mosquitto.conf" <<EOF2
+user $(id -un)
+listener $port 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest file $work/mosquitto.log
+log_type error
+log_type warning
+EOF2
+mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+
+printf "bench-secret-%s-%s" "$RANDOM$RANDOM$RANDOM$RANDOM" "$(date +%s%N)" >"$work/secret"
+"$gwsim" --secret-file "$work/secret" --print-token 86400 >"$work/token" || exit 1
+chmod 600 "$work/token"
+
+# ---- the configurations
+write_conf() { # NAME
+  local name=$1 dir=$work/$1 p
+  mkdir -p "$dir/plugins"
+  for p in "${stock[@]}"; do
+    cp "/usr/lib/collectd/$p.so" "$dir/plugins/" || return 1
+  done
+  cp "$build/bm_count.so" "$dir/plugins/" || return 1
+  if [[ $name != peer ]]; then
+    cp "$so" "$dir/plugins/bimetri.so" || return 1
+  fi
+  {
+    cat <<EOF2
+Hostname "benchhost"
+FQDNLookup false
+Interval 10
+BaseDir "$dir"
+PIDFile "$dir/collectd.pid"
+PluginDir "$dir/plugins"
+TypesDB "/usr/share/collectd/types.db"
+LoadPlugin logfile
+<Plugin logfile>
+  LogLevel info
+  File "$dir/collectd.log"
+  Timestamp true
+  PrintSeverity true
+</Plugin>
+LoadPlugin cpu
+LoadPlugin memory
+LoadPlugin load
+LoadPlugin bm_count
+<Plugin bm_count>
+  Count "bimetri" "bool" "$dir/bool.count"
+  Count "bimetri" "pending_operations" "$dir/pending.count"
+</Plugin>
+EOF2
+    [[ $name == peer ]] && return 0
+    echo "LoadPlugin bimetri"
+    awk -v g_n="$gateways" -v r_n="$relays" -v port="$port" -v dir="$dir" \
+      -v name="$name" -v token="$work/token" 'BEGIN {
+      print "<Plugin bimetri>"
+      for (g = 1; g <= g_n; g++) {
+        printf "  <Gateway \"gw%02d\">\n", g
+        printf "    Host \"127.0.0.1\"\n    Port %d\n", port
+        printf "    ClientId \"bench-idle-%s-gw%02d\"\n", name, g
+        printf "    AppName \"flexyWattApp\"\n    InstanceId \"%d\"\n", g
+        printf "    UserId 12345\n    OrganizationId 23456\n"
+        printf "    TokenFile \"%s\"\n", token
+        printf "    JournalFile \"%s/gw%02d.journal\"\n", dir, g
+        for (i = 0; i < r_n; i++)
+          printf "    <Relay \"relay-%05d\">\n      ResourceId %d\n      Output %d\n    </Relay>\n",
+            i, 1000 + int(i / 16), 1 + i % 16
+        print "  </Gateway>"
+      }
+      print "</Plugin>"
+    }'
+  } >"$dir/collectd.conf"
+}
+
+for c in "${configs[@]}"; do
+  write_conf "$c" || { say "cannot write the $c configuration"; exit 1; }
+done
+mkdir -p "$work/journals"
+t0=$(now)
+"$build/idle_journal" "$work/journals" "$gateways" "$relays" 2>"$work/idle_journal.log" ||
+  { cat "$work/idle_journal.log" >&2; exit 1; }
+say "full journals written in $(elapsed "$t0" "$(now)") s:" \
+  "$(du -sh "$work/journals" | cut -f1) for $gateways Gateways" \
+  "($(awk '{ r += $3 } END { print r }' "$work/idle_journal.log") records)"
+
+# ---- the daemons
+
+# The number of lines of FILE matching REGEX, 0 when FILE does not exist.
+lines_matching() { # FILE REGEX
+  local n
+  n=$(grep -cs -- "$2" "$1")
+  echo "${n:-0}"
+}
+
+# Starts collectd NAME and waits until it is up; sets up_s to the seconds
+# from launch to up (peer: "Initialization complete"; ours: every Gateway
+# "subscribed to") and init_s to the seconds to "Initialization complete".
+# Not in $(...): it records the daemon in cpid and pids.
+start_collectd() { # NAME
+  local name=$1 dir=$work/$1 t0 t t_init= up=0 want pattern until n
+  rm -f "$dir/collectd.log"
+  case $name in
+  empty) rm -f "$dir"/gw*.journal* ;;
+  full)
+    rm -f "$dir"/gw*.journal*
+    cp "$work/journals"/gw*.journal "$dir/" || return 1
+    ;;
+  esac
+  if [[ $name == peer ]]; then
+    pattern='Initialization complete' want=1
+  else
+    pattern='subscribed to' want=$gateways
+  fi
+  t0=$(now)
+  collectd -f -C "$dir/collectd.conf" >"$dir/collectd.out" 2>&1 &
+  cpid[$name]=$!
+  pids+=($!)
+  until=$((SECONDS + 120))
+  while ((SECONDS < until)); do
+    n=$(lines_matching "$dir/collectd.log" "$pattern")
+    t=$(now)
+    if [[ -z $t_init && $name != peer ]] &&
+      grep -qs 'Initialization complete' "$dir/collectd.log"; then
+      t_init=$t
+    fi
+    if ((n >= want)); then
+      up=1
+      break
+    fi
+    kill -0 "${cpid[$name]}" 2>/dev/null || break
+    sleep 0.005
+  done
+  if ((!up)); then
+    say "$name: collectd did not come up; its log:"
+    grep -v 'Available write targets' "$dir/collectd.log" | tail -n 20 >&2
+    tail -n 5 "$dir/collectd.out" >&2
+    return 1
+  fi
+  up_s=$(elapsed "$t0" "$t")
+  init_s=$(elapsed "$t0" "${t_init:-$t}")
+}
+
+stop_collectd() { # NAME
+  local pid=${cpid[$1]} keep=() p
+  kill -TERM "$pid" 2>/dev/null
+  for _ in $(seq 300); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$1: collectd did not stop within 30 s: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null
+  for p in "${pids[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+  pids=("${keep[@]}")
+}
+
+# CPU time of PID: its threads' run times in ns (the sum of
+# /proc/PID/task/TID/schedstat's first fields; 0 when the kernel keeps no
+# schedstat), then utime+stime of /proc/PID/stat in clock ticks.
+cpu_of() { # PID
+  local f sum=0 t
+  for f in /proc/"$1"/task/*/schedstat; do
+    read -r t _ <"$f" 2>/dev/null && sum=$((sum + t))
+  done
+  echo "$sum $(awk '{ print $14 + $15 }' "/proc/$1/stat")"
+}
+
+rss_of() { awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$1/status"; }
+
+count_of() { od -An -t d8 -N 8 "$1" 2>/dev/null | tr -d ' '; }
+
+stats() { # values...: median min max
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%.6g,%.6g,%.6g", m, v[1], v[NR] }'
+}
+
+say "$gateways Gateways x $relays Relays, $runs runs, idle window ${window} s;" \
+  "load average $(cut -d' ' -f1-3 /proc/loadavg)"
+declare -A startup=() cpu=() rss=()
+hz=$(getconf CLK_TCK)
+for ((r = 0; r < runs; r++)); do
+  line="run $((r + 1)):"
+  for ((k = 0; k < ${#configs[@]}; k++)); do
+    c=${configs[(k + r) % ${#configs[@]}]}
+    start_collectd "$c" || exit 1
+    startup[$c]+="$up_s "
+    line+=" $c up $up_s s (init $init_s s)"
+  done
+  say "$line"
+  nap "$settle"
+  declare -A c0=() c1=() v0=()
+  for c in "${configs[@]}"; do
+    c0[$c]=$(cpu_of "${cpid[$c]}") || { say "$c: collectd is gone"; exit 1; }
+    v0[$c]=$(($(count_of "$work/$c/bool.count") + $(count_of "$work/$c/pending.count")))
+  done
+  w0=$(now)
+  nap "$window"
+  w1=$(now)
+  line="run $((r + 1)) idle:"
+  for c in "${configs[@]}"; do
+    c1[$c]=$(cpu_of "${cpid[$c]}") || { say "$c: collectd is gone"; exit 1; }
+    m=$(rss_of "${cpid[$c]}")
+    rss[$c]+="$m "
+    read -r a ta <<<"${c0[$c]}"
+    read -r b tb <<<"${c1[$c]}"
+    # No schedstat in this kernel (sums of 0): utime+stime instead.
+    p=$(awk -v a="$a" -v b="$b" -v ta="$ta" -v tb="$tb" -v hz="$hz" \
+      -v w0="$w0" -v w1="$w1" 'BEGIN {
+        s = b > 0 ? (b - a) / 1e9 : (tb - ta) / hz
+        printf "%.6g\n", s / (w1 - w0) * 100 }')
+    cpu[$c]+="$p "
+    v=$(($(count_of "$work/$c/bool.count") + $(count_of "$work/$c/pending.count") - v0[$c]))
+    line+=" $c $p% ($(((tb - ta) * 1000 / hz)) ms in ticks; $v bimetri values) RSS $((m / 1048576)) MiB;"
+  done
+  say "$line"
+  for c in "${configs[@]}"; do
+    stop_collectd "$c"
+    if grep -s '\[error\]' "$work/$c/collectd.log" | grep -v 'Available write' | head -3 | grep . >&2; then
+      say "$c: errors in the log (above)"
+    fi
+  done
+  unset c0 c1 v0
+done
+table=$("$build/idle_table" "$gateways" "$relays") || exit 1
+
+scale="${gateways}x$((relays / 1000))k relays"
+echo "figure,unit,better,ours_median,ours_min,ours_max,peer,peer_median,peer_min,peer_max,runs,ratio,target,target_met"
+sp=$(stats ${startup[peer]})
+for c in empty full; do
+  awk -v o="$(stats ${startup[$c]})" -v p="$sp" -v c="$c" -v runs="$runs" \
+    -v scale="$scale" 'BEGIN {
+    split(o, a, ","); split(p, b, ",")
+    printf "start-up %s %s journal,s,lower,%s,collectd without bimetri,%s,%d,%.4g,,\n",
+      scale, c, o, p, runs, a[1] / b[1] }'
+done
+sp=$(stats ${cpu[peer]})
+for c in empty full; do
+  awk -v o="$(stats ${cpu[$c]})" -v p="$sp" -v c="$c" -v runs="$runs" \
+    -v scale="$scale" 'BEGIN {
+    split(o, a, ","); split(p, b, ",")
+    printf "idle CPU %s %s journal,%% of one core,lower,%s,collectd without bimetri,%s,%d,%.4g,< 1%% of a core,%s\n",
+      scale, c, o, p, runs, (b[1] > 0 ? a[1] / b[1] : 0), (a[1] < 1 ? "yes" : "no") }'
+done
+sp=$(stats ${rss[peer]})
+for c in empty full; do
+  awk -v o="$(stats ${rss[$c]})" -v p="$sp" -v c="$c" -v runs="$runs" \
+    -v scale="$scale" 'BEGIN {
+    split(o, a, ","); split(p, b, ",")
+    printf "collectd RSS %s %s journal,bytes,lower,%s,collectd without bimetri,%s,%d,%.4g,,\n",
+      scale, c, o, p, runs, a[1] / b[1] }'
+done
+# Per relay: what bimetri adds to collectd's RSS, run by run (the peer's
+# median subtracted), over the relays.
+per=()
+read -r pm _ <<<"${sp//,/ }"
+for m in ${rss[empty]}; do
+  per+=("$(awk -v m="$m" -v p="$pm" -v n="$((gateways * relays))" 'BEGIN { printf "%.6g\n", (m - p) / n }')")
+done
+awk -v o="$(stats "${per[@]}")" -v t="$table" -v runs="$runs" -v scale="$scale" 'BEGIN {
+  split(o, a, ",")
+  printf "RSS added per relay %s empty journal,bytes,lower,%s,bm_relay_table alone,%s,%s,%s,%d,%.4g,< 300 B,%s\n",
+    scale, o, t, t, t, runs, a[1] / t, (a[1] < 300 ? "yes" : "no") }'
