@@ -16,6 +16,8 @@
 #include <assert.h>
 #include <errno.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <pthread.h>
@@ -816,9 +818,30 @@ static void run_events(bm_gateway_t *gw)
     journal_compact(gw);
 }
 
+/* Commands and acknowledgements are small packets that must leave at
+ * once: with Nagle's algorithm a command published soon after we
+ * acknowledged an answer waits for the broker's delayed ACK (40 ms). Set
+ * once the session is ready, not before: while connecting, Nagle holds a
+ * publication libmosquitto resends after the CONNACK behind our SUBSCRIBE,
+ * so a broker that refuses it (QoS 2 on a QoS-1-only broker) has granted
+ * the subscription first, and the plugin sees why and recovers. */
+static void set_nodelay(bm_gateway_t *gw)
+{
+  int one = 1, sock = mosquitto_socket(gw->mosq);
+
+  if (sock >= 0 &&
+      setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+    BM_WARNING("gateway \"%s\": cannot set TCP_NODELAY: %s; commands may "
+               "wait up to 40 ms for the broker's ACK",
+               gw->conf.name, strerror(errno));
+}
+
 static void set_ready(bm_gateway_t *gw, bool ready)
 {
   bool was;
+
+  if (ready)
+    set_nodelay(gw);
 
   pthread_mutex_lock(&gw->lock);
   was = gw->ready;
@@ -1231,14 +1254,6 @@ static int client_setup(bm_gateway_t *gw, char *err, size_t errlen)
   if (rc != MOSQ_ERR_SUCCESS) {
     snprintf(err, errlen, "cannot set MQTT protocol version %d: %s",
              gw->conf.protocol_version, mosquitto_strerror(rc));
-    return -1;
-  }
-  /* Commands and acknowledgements are small packets that must leave at
-   * once: with Nagle's algorithm a command published soon after we
-   * acknowledged an answer waits for the broker's delayed ACK (40 ms). */
-  rc = mosquitto_int_option(gw->mosq, MOSQ_OPT_TCP_NODELAY, 1);
-  if (rc != MOSQ_ERR_SUCCESS) {
-    snprintf(err, errlen, "cannot set TCP_NODELAY: %s", mosquitto_strerror(rc));
     return -1;
   }
   if (gw->conf.user[0]) {
