@@ -675,7 +675,8 @@ static uint64_t rule_key(int fields, const char *plugin, const char *type,
   key[a] = '/'; /* in no plugin or type name */
   memcpy(key + a + 1, type, b);
   key[a + 1 + b] = '/';
-  memcpy(key + a + 2 + b, type_instance, c);
+  if (c > 0) /* type_instance may be NULL with fields 2 */
+    memcpy(key + a + 2 + b, type_instance, c);
   key[a + 2 + b + c] = '\0';
   return bm_idmap_hash(key);
 }
@@ -698,7 +699,9 @@ static int index_rule_types(void)
     if (bm_idmap_put(&rule_keys,
                      rule_key(rule_key_fields, p[BM_FIELD_PLUGIN].text,
                               p[BM_FIELD_TYPE].text,
-                              p[BM_FIELD_TYPE_INSTANCE].text),
+                              rule_key_fields == 3
+                                  ? p[BM_FIELD_TYPE_INSTANCE].text
+                                  : ""),
                      1) != 0)
       return -1;
   }
