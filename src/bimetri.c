@@ -649,8 +649,6 @@ static void rule_request(const struct bm_rule *r, int want, const char *origin,
          why);
 }
 
-/* Runs for every value collectd writes, in up to 5 threads at once: a
- * cheap identity check first, then the matching rules' hysteresis. */
 /* The write callback's first test, as every value of every plugin passes
  * there: the identities the Switch rules name exactly, as (plugin, type,
  * type instance) when every rule gives all three exactly, else as (plugin,
@@ -708,6 +706,8 @@ static int index_rule_types(void)
   return 0;
 }
 
+/* Runs for every value collectd writes, in up to 5 threads at once: a
+ * cheap identity check first, then the matching rules' hysteresis. */
 static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
                          user_data_t *ud)
 {

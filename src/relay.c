@@ -786,8 +786,6 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
   return BM_APPLY_OK;
 }
 
-/* Applies a state the gateway reported.  seq is the sequence of our
- * command it answers, 0 for a change nobody here asked for. */
 /* The k-th newest confirmed change time (1: the last), k <= r->sw_n. */
 static double switch_at(const struct relay *r, int k)
 {
@@ -840,6 +838,8 @@ int bm_relay_table_keep_switches(bm_relay_table_t *t, int relay, int n)
   return keep_switches(&t->relays[relay], n);
 }
 
+/* Applies a state the gateway reported.  seq is the sequence of our
+ * command it answers, 0 for a change nobody here asked for. */
 static void apply_state(bm_relay_table_t *t, int relay, int status,
                         const char *corr, uint64_t seq, double now,
                         struct bm_events *out)
