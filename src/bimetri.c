@@ -212,6 +212,8 @@ static int bimetri_config(oconfig_item_t *ci)
 
   memset(&block, 0, sizeof(block));
   bm_log_set_sink(glue_log, NULL);
+  /* plugin_log drops debug lines unless collectd was built to log them. */
+  bm_log_set_max_level(COLLECT_DEBUG ? BM_LOG_DEBUG : BM_LOG_INFO);
   if (bm_gateway_library_init() != 0) {
     ERROR(PLUGIN_NAME " plugin: cannot initialise libmosquitto");
     goto out;
@@ -952,6 +954,7 @@ static int bimetri_shutdown(void)
   bm_plugconf_release(&conf);
   bm_gateway_library_cleanup();
   bm_log_set_sink(NULL, NULL);
+  bm_log_set_max_level(BM_LOG_DEBUG);
   return 0;
 }
 

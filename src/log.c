@@ -16,6 +16,9 @@ static void bm_log_stderr(int level, const char *line, void *ctx)
 
 static bm_log_sink log_sink = bm_log_stderr;
 static void *log_ctx;
+static int log_max = BM_LOG_DEBUG;
+
+void bm_log_set_max_level(int level) { log_max = level; }
 
 void bm_log_set_sink(bm_log_sink sink, void *ctx)
 {
@@ -28,6 +31,8 @@ void bm_log(int level, const char *fmt, ...)
   char line[1024];
   va_list ap;
 
+  if (level > log_max)
+    return;
   va_start(ap, fmt);
   vsnprintf(line, sizeof(line), fmt, ap);
   va_end(ap);

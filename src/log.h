@@ -24,7 +24,14 @@ typedef void (*bm_log_sink)(int level, const char *line, void *ctx);
  * call before any other thread logs. */
 void bm_log_set_sink(bm_log_sink sink, void *ctx);
 
-/* Formats one line and hands it to the sink.  Never fails visibly: a line
+/* Drops the lines less severe than level (a BM_LOG_* value) before they
+ * are formatted: the plugin sets what its host can log at all (Debian's
+ * collectd drops debug lines), so that a debug line on a hot path costs a
+ * comparison.  Default BM_LOG_DEBUG: every line.  Same rule as the sink. */
+void bm_log_set_max_level(int level);
+
+/* Formats one line and hands it to the sink, unless its level is above the
+ * maximum (bm_log_set_max_level).  Never fails visibly: a line
  * longer than 1 KiB is truncated. */
 void bm_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
