@@ -8,10 +8,12 @@ BM_DEPS_BUILD="build-essential autoconf automake libtool pkg-config \
 collectd-core collectd-dev libmosquitto-dev mosquitto mosquitto-clients \
 libyajl-dev libssl-dev openssl socat procps"
 # The tests on top: valgrind, clang's libFuzzer, the metric pipelines'
-# servers (write_prometheus needs libmicrohttpd12 and libprotobuf-c1,
-# which collectd-core only suggests), and the tools the tests use.
+# servers (write_prometheus needs libmicrohttpd12 and libprotobuf-c1, and
+# the python plugin burst.sh loads libpython3.11, which collectd-core only
+# suggests), and the tools the tests use.
 BM_DEPS_TEST="valgrind clang libclang-rt-14-dev prometheus libmicrohttpd12 \
-libprotobuf-c1 curl jq influxdb influxdb-client python3 debhelper fakeroot"
+libprotobuf-c1 curl jq influxdb influxdb-client python3 debhelper fakeroot \
+libpython3.11"
 BM_DEPS="$BM_DEPS_BUILD $BM_DEPS_TEST"
 
 # bm_install_deps [PACKAGES...]: installs what is missing of PACKAGES
