@@ -44,34 +44,15 @@ gwsim=$repo/build/bimetri-gwsim
 relays=64
 switch_relays=16
 lifetime=600 # s: every helper exits by itself after this
-pids=()
 cpid=
+BENCH_NAME=cmdpath
+BENCH_LIFETIME=$lifetime
+. "$repo/bench/lib.sh"
 
-say() { echo "cmdpath: $*" >&2; }
+# The pipes to cmdpath_fire close first, so that it ends.
+bench_before_cleanup() { { exec 3>&- 4<&-; } 2>/dev/null; }
 
-cleanup() {
-  local p
-  { exec 3>&- 4<&-; } 2>/dev/null
-  for p in "${pids[@]}"; do
-    kill -TERM "$p" 2>/dev/null
-  done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 100); do
-      kill -0 "$p" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  pids=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-for f in "$so" "$gwsim" "$build/cmdpath_fire.so" "$build/cmdpath_wire" \
-  "$build/cmdpath_peer"; do
-  [[ -f $f ]] || { say "missing $f (make -C build; bench/run builds the rest)"; exit 1; }
-done
+bench_need "$so" "$gwsim" "$build/cmdpath_fire.so" "$build/cmdpath_wire" "$build/cmdpath_peer"
 for v in "$runs" "$lat_n" "$b2b_n" "$bursts" "$switch_rounds" "$pause"; do
   if ! [[ $v =~ ^[0-9]+$ ]] || ((v < 1 || v > 10000)); then
     say "RUNS and the CMDPATH_* numbers must be 1 to 10000"
@@ -84,36 +65,7 @@ base=$(($(date +%s) - 5))
 
 # ---- the broker, on a free port (another try when it was taken meanwhile);
 # Nagle off on its sockets (see bench/README)
-broker_up() {
-  local _
-  for _ in $(seq 100); do
-    kill -0 "${pids[-1]}" 2>/dev/null || return 1
-    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-for try in 1 2 3; do
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])') ||
-    { say "no free port"; exit 1; }
-  cat >"$work/mosquitto.conf" <<EOF
-user $(id -un)
-listener $port 127.0.0.1
-allow_anonymous true
-persistence false
-log_dest file $work/mosquitto.log
-log_type error
-log_type warning
-set_tcp_nodelay true
-EOF
-  timeout -k 5 "$lifetime" mosquitto -c "$work/mosquitto.conf" \
-    >"$work/mosquitto.out" 2>&1 &
-  pids+=($!)
-  broker_up && break
-  say "mosquitto did not start on port $port (try $try):"
-  cat "$work/mosquitto.out" "$work/mosquitto.log" >&2 2>/dev/null
-  ((try < 3)) || exit 1
-done
+bench_start_mosquitto "set_tcp_nodelay true" || exit 1
 
 # ---- the capture, before anything publishes
 "$build/cmdpath_wire" "$port" "$base" "$work/wire.out" "$lifetime" \
@@ -128,9 +80,7 @@ done
 [[ -f $work/wire.out.ready ]] || { say "the capture did not start:"; cat "$work/wire.err" >&2; exit 1; }
 
 # ---- the gateway simulator: checks the JWT, answers at once
-printf "bench-secret-%s-%s" "$RANDOM$RANDOM$RANDOM$RANDOM" "$(date +%s%N)" >"$work/secret"
-"$gwsim" --secret-file "$work/secret" --print-token 86400 >"$work/token" || exit 1
-chmod 600 "$work/token" "$work/secret"
+bench_token "$gwsim" || exit 1
 "$gwsim" -p "$port" \
   --secret-file "$work/secret" --delay 0 --outputs "$relays" \
   --exit-after "$lifetime" >"$work/gwsim.out" 2>&1 &
@@ -438,11 +388,6 @@ if ! kill -0 "$cpid" 2>/dev/null; then
 fi
 
 # ---- the rows
-stats() { # values...: median,min,max
-  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-    printf "%.6g,%.6g,%.6g", m, v[1], v[NR] }'
-}
 
 # row FIGURE UNIT BETTER OURS_KEY PEER PEER_KEY [TARGET "< N"|">= N"]: one
 # CSV row; the target is judged on our median.
@@ -450,7 +395,7 @@ row() {
   local o p
   [[ -n ${fig[$4]:-} && -n ${fig[$6]:-} ]] || { say "no figure $4 or $6"; return 1; }
   # shellcheck disable=SC2086
-  o=$(stats ${fig[$4]}) p=$(stats ${fig[$6]})
+  o=$(bench_stats ${fig[$4]}) p=$(bench_stats ${fig[$6]})
   awk -v f="$1" -v u="$2" -v b="$3" -v o="$o" -v peer="$5" -v p="$p" \
     -v runs="$runs" -v t="${7:-}" 'BEGIN {
     split(o, a, ","); split(p, c, ",")
@@ -469,7 +414,7 @@ bare="bare client: mosquitto_publish -> wire"
 bsync="bare client: pwrite+fsync+mosquitto_publish -> wire"
 echo_peer="bare client: wire -> its notification"
 {
-  echo "figure,unit,better,ours_median,ours_min,ours_max,peer,peer_median,peer_min,peer_max,runs,ratio,target,target_met"
+  echo "$BENCH_ROW_HEADER"
   row "notification callback p50" us lower lat_cb_p50 "$nm" lat_nm_p50 &&
     row "notification callback p99" us lower lat_cb_p99 "$nm" lat_nm_p99 "< 50" &&
     row "notification callback p99 64 concurrent (sync none)" us lower burst_none_cb_p99 "$nm (same threads)" burst_none_nm_p99 "< 50" &&

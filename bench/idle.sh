@@ -50,41 +50,16 @@ so=$repo/build/.libs/bimetri.so
 gwsim=$repo/build/bimetri-gwsim
 configs=(peer empty full)
 stock=(logfile cpu memory load)
-pids=()
 declare -A cpid=()
+BENCH_NAME=idle
+. "$repo/bench/lib.sh"
 
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do
-    kill -TERM "$p" 2>/dev/null
-  done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 200); do
-      kill -0 "$p" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  pids=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-say() { echo "idle: $*" >&2; }
-
-for f in "$so" "$gwsim" "$build/bm_count.so" "$build/idle_journal" \
-  "$build/idle_table"; do
-  [[ -f $f ]] || { say "missing $f (bench/run builds it)"; exit 1; }
-done
+bench_need "$so" "$gwsim" "$build/bm_count.so" "$build/idle_journal" "$build/idle_table"
 for p in "${stock[@]}"; do
   [[ -f /usr/lib/collectd/$p.so ]] || { say "missing /usr/lib/collectd/$p.so (collectd-core)"; exit 1; }
 done
 [[ $runs =~ ^[1-9][0-9]*$ ]] || { say "RUNS must be a positive number"; exit 2; }
 [[ $window =~ ^[1-9][0-9]*$ ]] || { say "WINDOW_SECONDS must be a positive number"; exit 2; }
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])') ||
-  { say "cannot pick a free port"; exit 1; }
 
 now() { echo "$EPOCHREALTIME"; }
 # sleep that a signal interrupts (bash runs traps only between commands).
@@ -95,25 +70,8 @@ nap() {
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6g\n", b - a }'; }
 
 # ---- the broker
-cat >"$work/mosquitto.conf" <<EOF2
-user $(id -un)
-listener $port 127.0.0.1
-allow_anonymous true
-persistence false
-log_dest file $work/mosquitto.log
-log_type error
-log_type warning
-EOF2
-mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.out" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.1
-done
-
-printf "bench-secret-%s-%s" "$RANDOM$RANDOM$RANDOM$RANDOM" "$(date +%s%N)" >"$work/secret"
-"$gwsim" --secret-file "$work/secret" --print-token 86400 >"$work/token" || exit 1
-chmod 600 "$work/token"
+bench_start_mosquitto || exit 1
+bench_token "$gwsim" || exit 1
 
 # ---- the configurations
 write_conf() { # NAME
@@ -261,28 +219,18 @@ stop_collectd() { # NAME
 # CPU time of PID: its threads' run times in ns (the sum of
 # /proc/PID/task/TID/schedstat's first fields; 0 when the kernel keeps no
 # schedstat), then utime+stime of /proc/PID/stat in clock ticks.
+# CPU ns of PID, and the same from utime+stime (a cross-check).
 cpu_of() { # PID
-  local f sum=0 t
-  for f in /proc/"$1"/task/*/schedstat; do
-    read -r t _ <"$f" 2>/dev/null && sum=$((sum + t))
-  done
-  echo "$sum $(awk '{ print $14 + $15 }' "/proc/$1/stat")"
+  local ns ticks
+  ns=$(bench_cpu_ns "$1") && ticks=$(bench_ticks_ns "$1") || return 1
+  echo "$ns $ticks"
 }
 
 rss_of() { awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$1/status"; }
 
-count_of() { od -An -t d8 -N 8 "$1" 2>/dev/null | tr -d ' '; }
-
-stats() { # values...: median min max
-  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-    printf "%.6g,%.6g,%.6g", m, v[1], v[NR] }'
-}
-
 say "$gateways Gateways x $relays Relays, $runs runs, idle window ${window} s;" \
   "load average $(cut -d' ' -f1-3 /proc/loadavg)"
 declare -A startup=() cpu=() rss=()
-hz=$(getconf CLK_TCK)
 for ((r = 0; r < runs; r++)); do
   line="run $((r + 1)):"
   for ((k = 0; k < ${#configs[@]}; k++)); do
@@ -296,7 +244,7 @@ for ((r = 0; r < runs; r++)); do
   declare -A c0=() c1=() v0=()
   for c in "${configs[@]}"; do
     c0[$c]=$(cpu_of "${cpid[$c]}") || { say "$c: collectd is gone"; exit 1; }
-    v0[$c]=$(($(count_of "$work/$c/bool.count") + $(count_of "$work/$c/pending.count")))
+    v0[$c]=$(($(bench_count_of "$work/$c/bool.count") + $(bench_count_of "$work/$c/pending.count")))
   done
   w0=$(now)
   nap "$window"
@@ -308,14 +256,11 @@ for ((r = 0; r < runs; r++)); do
     rss[$c]+="$m "
     read -r a ta <<<"${c0[$c]}"
     read -r b tb <<<"${c1[$c]}"
-    # No schedstat in this kernel (sums of 0): utime+stime instead.
-    p=$(awk -v a="$a" -v b="$b" -v ta="$ta" -v tb="$tb" -v hz="$hz" \
-      -v w0="$w0" -v w1="$w1" 'BEGIN {
-        s = b > 0 ? (b - a) / 1e9 : (tb - ta) / hz
-        printf "%.6g\n", s / (w1 - w0) * 100 }')
+    p=$(awk -v a="$a" -v b="$b" -v w0="$w0" -v w1="$w1" 'BEGIN {
+        printf "%.6g\n", (b - a) / 1e9 / (w1 - w0) * 100 }')
     cpu[$c]+="$p "
-    v=$(($(count_of "$work/$c/bool.count") + $(count_of "$work/$c/pending.count") - v0[$c]))
-    line+=" $c $p% ($(((tb - ta) * 1000 / hz)) ms in ticks; $v bimetri values) RSS $((m / 1048576)) MiB;"
+    v=$(($(bench_count_of "$work/$c/bool.count") + $(bench_count_of "$work/$c/pending.count") - v0[$c]))
+    line+=" $c $p% ($(((tb - ta) / 1000000)) ms in ticks; $v bimetri values) RSS $((m / 1048576)) MiB;"
   done
   say "$line"
   for c in "${configs[@]}"; do
@@ -329,26 +274,26 @@ done
 table=$("$build/idle_table" "$gateways" "$relays") || exit 1
 
 scale="${gateways}x$((relays / 1000))k relays"
-echo "figure,unit,better,ours_median,ours_min,ours_max,peer,peer_median,peer_min,peer_max,runs,ratio,target,target_met"
-sp=$(stats ${startup[peer]})
+echo "$BENCH_ROW_HEADER"
+sp=$(bench_stats ${startup[peer]})
 for c in empty full; do
-  awk -v o="$(stats ${startup[$c]})" -v p="$sp" -v c="$c" -v runs="$runs" \
+  awk -v o="$(bench_stats ${startup[$c]})" -v p="$sp" -v c="$c" -v runs="$runs" \
     -v scale="$scale" 'BEGIN {
     split(o, a, ","); split(p, b, ",")
     printf "start-up %s %s journal,s,lower,%s,collectd without bimetri,%s,%d,%.4g,,\n",
       scale, c, o, p, runs, a[1] / b[1] }'
 done
-sp=$(stats ${cpu[peer]})
+sp=$(bench_stats ${cpu[peer]})
 for c in empty full; do
-  awk -v o="$(stats ${cpu[$c]})" -v p="$sp" -v c="$c" -v runs="$runs" \
+  awk -v o="$(bench_stats ${cpu[$c]})" -v p="$sp" -v c="$c" -v runs="$runs" \
     -v scale="$scale" 'BEGIN {
     split(o, a, ","); split(p, b, ",")
     printf "idle CPU %s %s journal,%% of one core,lower,%s,collectd without bimetri,%s,%d,%.4g,< 1%% of a core,%s\n",
       scale, c, o, p, runs, (b[1] > 0 ? a[1] / b[1] : 0), (a[1] < 1 ? "yes" : "no") }'
 done
-sp=$(stats ${rss[peer]})
+sp=$(bench_stats ${rss[peer]})
 for c in empty full; do
-  awk -v o="$(stats ${rss[$c]})" -v p="$sp" -v c="$c" -v runs="$runs" \
+  awk -v o="$(bench_stats ${rss[$c]})" -v p="$sp" -v c="$c" -v runs="$runs" \
     -v scale="$scale" 'BEGIN {
     split(o, a, ","); split(p, b, ",")
     printf "collectd RSS %s %s journal,bytes,lower,%s,collectd without bimetri,%s,%d,%.4g,,\n",
@@ -361,7 +306,7 @@ read -r pm _ <<<"${sp//,/ }"
 for m in ${rss[empty]}; do
   per+=("$(awk -v m="$m" -v p="$pm" -v n="$((gateways * relays))" 'BEGIN { printf "%.6g\n", (m - p) / n }')")
 done
-awk -v o="$(stats "${per[@]}")" -v t="$table" -v runs="$runs" -v scale="$scale" 'BEGIN {
+awk -v o="$(bench_stats "${per[@]}")" -v t="$table" -v runs="$runs" -v scale="$scale" 'BEGIN {
   split(o, a, ",")
   printf "RSS added per relay %s empty journal,bytes,lower,%s,bm_relay_table alone,%s,%s,%s,%d,%.4g,< 300 B,%s\n",
     scale, o, t, t, t, runs, a[1] / t, (a[1] < 300 ? "yes" : "no") }'

@@ -42,55 +42,16 @@ topic=application/third-party/flexyWattApp/1
 peer_topic=application/third-party/benchPeerApp/1 # collectd does not see it
 nrelays=100
 peers=(${INGEST_PEERS:-sub mqtt paho})
-pids=()
+BENCH_NAME=ingest
+. "$repo/bench/lib.sh"
 
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do
-    kill -TERM "$p" 2>/dev/null
-  done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 50); do
-      kill -0 "$p" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  pids=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-say() { echo "ingest: $*" >&2; }
 now_ns() { date +%s%N; }
 
-for f in "$so" "$gwsim" "$build/ingest_pub" "$build/bm_count.so" \
-  "$build/bm_wait"; do
-  [[ -f $f ]] || { say "missing $f (bench/run builds it)"; exit 1; }
-done
+bench_need "$so" "$gwsim" "$build/ingest_pub" "$build/bm_count.so" "$build/bm_wait"
 ((n % (2 * nrelays) == 0)) || { say "MESSAGES must be a multiple of $((2 * nrelays))"; exit 2; }
 
-port=$($py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-
-# ---- the broker
-cat >"$work/mosquitto.conf" <<EOF2
-user $(id -un)
-listener $port 127.0.0.1
-allow_anonymous true
-persistence false
-max_queued_messages 1000000
-max_inflight_messages 20
-log_dest file $work/mosquitto.log
-log_type error
-log_type warning
-EOF2
-mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.out" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  mosquitto_pub -h 127.0.0.1 -p "$port" -t probe -m x 2>/dev/null && break
-  sleep 0.1
-done
+# ---- the broker: unlimited queues, its default 20 messages in flight
+bench_start_mosquitto "max_queued_messages 1000000" "max_inflight_messages 20" || exit 1
 
 # ---- the messages: MESSAGES lines, relays round-robin, status flipping;
 # every relay gets an even number, so a run ends where it began and the
@@ -104,9 +65,7 @@ awk -v n="$n" -v nr="$nrelays" -v dir="$work" 'BEGIN {
   }
 }'
 
-printf "bench-secret-%s-%s" "$RANDOM$RANDOM$RANDOM$RANDOM" "$(date +%s%N)" >"$work/secret"
-"$gwsim" --secret-file "$work/secret" --print-token 86400 >"$work/token" || exit 1
-chmod 600 "$work/token"
+bench_token "$gwsim" || exit 1
 mkdir -p "$work/plugins"
 cp "$so" "$work/plugins/bimetri.so"
 cp "$build/bm_count.so" "$work/plugins/bm_count.so"
@@ -202,18 +161,14 @@ rate() { # T0_NS T1_NS
   awk -v a="$1" -v b="$2" -v n="$n" 'BEGIN { printf "%.6g\n", n / ((b - a) / 1e9) }'
 }
 
-# A counter's value (bm_wait with a target of 0 prints... the time only):
-# read the file's first 8 bytes instead.
-count_of() { od -An -t d8 -N 8 "$1" | tr -d ' '; }
-
 # One run through collectd: messages FILE on TOPIC, counted in COUNTFILE.
 run_collectd() { # QOS TOPIC FILE COUNTFILE NAME
   local base t0 t1
-  base=$(count_of "$4")
+  base=$(bench_count_of "$4")
   t0=$("$build/ingest_pub" "$port" "$2" "$1" "$3") ||
     { say "$5: ingest_pub failed"; return 1; }
   t1=$("$build/bm_wait" "$4" $((base + n)) 10) || {
-    say "QoS $1: $5: collectd dispatched $(($(count_of "$4") - base)) of $n values"
+    say "QoS $1: $5: collectd dispatched $(($(bench_count_of "$4") - base)) of $n values"
     grep -v 'Notification:' "$work/collectd.log" | tail -n 5 >&2
     return 1
   }
@@ -252,11 +207,6 @@ run_paho() { # QOS
   rate "$t0" "$t1"
 }
 
-stats() { # values...: median min max
-  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-    printf "%.6g,%.6g,%.6g", m, v[1], v[NR] }'
-}
 
 peer_label() {
   case $1 in
@@ -266,7 +216,7 @@ peer_label() {
   esac
 }
 
-echo "figure,unit,better,ours_median,ours_min,ours_max,peer,peer_median,peer_min,peer_max,runs,ratio,target,target_met"
+echo "$BENCH_ROW_HEADER"
 for qos in ${INGEST_QOS:-0 1 2}; do
   start_collectd "$qos" || exit 1
   declare -A got=() failed=()
@@ -299,13 +249,13 @@ for qos in ${INGEST_QOS:-0 1 2}; do
     exit 1
   fi
   ((lost)) && continue
-  so=$(stats ${got[ours]})
+  so=$(bench_stats ${got[ours]})
   for w in "${peers[@]}"; do
     if [[ -n ${failed[$w]:-} ]]; then
       say "QoS $qos: $(peer_label "$w"): ${failed[$w]} of $runs runs stalled (no figure)"
     fi
     [[ -n ${got[$w]:-} ]] || continue
-    sp=$(stats ${got[$w]})
+    sp=$(bench_stats ${got[$w]})
     awk -v q="$qos" -v n="$n" -v runs="$runs" -v o="$so" -v p="$sp" \
       -v label="$(peer_label "$w")" -v w="$w" -v pruns="$(wc -w <<<"${got[$w]}")" 'BEGIN {
       split(o, a, ","); split(p, b, ",")

@@ -55,43 +55,17 @@ declare -A rules=([r0]=0 [r10]=10 [r100]=100)
 groups=(cpu:cpu df:df_complex interface:if_octets interface:if_packets
   disk:disk_octets sensors:temperature memory:memory processes:ps_rss)
 ids=4096 # identifiers of the load (writepath_load.c's LOAD_IDS)
-pids=()
 declare -A cpid=()
-hz=$(getconf CLK_TCK)
+BENCH_NAME=writepath
+. "$repo/bench/lib.sh"
 
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do
-    kill -TERM "$p" 2>/dev/null
-  done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 100); do
-      kill -0 "$p" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  pids=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-say() { echo "writepath: $*" >&2; }
-
-for f in "$so" "$gwsim" "$build/writepath_load.so" "$build/bm_count.so" \
-  "$build/bm_wait"; do
-  [[ -f $f ]] || { say "missing $f (bench/run builds it)"; exit 1; }
-done
+bench_need "$so" "$gwsim" "$build/writepath_load.so" "$build/bm_count.so" "$build/bm_wait"
 [[ $runs =~ ^[1-9][0-9]*$ ]] || { say "RUNS must be a positive number"; exit 2; }
 [[ $slices =~ ^[1-9][0-9]*$ ]] || { say "WRITEPATH_SLICES must be a positive number"; exit 2; }
 [[ $n =~ ^[1-9][0-9]*$ ]] && ((n % (ids * slices) == 0)) ||
   { say "VALUES must be a positive multiple of $((ids * slices)) ($ids identifiers x $slices slices)"; exit 2; }
 per_slice=$((n / slices))
 per_group=$((per_slice / ${#groups[@]}))
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])') ||
-  { say "cannot pick a free port"; exit 1; }
 
 # Seconds since the epoch, with decimals.
 now() { echo "$EPOCHREALTIME"; }
@@ -111,25 +85,8 @@ wait_log() { # FILE REGEX COUNT SECONDS PID
 }
 
 # ---- the broker and the simulator
-cat >"$work/mosquitto.conf" <<EOF2
-user $(id -un)
-listener $port 127.0.0.1
-allow_anonymous true
-persistence false
-log_dest file $work/mosquitto.log
-log_type error
-log_type warning
-EOF2
-mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.out" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.1
-done
-
-printf "bench-secret-%s-%s" "$RANDOM$RANDOM$RANDOM$RANDOM" "$(date +%s%N)" >"$work/secret"
-"$gwsim" --secret-file "$work/secret" --print-token 86400 >"$work/token" || exit 1
-chmod 600 "$work/token"
+bench_start_mosquitto || exit 1
+bench_token "$gwsim" || exit 1
 "$gwsim" --secret-file "$work/secret" -p "$port" --log "$work/gwsim.log" \
   >"$work/gwsim.out" 2>&1 &
 pids+=($!)
@@ -220,26 +177,12 @@ EOF2
   fi
 }
 
-# CPU time of PID in ns: the sum of its threads' run times
-# (/proc/PID/task/TID/schedstat); utime+stime of /proc/PID/stat (10 ms
-# ticks) where the kernel keeps no schedstat.
-cpu_ns() { # PID
-  local f sum=0 t
-  for f in /proc/"$1"/task/*/schedstat; do
-    read -r t _ <"$f" 2>/dev/null && sum=$((sum + t))
-  done
-  if ((sum == 0)); then
-    sum=$(awk -v hz="$hz" '{ printf "%.0f", ($14 + $15) * 1e9 / hz }' \
-      "/proc/$1/stat") || return 1
-  fi
-  echo "$sum"
-}
 
 # Slice SLICE of collectd NAME (0, 1, ... in order): prints the ns from the
 # load's start to the last value counted, and the CPU ns collectd used.
 measure() { # NAME SLICE
   local name=$1 slice=$2 dir=$work/$1 pid=${cpid[$1]} c0 c1 t0 last=0 t g
-  c0=$(cpu_ns "$pid") || { say "$name: collectd is gone"; return 1; }
+  c0=$(bench_cpu_ns "$pid") || { say "$name: collectd is gone"; return 1; }
   touch "$dir/go-$slice"
   for g in "${groups[@]}"; do
     t=$("$build/bm_wait" "$dir/${g/:/-}.count" $(((slice + 1) * per_group)) 10) || {
@@ -249,7 +192,7 @@ measure() { # NAME SLICE
     }
     ((t > last)) && last=$t
   done
-  c1=$(cpu_ns "$pid") || { say "$name: collectd is gone"; return 1; }
+  c1=$(bench_cpu_ns "$pid") || { say "$name: collectd is gone"; return 1; }
   for _ in $(seq 250); do # written right after the last dispatch
     [[ -s $dir/start-$slice ]] && break
     sleep 0.02
@@ -258,11 +201,6 @@ measure() { # NAME SLICE
   echo "$((last - t0)) $((c1 - c0))"
 }
 
-stats() { # values...: median min max
-  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-    printf "%.6g,%.6g,%.6g", m, v[1], v[NR] }'
-}
 
 for c in "${configs[@]}"; do
   start_collectd "$c" || exit 1
@@ -314,10 +252,10 @@ for c in "${configs[@]}"; do
     "(write threads reordering one identifier's values)"
 done
 
-echo "figure,unit,better,ours_median,ours_min,ours_max,peer,peer_median,peer_min,peer_max,runs,ratio,target,target_met"
-sp=$(stats ${rate[peer]})
+echo "$BENCH_ROW_HEADER"
+sp=$(bench_stats ${rate[peer]})
 for c in r0 r10 r100; do
-  awk -v o="$(stats ${rate[$c]})" -v p="$sp" -v k="${rules[$c]}" -v runs="$runs" 'BEGIN {
+  awk -v o="$(bench_stats ${rate[$c]})" -v p="$sp" -v k="${rules[$c]}" -v runs="$runs" 'BEGIN {
     split(o, a, ","); split(p, b, ",")
     r = a[1] / b[1]
     t = k == 100 ? "under 5% slower" : ""
@@ -325,9 +263,9 @@ for c in r0 r10 r100; do
     printf "write path %d non-matching Switch rules,values/s,higher,%s,collectd without bimetri,%s,%d,%.4g,%s,%s\n",
       k, o, p, runs, r, t, met }'
 done
-sp=$(stats ${cpu[peer]})
+sp=$(bench_stats ${cpu[peer]})
 for c in r0 r10 r100; do
-  awk -v o="$(stats ${cpu[$c]})" -v p="$sp" -v k="${rules[$c]}" -v runs="$runs" 'BEGIN {
+  awk -v o="$(bench_stats ${cpu[$c]})" -v p="$sp" -v k="${rules[$c]}" -v runs="$runs" 'BEGIN {
     split(o, a, ","); split(p, b, ",")
     printf "CPU per value %d non-matching Switch rules,ns/value,lower,%s,collectd without bimetri,%s,%d,%.4g,,\n",
       k, o, p, runs, a[1] / b[1] }'
