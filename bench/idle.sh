@@ -275,29 +275,22 @@ table=$("$build/idle_table" "$gateways" "$relays") || exit 1
 
 scale="${gateways}x$((relays / 1000))k relays"
 echo "$BENCH_ROW_HEADER"
+peer="collectd without bimetri"
 sp=$(bench_stats ${startup[peer]})
 for c in empty full; do
-  awk -v o="$(bench_stats ${startup[$c]})" -v p="$sp" -v c="$c" -v runs="$runs" \
-    -v scale="$scale" 'BEGIN {
-    split(o, a, ","); split(p, b, ",")
-    printf "start-up %s %s journal,s,lower,%s,collectd without bimetri,%s,%d,%.4g,,\n",
-      scale, c, o, p, runs, a[1] / b[1] }'
+  bench_row "start-up $scale $c journal" s lower "$(bench_stats ${startup[$c]})" \
+    "$peer" "$sp" "$runs"
 done
 sp=$(bench_stats ${cpu[peer]})
 for c in empty full; do
-  awk -v o="$(bench_stats ${cpu[$c]})" -v p="$sp" -v c="$c" -v runs="$runs" \
-    -v scale="$scale" 'BEGIN {
-    split(o, a, ","); split(p, b, ",")
-    printf "idle CPU %s %s journal,%% of one core,lower,%s,collectd without bimetri,%s,%d,%.4g,< 1%% of a core,%s\n",
-      scale, c, o, p, runs, (b[1] > 0 ? a[1] / b[1] : 0), (a[1] < 1 ? "yes" : "no") }'
+  o=$(bench_stats ${cpu[$c]})
+  bench_row "idle CPU $scale $c journal" "% of one core" lower "$o" "$peer" "$sp" \
+    "$runs" "< 1% of a core" "$(bench_below "${o%%,*}" 1)"
 done
 sp=$(bench_stats ${rss[peer]})
 for c in empty full; do
-  awk -v o="$(bench_stats ${rss[$c]})" -v p="$sp" -v c="$c" -v runs="$runs" \
-    -v scale="$scale" 'BEGIN {
-    split(o, a, ","); split(p, b, ",")
-    printf "collectd RSS %s %s journal,bytes,lower,%s,collectd without bimetri,%s,%d,%.4g,,\n",
-      scale, c, o, p, runs, a[1] / b[1] }'
+  bench_row "collectd RSS $scale $c journal" bytes lower "$(bench_stats ${rss[$c]})" \
+    "$peer" "$sp" "$runs"
 done
 # Per relay: what bimetri adds to collectd's RSS, run by run (the peer's
 # median subtracted), over the relays.
@@ -306,7 +299,7 @@ read -r pm _ <<<"${sp//,/ }"
 for m in ${rss[empty]}; do
   per+=("$(awk -v m="$m" -v p="$pm" -v n="$((gateways * relays))" 'BEGIN { printf "%.6g\n", (m - p) / n }')")
 done
-awk -v o="$(bench_stats "${per[@]}")" -v t="$table" -v runs="$runs" -v scale="$scale" 'BEGIN {
-  split(o, a, ",")
-  printf "RSS added per relay %s empty journal,bytes,lower,%s,bm_relay_table alone,%s,%s,%s,%d,%.4g,< 300 B,%s\n",
-    scale, o, t, t, t, runs, a[1] / t, (a[1] < 300 ? "yes" : "no") }'
+o=$(bench_stats "${per[@]}")
+bench_row "RSS added per relay $scale empty journal" bytes lower "$o" \
+  "bm_relay_table alone" "$table,$table,$table" "$runs" "< 300 B" \
+  "$(bench_below "${o%%,*}" 300)"

@@ -15,6 +15,10 @@
 #   bench_token GWSIM        $work/secret and a token signed with it (1 day)
 #                            in $work/token, as the simulator checks them
 #   bench_stats VALUE...     "median,min,max" of the values
+#   bench_row FIGURE UNIT BETTER OURS PEER_LABEL PEER RUNS [TARGET MET]
+#                            one CSV row: OURS and PEER as bench_stats
+#                            prints them, the ratio of their medians
+#   bench_below VALUE LIMIT  "yes" when VALUE < LIMIT, else "no"
 #   bench_count_of FILE      the count of a bench/bm_count.c counter file
 #   bench_cpu_ns PID         CPU ns a process used: the sum of its threads'
 #                            run times (schedstat), or utime+stime where the
@@ -101,6 +105,16 @@ bench_stats() {
     m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
     printf "%.6g,%.6g,%.6g", m, v[1], v[NR] }'
 }
+
+bench_row() {
+  awk -v f="$1" -v u="$2" -v b="$3" -v o="$4" -v l="$5" -v p="$6" -v r="$7" \
+    -v t="${8:-}" -v m="${9:-}" 'BEGIN {
+    split(o, x, ","); split(p, y, ",")
+    printf "%s,%s,%s,%s,%s,%s,%d,%.4g,%s,%s\n", f, u, b, o, l, p, r,
+      (y[1] != 0 ? x[1] / y[1] : 0), t, m }'
+}
+
+bench_below() { awk -v v="$1" -v l="$2" 'BEGIN { print v < l ? "yes" : "no" }'; }
 
 bench_count_of() { od -An -t d8 -N 8 "$1" 2>/dev/null | tr -d ' '; }
 
