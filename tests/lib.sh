@@ -759,6 +759,36 @@ bm_pub() {
     -t "$topic" -m "$payload" "$@"
 }
 
+# bm_npm_install SRC DIR PACKAGE [FILE...]: copies SRC's package.json,
+# package-lock.json and FILEs into DIR and, unless what was installed there
+# last came from the same package.json and package-lock.json (and
+# node_modules/PACKAGE is there), runs `npm ci` in DIR (bounded by
+# BM_NPM_TIMEOUT, default 150 s; under a lock, so concurrent runs do not
+# collide). npm's output goes to $T/npm.out.
+bm_npm_install() {
+  local src=$1 dir=$2 package=$3 f
+  shift 3
+  local stamp=$dir/node_modules/.bm-installed
+  mkdir -p "$dir" || return 1
+  if [[ $(cd "$src" && pwd -P) != $(cd "$dir" && pwd -P) ]]; then
+    for f in package.json package-lock.json "$@"; do
+      cp -f "$src/$f" "$dir/" || return 1
+    done
+  fi
+  (
+    flock -w "${BM_NPM_TIMEOUT:-150}" 9 || { echo "cannot lock $dir/.install.lock"; exit 1; }
+    cd "$dir" || exit 1
+    if cat package.json package-lock.json | cmp -s - "$stamp" &&
+      [[ -f node_modules/$package/package.json ]]; then
+      echo "node modules up to date"
+      exit 0
+    fi
+    timeout "${BM_NPM_TIMEOUT:-150}" npm ci --no-audit --no-fund --ignore-scripts \
+      --loglevel=warn &&
+      cat package.json package-lock.json >"$stamp"
+  ) 9>"$dir/.install.lock" >>"$T/npm.out" 2>&1
+}
+
 # ---------------------------------------------------------------------------
 # The gateway simulator
 # ---------------------------------------------------------------------------

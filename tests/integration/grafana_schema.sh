@@ -19,28 +19,10 @@ SRC=$top_srcdir/tests/grafana
 DIR=$top_builddir/tests/grafana
 NPM_TIMEOUT=150
 
-# install: copies tests/grafana/ into $DIR and, unless what was installed
-# there last came from the same package.json and package-lock.json, runs
-# `npm ci` there (bounded, under a lock). npm's output goes to $T/npm.out.
+# install: tests/grafana/ (its packages pinned by package-lock.json)
+# installed into $DIR.
 install() {
-  local stamp=$DIR/node_modules/.bm-installed
-  mkdir -p "$DIR" || return 1
-  if [[ $(cd "$SRC" && pwd -P) != $(cd "$DIR" && pwd -P) ]]; then
-    cp -f "$SRC/package.json" "$SRC/package-lock.json" "$SRC/check.mjs" \
-      "$DIR/" || return 1
-  fi
-  (
-    flock -w "$NPM_TIMEOUT" 9 || { echo "cannot lock $DIR/.install.lock"; exit 1; }
-    cd "$DIR" || exit 1
-    if cat package.json package-lock.json | cmp -s - "$stamp" &&
-      [[ -f node_modules/@grafana/schema/package.json ]]; then
-      echo "node modules up to date"
-      exit 0
-    fi
-    timeout "$NPM_TIMEOUT" npm ci --no-audit --no-fund --ignore-scripts \
-      --loglevel=warn &&
-      cat package.json package-lock.json >"$stamp"
-  ) 9>"$DIR/.install.lock" >>"$T/npm.out" 2>&1
+  BM_NPM_TIMEOUT=$NPM_TIMEOUT bm_npm_install "$SRC" "$DIR" @grafana/schema check.mjs
 }
 
 check() { node "$DIR/check.mjs" "$@" >"$T/check.out" 2>&1; }

@@ -35,29 +35,10 @@ node_ok() {
     node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'
 }
 
-# aedes_install: copies tests/brokers/ into $BROKERS_DIR and, unless what
-# was installed there last time came from the same package.json and
-# package-lock.json, runs `npm ci` there (bounded by NPM_TIMEOUT; under a
-# lock, so concurrent runs do not collide). npm's output goes to $T/npm.out.
+# aedes_install: tests/brokers/ (Aedes pinned by its package-lock.json)
+# installed into $BROKERS_DIR.
 aedes_install() {
-  local stamp=$BROKERS_DIR/node_modules/.bm-installed
-  mkdir -p "$BROKERS_DIR" || return 1
-  if [[ $(cd "$BROKERS_SRC" && pwd -P) != $(cd "$BROKERS_DIR" && pwd -P) ]]; then
-    cp -f "$BROKERS_SRC/package.json" "$BROKERS_SRC/package-lock.json" \
-      "$BROKERS_SRC/aedes-qos1.js" "$BROKERS_DIR/" || return 1
-  fi
-  (
-    flock -w "$NPM_TIMEOUT" 9 || { echo "cannot lock $BROKERS_DIR/.install.lock"; exit 1; }
-    cd "$BROKERS_DIR" || exit 1
-    if cat package.json package-lock.json | cmp -s - "$stamp" &&
-      [[ -f node_modules/aedes/package.json ]]; then
-      echo "node modules up to date"
-      exit 0
-    fi
-    timeout "$NPM_TIMEOUT" npm ci --no-audit --no-fund --ignore-scripts \
-      --loglevel=warn &&
-      cat package.json package-lock.json >"$stamp"
-  ) 9>"$BROKERS_DIR/.install.lock" >>"$T/npm.out" 2>&1
+  BM_NPM_TIMEOUT=$NPM_TIMEOUT bm_npm_install "$BROKERS_SRC" "$BROKERS_DIR" aedes aedes-qos1.js
 }
 
 # aedes_start: starts the broker on 127.0.0.1:$BROKER_PORT (a free port when
