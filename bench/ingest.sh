@@ -5,9 +5,10 @@
 # Usage: bench/ingest.sh WORKDIR BUILDDIR [RUNS [MESSAGES]]
 #
 # On 127.0.0.1 and a free port: one mosquitto (no persistence, unlimited
-# queues) and one collectd: logfile at LogLevel info (as shipped), the
-# bench's write plugin bm_count (standing for write_prometheus & co.: it
-# counts the values reaching collectd's write path), bimetri.so with one
+# queues) and one collectd: the bench's plugin bm_count (standing for
+# write_prometheus & co.: it counts the values reaching collectd's write
+# path; and for the syslog plugin of Debian's collectd.conf, at LogLevel
+# info: lines logged, notifications not), bimetri.so with one
 # Gateway of 100 relays, and collectd's stock mqtt plugin subscribed to
 # collectd/#. Each run publishes MESSAGES messages at the QoS under test
 # with BUILDDIR/ingest_pub (libmosquitto, all queued at once, 20 in flight,
@@ -27,7 +28,9 @@
 # The plugin subscribes at the QoS under test (its QoS option), as the
 # peers do. The four take turns at going first. Prints bench/run's CSV
 # rows (header first); progress on stderr. INGEST_QOS (default "0 1 2")
-# picks the QoS levels; INGEST_PEERS (default "sub mqtt paho") the peers.
+# picks the QoS levels; INGEST_PEERS (default "sub mqtt paho") the peers;
+# INGEST_LOG=logfile logs with collectd's logfile plugin instead (LogLevel
+# info), which also writes every notification, opening the file for each.
 set -u -o pipefail
 
 work=$1
@@ -69,6 +72,11 @@ bench_token "$gwsim" || exit 1
 mkdir -p "$work/plugins"
 cp "$so" "$work/plugins/bimetri.so"
 cp "$build/bm_count.so" "$work/plugins/bm_count.so"
+log=${INGEST_LOG:-syslog}
+case $log in
+syslog | logfile) ;;
+*) say "INGEST_LOG: syslog (the default) or logfile"; exit 2 ;;
+esac
 for p in logfile mqtt; do
   cp "/usr/lib/collectd/$p.so" "$work/plugins/$p.so"
 done
@@ -83,6 +91,17 @@ start_collectd() { # QOS
 "
   done
   rm -f "$work/collectd.log" "$work"/*.count
+  local log_line="Log \"$work/collectd.log\"" logfile=""
+  if [[ $log == logfile ]]; then
+    log_line=""
+    logfile="LoadPlugin logfile
+<Plugin logfile>
+  LogLevel info
+  File \"$work/collectd.log\"
+  Timestamp true
+  PrintSeverity true
+</Plugin>"
+  fi
   cat >"$work/collectd.conf" <<EOF2
 Hostname "benchhost"
 FQDNLookup false
@@ -91,15 +110,10 @@ BaseDir "$work"
 PIDFile "$work/collectd.pid"
 PluginDir "$work/plugins"
 TypesDB "/usr/share/collectd/types.db"
-LoadPlugin logfile
-<Plugin logfile>
-  LogLevel info
-  File "$work/collectd.log"
-  Timestamp true
-  PrintSeverity true
-</Plugin>
+$logfile
 LoadPlugin bm_count
 <Plugin bm_count>
+  $log_line
   Count "bimetri" "bool" "$work/ours.count"
   Count "mqttpeer" "gauge" "$work/mqtt.count"
 </Plugin>

@@ -43,6 +43,7 @@
 #include "token.h"
 #include "log.h"
 #include "message.h"
+#include "str.h"
 
 #define BACKOFF_MIN 1.0
 #define BACKOFF_MAX 60.0
@@ -253,7 +254,7 @@ static void after_unauthorized(bm_gateway_t *gw, struct bm_event *ev)
 {
   char before[13];
 
-  snprintf(before, sizeof(before), "%s", bm_token_fingerprint(gw->token));
+  bm_str_copy(before, sizeof(before), bm_token_fingerprint(gw->token));
   if (!gw->unauthorized_retried[ev->relay]) {
     token_update(gw, true);
     if (strcmp(before, bm_token_fingerprint(gw->token)) != 0) {
@@ -296,25 +297,24 @@ static int journal_event(bm_gateway_t *gw, const struct bm_event *ev,
       return 0; /* the same command again: its record exists */
     rec.type = BM_JREC_COMMAND;
     rec.u.command.cmd_seq = ev->seq;
-    snprintf(rec.u.command.corr, sizeof(rec.u.command.corr), "%s", ev->corr);
-    snprintf(rec.u.command.relay, sizeof(rec.u.command.relay), "%s", v->name);
+    bm_str_copy(rec.u.command.corr, sizeof(rec.u.command.corr), ev->corr);
+    bm_str_copy(rec.u.command.relay, sizeof(rec.u.command.relay), v->name);
     rec.u.command.resource_id = v->resource_id;
     rec.u.command.output = v->output;
     rec.u.command.status = ev->status;
     rec.u.command.attempt = ev->attempt;
-    snprintf(rec.u.command.origin, sizeof(rec.u.command.origin), "%s",
-             ev->origin);
+    bm_str_copy(rec.u.command.origin, sizeof(rec.u.command.origin), ev->origin);
     break;
   case BM_EV_ACK:
     rec.type = BM_JREC_RESPONSE;
-    snprintf(rec.u.response.corr, sizeof(rec.u.response.corr), "%s", ev->corr);
+    bm_str_copy(rec.u.response.corr, sizeof(rec.u.response.corr), ev->corr);
     rec.u.response.result = (int)ev->result;
-    snprintf(rec.u.response.reason, sizeof(rec.u.response.reason), "%s",
-             ev->reason);
+    bm_str_copy(rec.u.response.reason, sizeof(rec.u.response.reason),
+                ev->reason);
     break;
   case BM_EV_APPLIED:
     rec.type = BM_JREC_CONFIRM;
-    snprintf(rec.u.confirm.corr, sizeof(rec.u.confirm.corr), "%s", ev->corr);
+    bm_str_copy(rec.u.confirm.corr, sizeof(rec.u.confirm.corr), ev->corr);
     rec.u.confirm.resource_id = v->resource_id;
     rec.u.confirm.output = v->output;
     rec.u.confirm.status = ev->status;
@@ -322,10 +322,10 @@ static int journal_event(bm_gateway_t *gw, const struct bm_event *ev,
   case BM_EV_END:
     if (ev->outcome == BM_OP_TIMEOUT) {
       rec.type = BM_JREC_TIMEOUT;
-      snprintf(rec.u.timeout.corr, sizeof(rec.u.timeout.corr), "%s", ev->corr);
+      bm_str_copy(rec.u.timeout.corr, sizeof(rec.u.timeout.corr), ev->corr);
     } else if (ev->outcome == BM_OP_GAVE_UP) {
       rec.type = BM_JREC_GIVE_UP;
-      snprintf(rec.u.give_up.relay, sizeof(rec.u.give_up.relay), "%s", v->name);
+      bm_str_copy(rec.u.give_up.relay, sizeof(rec.u.give_up.relay), v->name);
       rec.u.give_up.resource_id = v->resource_id;
       rec.u.give_up.output = v->output;
     } else {
@@ -390,7 +390,7 @@ static void journal_events(bm_gateway_t *gw)
     memset(&rec, 0, sizeof(rec));
     rec.type = BM_JREC_TIMEOUT;
     rec.time_ms = now_wall_ms();
-    snprintf(rec.u.timeout.corr, sizeof(rec.u.timeout.corr), "%s", ev->corr);
+    bm_str_copy(rec.u.timeout.corr, sizeof(rec.u.timeout.corr), ev->corr);
     (void)bm_journal_append(gw->journal, &rec); /* already failing: no log */
     ev->kind = BM_EV_END;
     ev->outcome = BM_OP_FAILED;
@@ -464,7 +464,7 @@ static int snapshot_emit(struct bm_journal_snapshot *js, void *ctx)
     memset(&rec, 0, sizeof(rec));
     rec.type = BM_JREC_STATE;
     rec.time_ms = s->wall_ms; /* the last change, when one is known */
-    snprintf(st->relay, sizeof(st->relay), "%s", s->views[i].name);
+    bm_str_copy(st->relay, sizeof(st->relay), s->views[i].name);
     st->resource_id = s->views[i].resource_id;
     st->output = s->views[i].output;
     st->confirmed = sv->confirmed;
@@ -489,15 +489,14 @@ static int snapshot_emit(struct bm_journal_snapshot *js, void *ctx)
     rec.type = BM_JREC_COMMAND;
     rec.time_ms = s->wall_ms - (int64_t)((s->mono - c->published_at) * 1000);
     rec.u.command.cmd_seq = c->seq;
-    snprintf(rec.u.command.corr, sizeof(rec.u.command.corr), "%s", c->corr);
-    snprintf(rec.u.command.relay, sizeof(rec.u.command.relay), "%s",
-             s->views[i].name);
+    bm_str_copy(rec.u.command.corr, sizeof(rec.u.command.corr), c->corr);
+    bm_str_copy(rec.u.command.relay, sizeof(rec.u.command.relay),
+                s->views[i].name);
     rec.u.command.resource_id = s->views[i].resource_id;
     rec.u.command.output = s->views[i].output;
     rec.u.command.status = c->status;
     rec.u.command.attempt = c->attempt;
-    snprintf(rec.u.command.origin, sizeof(rec.u.command.origin), "%s",
-             c->origin);
+    bm_str_copy(rec.u.command.origin, sizeof(rec.u.command.origin), c->origin);
     if (bm_journal_snapshot_emit(js, &rec) != 0)
       return -1;
     if (!c->acked)
@@ -505,7 +504,7 @@ static int snapshot_emit(struct bm_journal_snapshot *js, void *ctx)
     memset(&rec, 0, sizeof(rec));
     rec.type = BM_JREC_RESPONSE;
     rec.time_ms = s->wall_ms;
-    snprintf(rec.u.response.corr, sizeof(rec.u.response.corr), "%s", c->corr);
+    bm_str_copy(rec.u.response.corr, sizeof(rec.u.response.corr), c->corr);
     rec.u.response.result = BM_RESULT_SENT;
     if (bm_journal_snapshot_emit(js, &rec) != 0)
       return -1;
@@ -587,11 +586,11 @@ static int replay_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
       break;
     struct bm_command_saved *p = &rp->pending[relay];
     memset(p, 0, sizeof(*p));
-    snprintf(p->corr, sizeof(p->corr), "%s", c->corr);
+    bm_str_copy(p->corr, sizeof(p->corr), c->corr);
     p->seq = c->cmd_seq;
     p->status = c->status;
     p->attempt = c->attempt;
-    snprintf(p->origin, sizeof(p->origin), "%s", c->origin);
+    bm_str_copy(p->origin, sizeof(p->origin), c->origin);
     rp->published_ms[relay] = rec->time_ms;
     rp->has_pending[relay] = true;
     if (bm_idmap_put(&rp->corr, bm_idmap_hash(c->corr), relay) != 0)
@@ -751,13 +750,12 @@ static void publish_command(bm_gateway_t *gw, const struct bm_event *ev)
   bm_relay_table_view(gw->table, ev->relay, &v);
   pthread_mutex_unlock(&gw->lock);
 
-  snprintf(gw->cmd.correlation_id, sizeof(gw->cmd.correlation_id), "%s",
-           ev->corr);
+  bm_str_copy(gw->cmd.correlation_id, sizeof(gw->cmd.correlation_id), ev->corr);
   gw->cmd.parameters.resource_id = v.resource_id;
   gw->cmd.parameters.output = v.output;
   gw->cmd.parameters.status = ev->status;
-  snprintf(gw->cmd.jwt_token, sizeof(gw->cmd.jwt_token), "%s",
-           bm_token_value(gw->token));
+  bm_str_copy(gw->cmd.jwt_token, sizeof(gw->cmd.jwt_token),
+              bm_token_value(gw->token));
   len = bm_msg_encode_command(&gw->cmd, gw->payload, sizeof(gw->payload));
   if (len < 0) {
     BM_ERROR("gateway \"%s\": cannot encode command \"%s\": too large",
@@ -1118,8 +1116,8 @@ bm_gateway_t *bm_gateway_new(const struct bm_gateway_conf *conf,
     goto fail;
   }
 
-  snprintf(gw->cmd.app_id, sizeof(gw->cmd.app_id), "%s", gw->app_id);
-  snprintf(gw->cmd.brand, sizeof(gw->cmd.brand), "%s", conf->brand);
+  bm_str_copy(gw->cmd.app_id, sizeof(gw->cmd.app_id), gw->app_id);
+  bm_str_copy(gw->cmd.brand, sizeof(gw->cmd.brand), conf->brand);
   snprintf(gw->cmd.command, sizeof(gw->cmd.command), "setExtDO");
   gw->cmd.user_id = conf->user_id;
   gw->cmd.organization_id = conf->organization_id;
@@ -1308,8 +1306,8 @@ int bm_gateway_open(bm_gateway_t *gw, const char *default_client_id,
   if (gw->conf.journal_file[0] && journal_restore(gw, err, errlen) != 0)
     return -1;
   if (!gw->conf.client_id[0])
-    snprintf(gw->conf.client_id, sizeof(gw->conf.client_id), "%s",
-             default_client_id);
+    bm_str_copy(gw->conf.client_id, sizeof(gw->conf.client_id),
+                default_client_id);
   if (!(gw->mosq = mosquitto_new(gw->conf.client_id, false, gw))) {
     snprintf(err, errlen, "cannot create the MQTT client: %s",
              strerror(errno));

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "idmap.h"
+#include "str.h"
 
 #define RECENT_CMDS 4   /* our ended commands still recognised per relay */
 #define APPLIED_IDS 4   /* foreign correlationIds remembered per relay */
@@ -169,11 +170,6 @@ static struct bm_event *events_push(struct bm_events *e, enum bm_event_kind k,
   return ev;
 }
 
-static void copy_str(char *dst, size_t size, const char *src)
-{
-  snprintf(dst, size, "%s", src ? src : "");
-}
-
 /* ---- table ------------------------------------------------------------- */
 
 static uint64_t addr_key(int64_t resource_id, int output)
@@ -189,7 +185,7 @@ bm_relay_table_t *bm_relay_table_new(const struct bm_relay_policy *policy,
   if (!t)
     return NULL;
   t->policy = *policy;
-  copy_str(t->prefix, sizeof(t->prefix), id_prefix);
+  bm_str_copy(t->prefix, sizeof(t->prefix), id_prefix);
   t->next_deadline = HUGE_VAL;
   return t;
 }
@@ -436,8 +432,8 @@ static void refuse(bm_relay_table_t *t, int relay, const char *reason,
     ev->severity = BM_SEV_FAILURE;
     ev->status = r->desired;
     ev->attempt = r->attempt + 1;
-    copy_str(ev->origin, sizeof(ev->origin), r->origin);
-    copy_str(ev->reason, sizeof(ev->reason), reason);
+    bm_str_copy(ev->origin, sizeof(ev->origin), r->origin);
+    bm_str_copy(ev->reason, sizeof(ev->reason), reason);
   }
 }
 
@@ -508,8 +504,8 @@ static void issue_command(bm_relay_table_t *t, int relay, double now,
   ev->status = p->status;
   ev->attempt = p->attempt;
   ev->seq = p->seq;
-  copy_str(ev->corr, sizeof(ev->corr), p->corr);
-  copy_str(ev->origin, sizeof(ev->origin), r->origin);
+  bm_str_copy(ev->corr, sizeof(ev->corr), p->corr);
+  bm_str_copy(ev->origin, sizeof(ev->origin), r->origin);
 }
 
 static void reconcile(bm_relay_table_t *t, int relay, double now,
@@ -603,8 +599,8 @@ void bm_relay_table_set_connected(bm_relay_table_t *t, bool up,
     ev->attempt = r->pending->attempt;
     ev->republish = true;
     ev->seq = r->pending->seq;
-    copy_str(ev->corr, sizeof(ev->corr), r->pending->corr);
-    copy_str(ev->origin, sizeof(ev->origin), r->origin);
+    bm_str_copy(ev->corr, sizeof(ev->corr), r->pending->corr);
+    bm_str_copy(ev->origin, sizeof(ev->origin), r->origin);
   }
 }
 
@@ -634,7 +630,7 @@ static void retry_or_give_up(bm_relay_table_t *t, int relay, int attempt,
     ev->severity = BM_SEV_FAILURE;
     ev->status = r->desired;
     ev->attempt = attempt;
-    copy_str(ev->origin, sizeof(ev->origin), r->origin);
+    bm_str_copy(ev->origin, sizeof(ev->origin), r->origin);
     snprintf(ev->reason, sizeof(ev->reason),
              "gave up after %d attempt%s without confirmation", attempt,
              attempt == 1 ? "" : "s");
@@ -737,8 +733,8 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
     if ((ev = events_push(out, BM_EV_ACK, relay))) {
       ev->result = resp->result;
       ev->seq = p->seq;
-      copy_str(ev->corr, sizeof(ev->corr), p->corr);
-      copy_str(ev->reason, sizeof(ev->reason), resp->reason);
+      bm_str_copy(ev->corr, sizeof(ev->corr), p->corr);
+      bm_str_copy(ev->reason, sizeof(ev->reason), resp->reason);
     }
     if (resp->result == BM_RESULT_SENT) {
       t->next_deadline = earliest_timer(t, now);
@@ -753,8 +749,8 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
                                                            : BM_SEV_FAILURE;
       ev->status = p->status;
       ev->attempt = p->attempt;
-      copy_str(ev->corr, sizeof(ev->corr), p->corr);
-      copy_str(ev->origin, sizeof(ev->origin), r->origin);
+      bm_str_copy(ev->corr, sizeof(ev->corr), p->corr);
+      bm_str_copy(ev->origin, sizeof(ev->origin), r->origin);
       snprintf(ev->reason, sizeof(ev->reason), "%s: %s",
                bm_result_name(resp->result),
                resp->reason[0] ? resp->reason : "no reason given");
@@ -780,8 +776,8 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
   if ((ev = events_push(out, BM_EV_ACK, relay))) {
     ev->result = resp->result;
     ev->seq = old->seq;
-    copy_str(ev->corr, sizeof(ev->corr), resp->correlation_id);
-    copy_str(ev->reason, sizeof(ev->reason), resp->reason);
+    bm_str_copy(ev->corr, sizeof(ev->corr), resp->correlation_id);
+    bm_str_copy(ev->reason, sizeof(ev->reason), resp->reason);
   }
   return BM_APPLY_OK;
 }
@@ -867,7 +863,7 @@ static void apply_state(bm_relay_table_t *t, int relay, int status,
     ev->status = status;
     ev->previous = previous;
     ev->seq = seq;
-    copy_str(ev->corr, sizeof(ev->corr), corr);
+    bm_str_copy(ev->corr, sizeof(ev->corr), corr);
   }
   if (drift) {
     /* Switched by hand, or the device rebooted into its power-on state. */
@@ -875,8 +871,8 @@ static void apply_state(bm_relay_table_t *t, int relay, int status,
     if ((ev = events_push(out, BM_EV_DRIFT, relay))) {
       ev->status = status;
       ev->previous = previous;
-      copy_str(ev->corr, sizeof(ev->corr), corr);
-      copy_str(ev->origin, sizeof(ev->origin), r->origin);
+      bm_str_copy(ev->corr, sizeof(ev->corr), corr);
+      bm_str_copy(ev->origin, sizeof(ev->origin), r->origin);
     }
   }
   if (previous == status)
@@ -885,7 +881,7 @@ static void apply_state(bm_relay_table_t *t, int relay, int status,
     return;
   ev->status = status;
   ev->previous = previous;
-  copy_str(ev->corr, sizeof(ev->corr), corr);
+  bm_str_copy(ev->corr, sizeof(ev->corr), corr);
 }
 
 enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
@@ -937,8 +933,8 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
         ev->severity = BM_SEV_WARNING;
         ev->status = commanded;
         ev->attempt = attempt;
-        copy_str(ev->corr, sizeof(ev->corr), n->correlation_id);
-        copy_str(ev->origin, sizeof(ev->origin), r->origin);
+        bm_str_copy(ev->corr, sizeof(ev->corr), n->correlation_id);
+        bm_str_copy(ev->origin, sizeof(ev->origin), r->origin);
         snprintf(ev->reason, sizeof(ev->reason),
                  "the device reported status %d in answer to status %d",
                  n->state.status, commanded);
@@ -1009,9 +1005,9 @@ static void time_out(bm_relay_table_t *t, int relay, double now,
     ev->severity = BM_SEV_WARNING;
     ev->status = p->status;
     ev->attempt = attempt;
-    copy_str(ev->corr, sizeof(ev->corr), p->corr);
-    copy_str(ev->origin, sizeof(ev->origin), r->origin);
-    copy_str(ev->reason, sizeof(ev->reason), why);
+    bm_str_copy(ev->corr, sizeof(ev->corr), p->corr);
+    bm_str_copy(ev->origin, sizeof(ev->origin), r->origin);
+    bm_str_copy(ev->reason, sizeof(ev->reason), why);
   }
   retire_pending(t, r, false);
   retry_or_give_up(t, relay, attempt, now, out);
@@ -1110,13 +1106,13 @@ bool bm_relay_table_pending_of(const bm_relay_table_t *t, int relay,
   if (!p)
     return false;
   memset(out, 0, sizeof(*out));
-  copy_str(out->corr, sizeof(out->corr), p->corr);
+  bm_str_copy(out->corr, sizeof(out->corr), p->corr);
   out->seq = p->seq;
   out->status = p->status;
   out->attempt = p->attempt;
   out->acked = p->acked;
   out->published_at = p->published_at;
-  copy_str(out->origin, sizeof(out->origin), r->origin);
+  bm_str_copy(out->origin, sizeof(out->origin), r->origin);
   return true;
 }
 
@@ -1132,7 +1128,7 @@ int bm_relay_table_resume(bm_relay_table_t *t, int relay,
     return -1;
   if (!(p = bm_calloc(1, sizeof(*p))))
     return -1;
-  copy_str(p->corr, sizeof(p->corr), c->corr);
+  bm_str_copy(p->corr, sizeof(p->corr), c->corr);
   p->hash = bm_idmap_hash(p->corr);
   if (bm_idmap_put(&t->by_corr, p->hash, relay) != 0) {
     free(p);
