@@ -10,8 +10,8 @@
  *   2. Pre-scan of the raw bytes (one pass, no allocation).  yajl 2.1 is
  *      lenient where the contract is strict, so the pre-scan rejects what
  *      yajl would let through:
- *        - a NUL byte anywhere (yajl_tree_parse reads a C string: bytes
- *          after a NUL would be silently ignored);
+ *        - a NUL byte anywhere (the tree's strings are C strings; this
+ *          also gives the clearest error);
  *        - bytes that are not UTF-8 as RFC 3629 defines it.  yajl checks
  *          the byte pattern only and accepts overlong forms ("\xC0\x80"),
  *          UTF-16 surrogates ("\xED\xA0\x80") and code points above
@@ -20,16 +20,17 @@
  *          which would silently truncate the C string;
  *        - '/' outside a string: yajl_tree_parse enables JavaScript
  *          comments, which are not JSON;
- *        - nesting deeper than MSG_MAX_DEPTH: yajl_tree_free and the
- *          duplicate-key walk recurse once per level.
+ *        - nesting deeper than MSG_MAX_DEPTH: the duplicate-key walk
+ *          recurses once per level (the tree builder has the same limit).
  *      The pre-scan only tracks string boundaries and escapes; everything
  *      else about the grammar is left to yajl.
- *   3. yajl_tree_parse of a NUL-terminated copy held on the stack (the
- *      payload is at most 64 KiB, so decoding allocates nothing but the
- *      tree).  yajl's error text is cut at its first newline: the lines
+ *   3. The payload parsed into a yajl_tree tree built in an arena on the
+ *      stack (jtree.c: the tree yajl_tree_parse would make, without its
+ *      malloc per value; a notification parses without touching the
+ *      heap).  yajl's error text is cut at its first newline: the lines
  *      after it quote the payload, which may hold a jwtToken.
  *   4. Top level must be an object.  Every object in the tree is checked
- *      for duplicate keys (yajl_tree keeps both members).  Comparing all
+ *      for duplicate keys (the tree keeps both members).  Comparing all
  *      pairs would be quadratic, and 64 KiB holds ~10^4 keys; instead each
  *      object's key and value arrays, which the tree owns and which are
  *      freed right after the walk, are heap-sorted together by key and
@@ -62,7 +63,9 @@
 
 #include <yajl/yajl_tree.h>
 
-#define MSG_MAX_DEPTH 64    /* nesting of objects and arrays */
+#include "jtree.h"
+
+#define MSG_MAX_DEPTH BM_JTREE_MAX_DEPTH /* nesting of objects and arrays */
 #define MSG_YAJL_ERR_SIZE 256
 #define MSG_PATH_SIZE 128   /* field path in error messages (truncated) */
 #define MSG_ECHO_MAX 32     /* bytes of an unknown enum value echoed */
@@ -541,13 +544,14 @@ int bm_msg_decode(const void *payload, size_t len, struct bm_msg *out,
                   char *err, size_t errlen)
 {
   struct msg_dec d = {.err = err, .errlen = err ? errlen : 0};
-  char text[BM_MSG_MAX_SIZE + 1];
+  struct bm_jtree tree;
   char yajl_err[MSG_YAJL_ERR_SIZE];
   char type[BM_MSG_STR_SIZE];
   yajl_val top = NULL;
   enum bm_msg_type kind = 0;
   int status = -1;
 
+  bm_jtree_init(&tree);
   assert(out != NULL);
   memset(out, 0, sizeof(*out));
   if (d.errlen > 0)
@@ -568,11 +572,8 @@ int bm_msg_decode(const void *payload, size_t len, struct bm_msg *out,
   if (msg_prescan(&d, payload, len) != 0)
     goto cleanup;
 
-  /* 3. Parse a NUL-terminated copy. */
-  memcpy(text, payload, len);
-  text[len] = '\0';
-  yajl_err[0] = '\0';
-  top = yajl_tree_parse(text, yajl_err, sizeof(yajl_err));
+  /* 3. Parse. */
+  top = bm_jtree_parse(&tree, payload, len, yajl_err, sizeof(yajl_err));
   if (top == NULL) {
     yajl_err[strcspn(yajl_err, "\r\n")] = '\0';
     msg_fail(&d, "invalid JSON: %s", yajl_err[0] ? yajl_err : "parse error");
@@ -610,7 +611,7 @@ int bm_msg_decode(const void *payload, size_t len, struct bm_msg *out,
     out->type = kind;
 
 cleanup:
-  yajl_tree_free(top);
+  bm_jtree_free(&tree);
   return status;
 }
 

@@ -3,7 +3,9 @@
  * through bm_gateway_receive, the function the MQTT callback calls
  * (size limit, decode, validation, appId check, apply to the relay table,
  * events).  A gateway with two relays and a pending command of ours, so that
- * responses and notifications can match something.
+ * responses and notifications can match something.  Each input is also
+ * parsed by src/jtree.c and by yajl_tree_parse, which must agree
+ * (tests/jtree_compare.h): a difference aborts.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +15,9 @@
 
 #include "gateway.h"
 #include "log.h"
+#include "message.h"
+
+#include "../jtree_compare.h"
 
 #define TOPIC "application/third-party/flexyWattApp/1"
 
@@ -66,6 +71,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+  static char text[BM_MSG_MAX_SIZE + 1];
+  char why[600];
+
+  if (size <= BM_MSG_MAX_SIZE && memchr(data, 0, size) == NULL) {
+    memcpy(text, data, size);
+    text[size] = '\0';
+    if (jtree_compare(text, size, why, sizeof(why)) == 0) {
+      fprintf(stderr, "jtree and yajl_tree differ: %s\n", why);
+      abort();
+    }
+  }
   bm_gateway_receive(gw, TOPIC, data, size);
   return 0;
 }
