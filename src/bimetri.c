@@ -382,6 +382,18 @@ static struct {
         .more = PTHREAD_COND_INITIALIZER,
         .room = PTHREAD_COND_INITIALIZER};
 
+/* Held while relay values are dispatched: by the dispatcher for each batch
+ * of events, by dispatch_relays for its snapshot and values. collectd
+ * stamps a value with the time of its dispatch and keeps the newest, so
+ * two threads dispatching the same relay's state must not interleave: the
+ * read callback's snapshot, taken before a change was applied and
+ * dispatched after the change's event, would win with an older state until
+ * the next interval. Under this lock a snapshot is dispatched either
+ * before the events applied after it, or after every event it shows.
+ * Nothing that takes it dispatches into this plugin's own callbacks while
+ * needing it again (lock order: this, then a gateway's). */
+static pthread_mutex_t dispatch_order = PTHREAD_MUTEX_INITIALIZER;
+
 /* The hook of every gateway: runs in the gateway's thread, no lock held;
  * ctx is the gateway's slot. Queues the events that become values and
  * notifications (PUBLISH, ACK, APPLIED are logged and journaled by the
@@ -398,7 +410,9 @@ static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
   pthread_mutex_lock(&dq.lock);
   if (!dq.running) { /* start-up or shutdown: no dispatcher, dispatch here */
     pthread_mutex_unlock(&dq.lock);
+    pthread_mutex_lock(&dispatch_order);
     dispatch_event(ctx, gateway, ev);
+    pthread_mutex_unlock(&dispatch_order);
     return;
   }
   while (dq.n == DISPATCH_QUEUE) {
@@ -452,8 +466,10 @@ static void *dispatcher_thread(void *arg)
     if (dq.waiting)
       pthread_cond_broadcast(&dq.room);
     pthread_mutex_unlock(&dq.lock);
+    pthread_mutex_lock(&dispatch_order);
     for (size_t i = 0; i < k; i++)
       dispatch_event(batch[i].slot, batch[i].gateway, &batch[i].ev);
+    pthread_mutex_unlock(&dispatch_order);
   }
 }
 
@@ -520,9 +536,11 @@ static void dispatch_relays(struct gateway_slot *s, struct bm_relay_stats *st,
                             bool *ready)
 {
   const char *gateway = bm_gateway_name(s->gw);
-  size_t n = bm_gateway_snapshot(s->gw, s->views,
-                                 bm_gateway_relay_count(s->gw), st, ready);
+  size_t n;
 
+  pthread_mutex_lock(&dispatch_order);
+  n = bm_gateway_snapshot(s->gw, s->views, bm_gateway_relay_count(s->gw), st,
+                          ready);
   for (size_t i = 0; i < n; i++) {
     if (s->views[i].confirmed >= 0)
       dispatch_gauge(gateway, "bool", s->views[i].name,
@@ -530,6 +548,7 @@ static void dispatch_relays(struct gateway_slot *s, struct bm_relay_stats *st,
     dispatch_gauge(gateway, "pending_operations", s->views[i].name,
                    (gauge_t)s->views[i].pending);
   }
+  pthread_mutex_unlock(&dispatch_order);
 }
 
 /* The journal's confirmed states, reported before the first interval. */
