@@ -14,14 +14,23 @@
  * Peer:
  * the same N names, resourceIds and outputs in a plain array of
  * {char name[64]; int64_t resource_id; int output;} (BM_RELAY_NAME_SIZE
- * is 64): what holding the configuration alone costs.  Prints bench/run's
- * CSV rows.
+ * is 64): what holding the configuration alone costs.
+ *
+ * Then the command path through the table at that scale: round trips per
+ * second (bm_relay_table_request, tick, the PUBLISH event, then
+ * on_response "sent" and the confirming on_notification of the command
+ * issued 64 before: 64 always in flight), over relays spread across the
+ * table, for 0.3 s a run, states known.  Peer: the same with 100 relays,
+ * where nothing can depend on the table's size.  A cost per answer that
+ * grows with the relays shows as a ratio below 1.  Prints bench/run's CSV
+ * rows.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "relay.h"
@@ -124,6 +133,104 @@ static int measure(int n, int fd)
   return 0;
 }
 
+static double mono(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+#define IN_FLIGHT 64
+
+/* Command round trips per second through a table of n relays (see the
+ * top); -1 when one did not go through. */
+static double cycle_rate(int n, double secs)
+{
+  struct bm_relay_policy pol = {.ack_timeout = 10, .command_timeout = 30,
+                                .retries = 2, .retry_backoff = 1,
+                                .max_per_minute = 0};
+  struct bm_events ev = {0};
+  struct {
+    char corr[BM_MSG_ID_SIZE];
+    int relay, status;
+  } ring[IN_FLIGHT];
+  char name[64], why[256];
+  int *state = calloc((size_t)n, sizeof(int));
+  bm_relay_table_t *t = bm_relay_table_new(&pol, "0123456789abcdef");
+  double t0, now = 1.0, rate = -1;
+  long done = 0, k = 0;
+
+  if (!t || !state)
+    goto out;
+  for (int i = 0; i < n; i++) {
+    struct bm_notification m;
+    snprintf(name, sizeof(name), "plant-relay-%d", i);
+    if (bm_relay_table_add(t, name, 1000 + i / 16, 1 + i % 16) < 0)
+      goto out;
+    memset(&m, 0, sizeof(m));
+    m.has_state = true;
+    m.state.resource_id = 1000 + i / 16;
+    m.state.output = 1 + i % 16;
+    if (bm_relay_table_on_notification(t, &m, now, &ev) != BM_APPLY_OK)
+      goto out;
+    bm_events_clear(&ev);
+  }
+  bm_relay_table_set_connected(t, true, true, now, &ev);
+  bm_events_clear(&ev);
+  t0 = mono();
+  for (;; k++) {
+    int slot = (int)(k % IN_FLIGHT);
+    /* relays visited in a stride across the table, none twice in flight */
+    int relay = (int)((k * 7919) % n);
+    const struct bm_event *pub = NULL;
+
+    if (k >= IN_FLIGHT) { /* answer the command issued 64 before */
+      struct bm_response resp;
+      struct bm_notification m;
+      memset(&resp, 0, sizeof(resp));
+      snprintf(resp.correlation_id, sizeof(resp.correlation_id), "%s",
+               ring[slot].corr);
+      resp.result = BM_RESULT_SENT;
+      memset(&m, 0, sizeof(m));
+      m.has_correlation_id = true;
+      snprintf(m.correlation_id, sizeof(m.correlation_id), "%s",
+               ring[slot].corr);
+      m.has_state = true;
+      m.state.resource_id = 1000 + ring[slot].relay / 16;
+      m.state.output = 1 + ring[slot].relay % 16;
+      m.state.status = ring[slot].status;
+      if (bm_relay_table_on_response(t, &resp, now, &ev) != BM_APPLY_OK ||
+          bm_relay_table_on_notification(t, &m, now, &ev) != BM_APPLY_OK)
+        goto out;
+      state[ring[slot].relay] = ring[slot].status;
+      done++;
+      if ((done & 255) == 0 && mono() - t0 >= secs)
+        break;
+    }
+    bm_events_clear(&ev);
+    now += 1e-4;
+    bm_relay_table_request(t, relay, !state[relay], "bench", false, now, why,
+                           sizeof(why));
+    bm_relay_table_tick(t, now, &ev);
+    for (size_t e = 0; e < ev.n; e++)
+      if (ev.ev[e].kind == BM_EV_PUBLISH)
+        pub = &ev.ev[e];
+    if (!pub || pub->relay != relay)
+      goto out;
+    snprintf(ring[slot].corr, sizeof(ring[slot].corr), "%s", pub->corr);
+    ring[slot].relay = relay;
+    ring[slot].status = !state[relay];
+  }
+  rate = done / (mono() - t0);
+out:
+  if (rate < 0)
+    fprintf(stderr, "scale_bench: a command of %ld did not go through\n", k);
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+  free(state);
+  return rate;
+}
+
 static int cmp(const void *a, const void *b)
 {
   double x = *(const double *)a, y = *(const double *)b;
@@ -169,6 +276,19 @@ int main(int argc, char **argv)
                     "a known state, %.1f B/pending, plain %.1f B/relay\n",
             r + 1, out[0], out[3], out[1], out[2]);
   }
+  double c[2][99];
+  for (int r = 0; r < runs; r++) { /* taking turns at going first */
+    for (int w = 0; w < 2; w++) {
+      int which = (w + r) % 2;
+      c[which][r] = cycle_rate(which ? 100 : n, 0.3);
+      if (c[which][r] < 0)
+        return 1;
+    }
+    fprintf(stderr, "scale_bench: run %d: %.0f round trips/s at %d relays, "
+                    "%.0f at 100\n", r + 1, c[0][r], n, c[1][r]);
+  }
+  for (int k = 0; k < 2; k++)
+    qsort(c[k], (size_t)runs, sizeof(double), cmp);
   double m[4];
   for (int k = 0; k < 4; k++) {
     qsort(v[k], (size_t)runs, sizeof(double), cmp);
@@ -188,5 +308,11 @@ int main(int argc, char **argv)
          "< 1024 B,%s\n", n / 1000, m[1], v[1][0], v[1][runs - 1], m[2],
          v[2][0], v[2][runs - 1], runs, m[1] / m[2],
          m[1] < 1024 ? "yes" : "no");
+  double c0 = runs % 2 ? c[0][runs / 2] : (c[0][runs / 2 - 1] + c[0][runs / 2]) / 2;
+  double c1 = runs % 2 ? c[1][runs / 2] : (c[1][runs / 2 - 1] + c[1][runs / 2]) / 2;
+  printf("command round trips through the table (%dk relays; 64 in flight),"
+         "round trips/s,higher,%.4g,%.4g,%.4g,the same with 100 relays,"
+         "%.4g,%.4g,%.4g,%d,%.4g,,\n", n / 1000, c0, c[0][0], c[0][runs - 1],
+         c1, c[1][0], c[1][runs - 1], runs, c0 / c1);
   return 0;
 }

@@ -78,6 +78,7 @@ struct relay {
   double manual_until; /* 0: until "auto" */
   double *cmd_times;   /* ring of policy.max_per_minute publish times */
   int cmd_next;
+  int heap_pos;        /* in the table's timer heap, -1 when not */
   int *groups;         /* interlock groups this relay is in */
   int n_groups;
   double refused_at;   /* last refusal reported (once a minute at most) */
@@ -96,6 +97,12 @@ struct relay {
   struct relay_ids *ids; /* NULL until needed */
 };
 
+/* A relay in the timer heap (see "timers" below). */
+struct timer {
+  double at;
+  int relay;
+};
+
 struct bm_relay_table {
   struct bm_relay_policy policy;
   char prefix[48];
@@ -110,7 +117,9 @@ struct bm_relay_table {
   size_t queue_n;
   uint64_t seq;
   bool connected;
-  double next_deadline;
+  struct timer *heap; /* relays with a deadline, earliest first (cap) */
+  size_t heap_n;
+  int *due;           /* run_timers' scratch (cap) */
   struct bm_relay_stats stats;
 };
 
@@ -186,7 +195,6 @@ bm_relay_table_t *bm_relay_table_new(const struct bm_relay_policy *policy,
     return NULL;
   t->policy = *policy;
   bm_str_copy(t->prefix, sizeof(t->prefix), id_prefix);
-  t->next_deadline = HUGE_VAL;
   return t;
 }
 
@@ -208,6 +216,8 @@ void bm_relay_table_free(bm_relay_table_t *t)
   free(t->interlocks);
   free(t->relays);
   free(t->queue);
+  free(t->heap);
+  free(t->due);
   bm_idmap_release(&t->by_name);
   bm_idmap_release(&t->by_addr);
   bm_idmap_release(&t->by_corr);
@@ -230,6 +240,7 @@ int bm_relay_table_add(bm_relay_table_t *t, const char *name,
   if (t->n == t->cap) {
     size_t cap = t->cap ? t->cap * 2 : 8;
     struct relay *r = bm_realloc(t->relays, cap * sizeof(*r));
+    struct timer *h;
     int *q;
     if (!r)
       return -1;
@@ -237,6 +248,18 @@ int bm_relay_table_add(bm_relay_table_t *t, const char *name,
     if (!(q = bm_realloc(t->queue, cap * sizeof(*q))))
       return -1;
     t->queue = q;
+    /* Fresh arrays, only the heap's entries copied: pages never used by
+     * the timers (most, at idle) stay untouched, so not resident. */
+    if (!(h = bm_malloc(cap * sizeof(*h))))
+      return -1;
+    if (t->heap_n)
+      memcpy(h, t->heap, t->heap_n * sizeof(*h));
+    free(t->heap);
+    t->heap = h;
+    if (!(q = bm_malloc(cap * sizeof(*q))))
+      return -1;
+    free(t->due);
+    t->due = q;
     t->cap = cap;
   }
   if (!(copy = bm_strdup(name)))
@@ -265,6 +288,7 @@ int bm_relay_table_add(bm_relay_table_t *t, const char *name,
   r->desired = -1;
   r->manual = -1;
   r->sw_cap = 1;
+  r->heap_pos = -1;
   return idx;
 
 fail:
@@ -331,7 +355,7 @@ void bm_relay_table_stats(bm_relay_table_t *t, struct bm_relay_stats *out,
 
 double bm_relay_table_next_deadline(const bm_relay_table_t *t)
 {
-  return t->next_deadline;
+  return t->heap_n ? t->heap[0].at : HUGE_VAL;
 }
 
 static void mark(bm_relay_table_t *t, int relay)
@@ -343,28 +367,150 @@ static void mark(bm_relay_table_t *t, int relay)
   t->queue[t->queue_n++] = relay;
 }
 
-/* The earliest timer of the table still to fire after `now`. */
-static double earliest_timer(const bm_relay_table_t *t, double now)
+/* ---- timers -------------------------------------------------------------
+ *
+ * A relay's deadlines: its pending command's ack and confirm deadlines, a
+ * retry, a rule's hold.  Every relay with one is in a binary min-heap
+ * keyed by the earliest (at most once: heap_pos), so the next deadline of
+ * the table is the heap's top and a new one costs O(log n), where a scan
+ * of every relay after each answer made a command cost O(relays).  A key
+ * may be earlier than the relay's earliest deadline (answered, cancelled:
+ * left as it was); it may never be later.  When a key passes, run_timers
+ * takes the relay out, acts on what is due, and puts it back with its
+ * true earliest deadline, if any. */
+static void heap_put(bm_relay_table_t *t, size_t pos, struct timer tm)
 {
-  double next = HUGE_VAL;
-  for (size_t i = 0; i < t->n; i++) {
-    const struct relay *r = &t->relays[i];
-    const struct pending_cmd *p = r->pending;
-    if (p)
-      next = fmin(next, p->acked ? p->confirm_deadline
-                                 : fmin(p->ack_deadline, p->confirm_deadline));
-    if (r->retry_at > now)
-      next = fmin(next, r->retry_at);
-    if (r->not_before > now)
-      next = fmin(next, r->not_before);
+  t->heap[pos] = tm;
+  t->relays[tm.relay].heap_pos = (int)pos;
+}
+
+static void heap_up(bm_relay_table_t *t, size_t pos)
+{
+  struct timer tm = t->heap[pos];
+
+  while (pos > 0 && t->heap[(pos - 1) / 2].at > tm.at) {
+    heap_put(t, pos, t->heap[(pos - 1) / 2]);
+    pos = (pos - 1) / 2;
   }
+  heap_put(t, pos, tm);
+}
+
+static void heap_down(bm_relay_table_t *t, size_t pos)
+{
+  struct timer tm = t->heap[pos];
+
+  for (;;) {
+    size_t child = 2 * pos + 1;
+    if (child >= t->heap_n)
+      break;
+    if (child + 1 < t->heap_n && t->heap[child + 1].at < t->heap[child].at)
+      child++;
+    if (t->heap[child].at >= tm.at)
+      break;
+    heap_put(t, pos, t->heap[child]);
+    pos = child;
+  }
+  heap_put(t, pos, tm);
+}
+
+/* Takes the heap's top out. */
+static int heap_pop(bm_relay_table_t *t)
+{
+  int relay = t->heap[0].relay;
+
+  t->relays[relay].heap_pos = -1;
+  if (--t->heap_n > 0) {
+    t->heap[0] = t->heap[t->heap_n];
+    heap_down(t, 0);
+  }
+  return relay;
+}
+
+/* Takes the relay at pos out. */
+static void heap_remove(bm_relay_table_t *t, size_t pos)
+{
+  t->relays[t->heap[pos].relay].heap_pos = -1;
+  if (pos < --t->heap_n) { /* the last one fills the gap */
+    int moved = t->heap[t->heap_n].relay;
+    heap_put(t, pos, t->heap[t->heap_n]);
+    heap_down(t, pos);
+    heap_up(t, (size_t)t->relays[moved].heap_pos);
+  }
+}
+
+/* Relay `relay` has a deadline at `when`: its key becomes `when` if that is
+ * earlier (or it enters the heap). */
+static void want_deadline(bm_relay_table_t *t, int relay, double when)
+{
+  int pos = t->relays[relay].heap_pos;
+
+  if (pos < 0) {
+    pos = (int)t->heap_n++;
+    t->heap[pos].at = when;
+    t->heap[pos].relay = relay;
+  } else if (when < t->heap[pos].at) {
+    t->heap[pos].at = when;
+  } else {
+    return;
+  }
+  heap_up(t, (size_t)pos);
+}
+
+/* The earliest deadline of a relay still to come after `now` (HUGE_VAL:
+ * none); its pending command's are due even when passed. */
+static double relay_deadline(const struct relay *r, double now)
+{
+  const struct pending_cmd *p = r->pending;
+  double next = HUGE_VAL;
+
+  if (p)
+    next = p->acked ? p->confirm_deadline
+                    : fmin(p->ack_deadline, p->confirm_deadline);
+  if (r->retry_at > now)
+    next = fmin(next, r->retry_at);
+  if (r->not_before > now)
+    next = fmin(next, r->not_before);
   return next;
 }
 
-static void want_deadline(bm_relay_table_t *t, double when)
+/* Sets a relay's key to its earliest deadline, or takes it out of the heap
+ * when it has none: after a deadline went (an answer, a supersede). */
+static void update_deadline(bm_relay_table_t *t, int relay, double now)
 {
-  if (when < t->next_deadline)
-    t->next_deadline = when;
+  double next = relay_deadline(&t->relays[relay], now);
+  int pos = t->relays[relay].heap_pos;
+
+  if (pos < 0) {
+    if (next < HUGE_VAL)
+      want_deadline(t, relay, next);
+  } else if (next == HUGE_VAL) {
+    heap_remove(t, (size_t)pos);
+  } else {
+    t->heap[pos].at = next;
+    heap_up(t, (size_t)pos);
+    heap_down(t, (size_t)t->relays[relay].heap_pos);
+  }
+}
+
+int bm_relay_table_check_timers(const bm_relay_table_t *t, double now)
+{
+  for (size_t pos = 0; pos < t->heap_n; pos++) {
+    int relay = t->heap[pos].relay;
+    if (relay < 0 || (size_t)relay >= t->n ||
+        t->relays[relay].heap_pos != (int)pos ||
+        (pos > 0 && t->heap[(pos - 1) / 2].at > t->heap[pos].at))
+      return -1;
+  }
+  for (size_t i = 0; i < t->n; i++) {
+    double next = relay_deadline(&t->relays[i], now);
+    int pos = t->relays[i].heap_pos;
+    if (pos >= 0 && ((size_t)pos >= t->heap_n ||
+                     t->heap[pos].relay != (int)i))
+      return -1;
+    if (next < HUGE_VAL && (pos < 0 || t->heap[pos].at > next))
+      return -1; /* a deadline the heap would miss */
+  }
+  return 0;
 }
 
 /* ---- commands ---------------------------------------------------------- */
@@ -496,7 +642,7 @@ static void issue_command(bm_relay_table_t *t, int relay, double now,
   p->ack_deadline = now + t->policy.ack_timeout;
   p->confirm_deadline = now + t->policy.command_timeout;
   r->pending = p;
-  want_deadline(t, fmin(p->ack_deadline, p->confirm_deadline));
+  want_deadline(t, relay, fmin(p->ack_deadline, p->confirm_deadline));
   t->stats.ops[BM_OP_PUBLISHED]++;
 
   if (!(ev = events_push(out, BM_EV_PUBLISH, relay)))
@@ -551,7 +697,7 @@ bool bm_relay_table_set_desired(bm_relay_table_t *t, int relay, int status,
     /* Superseded: the old command may still reach the device, so a new one
      * goes out even when the confirmed state already is what we want. */
     retire_pending(t, r, false);
-    t->next_deadline = earliest_timer(t, now);
+    update_deadline(t, relay, now);
     r->force = true;
   }
   if (r->pending || (r->confirmed == status && !r->force))
@@ -590,8 +736,8 @@ void bm_relay_table_set_connected(bm_relay_table_t *t, bool up,
      * command goes out again and gets its full time again. */
     r->pending->ack_deadline = now + t->policy.ack_timeout;
     r->pending->confirm_deadline = now + t->policy.command_timeout;
-    want_deadline(t, fmin(r->pending->ack_deadline,
-                          r->pending->confirm_deadline));
+    want_deadline(t, (int)i,
+                  fmin(r->pending->ack_deadline, r->pending->confirm_deadline));
     t->stats.ops[BM_OP_PUBLISHED]++;
     if (!(ev = events_push(out, BM_EV_PUBLISH, (int)i)))
       continue;
@@ -620,7 +766,7 @@ static void retry_or_give_up(bm_relay_table_t *t, int relay, int attempt,
   if (attempt <= t->policy.retries) {
     double backoff = t->policy.retry_backoff * ldexp(1.0, attempt - 1);
     r->retry_at = now + fmin(backoff, MAX_BACKOFF);
-    want_deadline(t, r->retry_at);
+    want_deadline(t, relay, r->retry_at);
     return;
   }
   r->stopped = true;
@@ -737,7 +883,7 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
       bm_str_copy(ev->reason, sizeof(ev->reason), resp->reason);
     }
     if (resp->result == BM_RESULT_SENT) {
-      t->next_deadline = earliest_timer(t, now);
+      update_deadline(t, relay, now);
       return BM_APPLY_OK;
     }
 
@@ -757,7 +903,7 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
     }
     retire_pending(t, r, false);
     r->stopped = true;
-    t->next_deadline = earliest_timer(t, now);
+    update_deadline(t, relay, now);
     return BM_APPLY_OK;
   }
 
@@ -941,7 +1087,7 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
       }
       retry_or_give_up(t, relay, attempt, now, out);
     }
-    t->next_deadline = earliest_timer(t, now);
+    update_deadline(t, relay, now);
     return BM_APPLY_OK;
   }
 
@@ -1013,35 +1159,51 @@ static void time_out(bm_relay_table_t *t, int relay, double now,
   retry_or_give_up(t, relay, attempt, now, out);
 }
 
+static int by_index(const void *a, const void *b)
+{
+  int x = *(const int *)a, y = *(const int *)b;
+  return (x > y) - (x < y);
+}
+
+/* Acts on the deadlines that passed: the relays whose keys did, in the
+ * order of the table (as the scan of every relay did), each put back with
+ * its true earliest deadline afterwards. */
 static void run_timers(bm_relay_table_t *t, double now, struct bm_events *out)
 {
   char why[BM_REASON_SIZE];
+  size_t n = 0;
 
-  for (size_t i = 0; i < t->n; i++) {
+  while (t->heap_n > 0 && t->heap[0].at <= now)
+    t->due[n++] = heap_pop(t);
+  if (n > 1)
+    qsort(t->due, n, sizeof(*t->due), by_index);
+  for (size_t k = 0; k < n; k++) {
+    int i = t->due[k];
     struct relay *r = &t->relays[i];
     struct pending_cmd *p = r->pending;
 
     if (p && !p->acked && now >= p->ack_deadline) {
       snprintf(why, sizeof(why), "no commandResponse within %g s",
                t->policy.ack_timeout);
-      time_out(t, (int)i, now, why, out);
+      time_out(t, i, now, why, out);
     } else if (p && now >= p->confirm_deadline) {
       snprintf(why, sizeof(why), "no notification within %g s",
                t->policy.command_timeout);
-      time_out(t, (int)i, now, why, out);
+      time_out(t, i, now, why, out);
     }
     if (r->retry_at > 0 && now >= r->retry_at)
-      mark(t, (int)i);
+      mark(t, i);
     if (r->not_before > 0 && now >= r->not_before)
-      mark(t, (int)i);
+      mark(t, i);
   }
-  t->next_deadline = earliest_timer(t, now);
+  for (size_t k = 0; k < n; k++)
+    update_deadline(t, t->due[k], now);
 }
 
 void bm_relay_table_tick(bm_relay_table_t *t, double now,
                          struct bm_events *out)
 {
-  if (now >= t->next_deadline)
+  if (t->heap_n > 0 && now >= t->heap[0].at)
     run_timers(t, now, out);
   /* reconcile() can only add to the queue through issue_command, which
    * does not mark, so one pass over a snapshot of the count suffices. */
@@ -1152,8 +1314,9 @@ int bm_relay_table_resume(bm_relay_table_t *t, int relay,
   }
   if (c->seq > t->seq)
     t->seq = c->seq;
-  want_deadline(t, p->acked ? p->confirm_deadline
-                            : fmin(p->ack_deadline, p->confirm_deadline));
+  want_deadline(t, relay,
+                p->acked ? p->confirm_deadline
+                         : fmin(p->ack_deadline, p->confirm_deadline));
   return 0;
 }
 
@@ -1296,7 +1459,7 @@ enum bm_request bm_relay_table_request_limited(
     return res;
   }
   r->not_before = at;
-  want_deadline(t, at);
+  want_deadline(t, relay, at);
   mark(t, relay);
   return BM_REQ_HELD;
 }

@@ -212,9 +212,15 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
 /* Fires due timeouts and retries and reconciles marked relays. */
 void bm_relay_table_tick(bm_relay_table_t *t, double now,
                          struct bm_events *out);
-/* Monotonic time of the next timer, or HUGE_VAL when none; a tick is also
- * due at once when bm_relay_table_set_desired returned true. */
+/* Monotonic time of the next timer, or HUGE_VAL when none; never later
+ * than the next timer, and earlier after a command was answered (a tick
+ * then finds nothing due: O(log relays)).  A tick is also due at once when
+ * bm_relay_table_set_desired returned true. */
 double bm_relay_table_next_deadline(const bm_relay_table_t *t);
+
+/* Testing: 0 when the table's timer heap holds every relay's deadline
+ * (none later than the relay's own, heap order, positions), else -1. */
+int bm_relay_table_check_timers(const bm_relay_table_t *t, double now);
 
 /* Counts an outcome that happened outside the table (a malformed message). */
 void bm_relay_table_count_op(bm_relay_table_t *t, enum bm_op op);

@@ -3689,6 +3689,10 @@ static void p_check(struct prop *p)
 {
   double earliest = HUGE_VAL;
 
+  if (bm_relay_table_check_timers(p->t, p->now) != 0)
+    p_fail(p, PC_TIMERS, "step %d: the timer heap misses a deadline or is "
+                         "out of order", p->step);
+
   for (int i = 0; i < P_RELAYS; i++) {
     struct bm_relay_view v;
     struct p_relay *r = &p->r[i];
