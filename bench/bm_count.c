@@ -24,6 +24,15 @@
  * file kept open, a write each), notifications are not (syslog's
  * NotifyLevel default logs none). A syslog daemon is not on every machine;
  * the benchmarks read the lines.
+ *
+ *     Values 10 10000 1
+ *
+ * also makes it a read plugin dispatching, every interval, the values the
+ * bimetri plugin dispatches for that many Gateways and Relays with their
+ * states known (1) or unknown (0): for each Relay "relay-<5 digits>" of
+ * each Gateway "gw<2 digits>", bimetri-gwNN/pending_operations-relay-N
+ * (and bimetri-gwNN/bool-relay-N when known), the way bimetri.c does, and
+ * nothing else: what collectd costs for those values alone.
  */
 #include "bm_count.h"
 
@@ -49,6 +58,53 @@ struct counter {
 static struct counter counters[MAX_COUNTS];
 static int counters_n;
 static int log_fd = -1;
+static int values_gateways, values_relays, values_known;
+
+static void dispatch_one(const char *gateway, const char *type,
+                         const char *relay, gauge_t value)
+{
+  value_list_t vl = VALUE_LIST_INIT;
+  value_t v = {.gauge = value};
+
+  vl.values = &v;
+  vl.values_len = 1;
+  sstrncpy(vl.plugin, "bimetri", sizeof(vl.plugin));
+  sstrncpy(vl.plugin_instance, gateway, sizeof(vl.plugin_instance));
+  sstrncpy(vl.type, type, sizeof(vl.type));
+  sstrncpy(vl.type_instance, relay, sizeof(vl.type_instance));
+  plugin_dispatch_values(&vl);
+}
+
+static int values_read(void)
+{
+  char gateway[16], relay[32];
+
+  for (int g = 1; g <= values_gateways; g++) {
+    snprintf(gateway, sizeof(gateway), "gw%02d", g);
+    for (int i = 0; i < values_relays; i++) {
+      snprintf(relay, sizeof(relay), "relay-%05d", i);
+      if (values_known)
+        dispatch_one(gateway, "bool", relay, i % 2);
+      dispatch_one(gateway, "pending_operations", relay, 0);
+    }
+  }
+  return 0;
+}
+
+static int values_config(oconfig_item_t *c)
+{
+  if (c->values_num != 3 || c->values[0].type != OCONFIG_TYPE_NUMBER ||
+      c->values[1].type != OCONFIG_TYPE_NUMBER ||
+      c->values[2].type != OCONFIG_TYPE_NUMBER ||
+      c->values[0].value.number < 1 || c->values[1].value.number < 1) {
+    ERROR("bm_count plugin: expected: Values GATEWAYS RELAYS KNOWN(0|1)");
+    return -1;
+  }
+  values_gateways = (int)c->values[0].value.number;
+  values_relays = (int)c->values[1].value.number;
+  values_known = c->values[2].value.number != 0;
+  return plugin_register_read("bm_count", values_read);
+}
 
 static void count_log(int severity, const char *msg, user_data_t *ud)
 {
@@ -95,6 +151,11 @@ static int count_config(oconfig_item_t *ci)
 
     if (strcasecmp(c->key, "Log") == 0) {
       if (log_config(c) != 0)
+        return -1;
+      continue;
+    }
+    if (strcasecmp(c->key, "Values") == 0) {
+      if (values_config(c) != 0)
         return -1;
       continue;
     }

@@ -315,6 +315,7 @@ analyse() {
       next
     }
     mode == "lat" && $1 == "X" { if (pool) PNM[++npnm] = $2; next }
+    mode == "lat" && $1 == "H" { if (pool) PH[++nph] = $2; next }
     # P res out status t_call t_notified
     mode == "peerlat" && $1 == "P" {
       w = wire_at($2, $3, $4, $5, $6)
@@ -344,6 +345,7 @@ analyse() {
     END {
       flush()
       emit("lat_cb", PCB, npcb); emit("lat_nm", PNM, npnm)
+      emit("lat_handoff", PH, nph)
       exit bad
     }
   ' "$work/wire.out" "${files[@]}"
@@ -410,17 +412,21 @@ row() {
 }
 
 nm="same dispatch matching no Trigger"
+handoff="eventfd write waking a sleeping thread"
 bare="bare client: mosquitto_publish -> wire"
 bsync="bare client: pwrite+fsync+mosquitto_publish -> wire"
 echo_peer="bare client: wire -> its notification"
 {
   echo "$BENCH_ROW_HEADER"
   row "notification callback p50" us lower lat_cb_p50 "$nm" lat_nm_p50 &&
+    row "notification callback p50" us lower lat_cb_p50 "$handoff" lat_handoff_p50 &&
     row "notification callback p99" us lower lat_cb_p99 "$nm" lat_nm_p99 "< 50" &&
+    row "notification callback p99" us lower lat_cb_p99 "$handoff" lat_handoff_p99 &&
     row "notification callback p99 64 concurrent (sync none)" us lower burst_none_cb_p99 "$nm (same threads)" burst_none_nm_p99 "< 50" &&
     row "notification callback p99 64 concurrent (sync always)" us lower burst_always_cb_p99 "$nm (same threads)" burst_always_nm_p99 "< 50" &&
     row "write callback p50 (Switch sends a command)" us lower switch_wcb_p50 "value matching no Switch" switch_wnm_p50 &&
     row "write callback p99 (Switch sends a command)" us lower switch_wcb_p99 "value matching no Switch" switch_wnm_p99 "< 50" &&
+    row "write callback p99 (Switch sends a command)" us lower switch_wcb_p99 "$handoff" lat_handoff_p99 &&
     row "notification -> PUBLISH on the wire p50 (sync none)" us lower lat_none_n2w_p50 "$bare" peer_lat_c2w_p50 &&
     row "notification -> PUBLISH on the wire p99 (sync none)" us lower lat_none_n2w_p99 "$bare" peer_lat_c2w_p99 "< 1000" &&
     row "notification -> PUBLISH on the wire p50 (sync always)" us lower lat_always_n2w_p50 "$bsync" peer_lat_sync_c2w_p50 &&

@@ -45,6 +45,15 @@
  *                       the confirmation, then P ms of quiet. Lines:
  *                         N <relay> <status> <t_dispatch> <dur> <t_confirmed>
  *                         X <dur>
+ *                       and after each confirmation a hand-off: an untimed
+ *                       "warm", then a timed write to an eventfd that wakes
+ *                       this plugin's hand-off thread, asleep in poll(),
+ *                       which then works HANDOFF_WORK_US of CPU (about the
+ *                       gateway thread's turn for a command) before it
+ *                       sleeps again; waited for before the quiet. It is
+ *                       what any callback that hands work to a sleeping
+ *                       thread pays on this machine. Line:
+ *                         H <dur>
  *   burst GW K P FILE   K bursts: one thread per relay (64 threads, started
  *                       at init, released together by a barrier) dispatches
  *                       "warm", then its relay's matching notification and
@@ -78,6 +87,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -128,6 +138,11 @@ static struct job jobs[WORKERS];
 static int job_gw;
 
 static __thread int64_t pre_ns;
+
+#define HANDOFF_WORK_US 100
+static int handoff_fd = -1;
+static pthread_t handoff;
+static atomic_int handoff_turns; /* turns the hand-off thread finished */
 
 static int64_t mono_ns(void)
 {
@@ -334,6 +349,43 @@ static void quiet(long ms)
     ;
 }
 
+/* The hand-off thread: asleep in poll() until handoff_fd is written, then
+ * HANDOFF_WORK_US of CPU. */
+static void *handoff_thread(void *arg)
+{
+  (void)arg;
+  while (!atomic_load(&quit)) {
+    struct pollfd p = {.fd = handoff_fd, .events = POLLIN};
+    uint64_t count;
+    int64_t until;
+
+    if (poll(&p, 1, 200) <= 0 || read(handoff_fd, &count, sizeof(count)) < 0)
+      continue;
+    until = mono_ns() + HANDOFF_WORK_US * 1000;
+    while (mono_ns() < until)
+      ;
+    atomic_fetch_add(&handoff_turns, 1);
+  }
+  return NULL;
+}
+
+/* Wakes the hand-off thread; returns how long the write took, in ns, once
+ * the thread finished its turn. */
+static int64_t fire_handoff(void)
+{
+  uint64_t one = 1;
+  int turns = atomic_load(&handoff_turns);
+  int64_t t0, t1;
+
+  t0 = mono_ns();
+  if (write(handoff_fd, &one, sizeof(one)) < 0)
+    ERROR(PLUGIN " plugin: eventfd write: %s", STRERRNO);
+  t1 = mono_ns();
+  while (atomic_load(&handoff_turns) == turns && !atomic_load(&quit))
+    quiet(1);
+  return t1 - t0;
+}
+
 static int run_lat(int g, int n, long pause, FILE *out, char *err,
                    size_t errlen)
 {
@@ -363,7 +415,10 @@ static int run_lat(int g, int n, long pause, FILE *out, char *err,
     pthread_mutex_unlock(&lock);
     fprintf(out, "N %d %d %" PRId64 " %" PRId64 " %" PRId64 "\nX %" PRId64 "\n",
             r, want[r], t_rt, dur, t_conf, dur_none);
-    quiet(pause);
+    quiet(pause / 2);
+    fire_notification(g, WARM, want[r], NULL);
+    fprintf(out, "H %" PRId64 "\n", fire_handoff());
+    quiet(pause / 2);
   }
   return 0;
 }
@@ -625,6 +680,11 @@ static int fire_init(void)
       return -1;
     }
   }
+  if ((handoff_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 ||
+      pthread_create(&handoff, NULL, handoff_thread, NULL) != 0) {
+    ERROR(PLUGIN " plugin: cannot start the hand-off thread");
+    return -1;
+  }
   if (plugin_thread_create(&driver, drive, NULL, "cmdpath#drive") != 0) {
     ERROR(PLUGIN " plugin: cannot start the driver thread");
     return -1;
@@ -639,6 +699,11 @@ static int fire_shutdown(void)
   if (driver_started)
     pthread_join(driver, NULL);
   driver_started = false;
+  if (handoff_fd >= 0) {
+    pthread_join(handoff, NULL); /* it sees quit within 200 ms */
+    close(handoff_fd);
+    handoff_fd = -1;
+  }
   if (workers_n == WORKERS) {
     pthread_barrier_wait(&start_line); /* the workers see quit and end */
     for (int w = 0; w < WORKERS; w++)

@@ -5,11 +5,14 @@
 #
 # Usage: bench/idle.sh WORKDIR BUILDDIR [RUNS [WINDOW_SECONDS]]
 #
-# On 127.0.0.1 and a free port: one mosquitto. Three collectds, identical
+# On 127.0.0.1 and a free port: one mosquitto. Five collectds, identical
 # (Interval 10; logfile at LogLevel info, as shipped; the stock cpu, memory
 # and load plugins; bench/bm_count.c as the write plugin, standing for
 # write_prometheus & co., counting bimetri's values) but for bimetri:
 #   peer   without bimetri;
+#   values without bimetri, bm_count dispatching every interval the values
+#          "empty" dispatches (pending_operations per relay: 100,000);
+#   values_known  the same with the values of "full" (bool too: 200,000);
 #   empty  bimetri.so with 10 Gateways "gw01".."gw10" of 10,000 Relays each
 #          (ResourceId 1000 + i / 16, Output 1 + i % 16), every Gateway
 #          connected to the broker; its journals deleted before each start;
@@ -21,10 +24,10 @@
 # The plugin needs only the broker: it connects and subscribes, and at idle
 # nothing is published (no Trigger or Switch, no command pending), so no
 # gateway simulator runs.
-# Each run starts the three, one at a time (the first of the run rotating),
+# Each run starts the five, one at a time (the first of the run rotating),
 # each timed from its launch until its log says it is up: the peer's
 # "Initialization complete", ours when all 10 Gateways have logged
-# "subscribed to" (the log polled every 5 ms or so). Then, all three up,
+# "subscribed to" (the log polled every 5 ms or so). Then, all five up,
 # 5 s to settle, and the idle window of WINDOW_SECONDS (default 30; a
 # multiple of the interval is fair: each interval's read callback falls in
 # it the same number of times): the CPU time each process used over the
@@ -33,7 +36,7 @@
 # (ns). utime+stime of /proc/PID/stat counts 10 ms ticks, too coarse for
 # the peer's few ms: it is shown on stderr as a cross-check, and used where
 # the kernel keeps no schedstat. At the end of the window: VmRSS of each.
-# Then the three are stopped. Prints bench/run's CSV rows (header first);
+# Then the five are stopped. Prints bench/run's CSV rows (header first);
 # progress on stderr. IDLE_GATEWAYS and IDLE_RELAYS (default 10 and 10000)
 # change the scale. Everything started is stopped on exit.
 set -u -o pipefail
@@ -48,7 +51,7 @@ relays=${IDLE_RELAYS:-10000}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 so=$repo/build/.libs/bimetri.so
 gwsim=$repo/build/bimetri-gwsim
-configs=(peer empty full)
+configs=(peer empty full values values_known)
 stock=(logfile cpu memory load)
 declare -A cpid=()
 BENCH_NAME=idle
@@ -74,6 +77,8 @@ bench_start_mosquitto || exit 1
 bench_token "$gwsim" || exit 1
 
 # ---- the configurations
+ours() { [[ $1 == empty || $1 == full ]]; } # NAME: loads bimetri
+
 write_conf() { # NAME
   local name=$1 dir=$work/$1 p
   mkdir -p "$dir/plugins"
@@ -81,7 +86,7 @@ write_conf() { # NAME
     cp "/usr/lib/collectd/$p.so" "$dir/plugins/" || return 1
   done
   cp "$build/bm_count.so" "$dir/plugins/" || return 1
-  if [[ $name != peer ]]; then
+  if ours "$name"; then
     cp "$so" "$dir/plugins/bimetri.so" || return 1
   fi
   {
@@ -107,9 +112,13 @@ LoadPlugin bm_count
 <Plugin bm_count>
   Count "bimetri" "bool" "$dir/bool.count"
   Count "bimetri" "pending_operations" "$dir/pending.count"
+$(case $name in
+      values) echo "  Values $gateways $relays 0" ;;
+      values_known) echo "  Values $gateways $relays 1" ;;
+    esac)
 </Plugin>
 EOF2
-    [[ $name == peer ]] && return 0
+    ours "$name" || return 0
     echo "LoadPlugin bimetri"
     awk -v g_n="$gateways" -v r_n="$relays" -v port="$port" -v dir="$dir" \
       -v name="$name" -v token="$work/token" 'BEGIN {
@@ -166,7 +175,7 @@ start_collectd() { # NAME
     cp "$work/journals"/gw*.journal "$dir/" || return 1
     ;;
   esac
-  if [[ $name == peer ]]; then
+  if ! ours "$name"; then
     pattern='Initialization complete' want=1
   else
     pattern='subscribed to' want=$gateways
@@ -179,7 +188,7 @@ start_collectd() { # NAME
   while ((SECONDS < until)); do
     n=$(lines_matching "$dir/collectd.log" "$pattern")
     t=$(now)
-    if [[ -z $t_init && $name != peer ]] &&
+    if [[ -z $t_init ]] && ours "$name" &&
       grep -qs 'Initialization complete' "$dir/collectd.log"; then
       t_init=$t
     fi
@@ -281,16 +290,25 @@ for c in empty full; do
   bench_row "start-up $scale $c journal" s lower "$(bench_stats ${startup[$c]})" \
     "$peer" "$sp" "$runs"
 done
+# The values peer of each: collectd dispatching the same values alone.
+declare -A same=([empty]=values [full]=values_known)
+declare -A same_label=(
+  [empty]="collectd dispatching the same $((gateways * relays)) values"
+  [full]="collectd dispatching the same $((2 * gateways * relays)) values")
 sp=$(bench_stats ${cpu[peer]})
 for c in empty full; do
   o=$(bench_stats ${cpu[$c]})
   bench_row "idle CPU $scale $c journal" "% of one core" lower "$o" "$peer" "$sp" \
     "$runs" "< 1% of a core" "$(bench_below "${o%%,*}" 1)"
+  bench_row "idle CPU $scale $c journal" "% of one core" lower "$o" \
+    "${same_label[$c]}" "$(bench_stats ${cpu[${same[$c]}]})" "$runs"
 done
 sp=$(bench_stats ${rss[peer]})
 for c in empty full; do
-  bench_row "collectd RSS $scale $c journal" bytes lower "$(bench_stats ${rss[$c]})" \
-    "$peer" "$sp" "$runs"
+  o=$(bench_stats ${rss[$c]})
+  bench_row "collectd RSS $scale $c journal" bytes lower "$o" "$peer" "$sp" "$runs"
+  bench_row "collectd RSS $scale $c journal" bytes lower "$o" \
+    "${same_label[$c]}" "$(bench_stats ${rss[${same[$c]}]})" "$runs"
 done
 # Per relay: what bimetri adds to collectd's RSS, run by run (the peer's
 # median subtracted), over the relays.
