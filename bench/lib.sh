@@ -114,7 +114,7 @@ bench_row() {
       (y[1] != 0 ? x[1] / y[1] : 0), t, m }'
 }
 
-bench_below() { awk -v v="$1" -v l="$2" 'BEGIN { print v < l ? "yes" : "no" }'; }
+bench_below() { awk -v v="$1" -v l="$2" 'BEGIN { print (v < l ? "yes" : "no") }'; }
 
 bench_count_of() { od -An -t d8 -N 8 "$1" 2>/dev/null | tr -d ' '; }
 

@@ -259,7 +259,7 @@ for c in r0 r10 r100; do
   o=$(bench_stats ${rate[$c]}) target= met=
   if ((rules[$c] == 100)); then # under 5% slower: a ratio of 0.95 at least
     target="under 5% slower"
-    met=$(awk -v o="${o%%,*}" -v p="${sp%%,*}" 'BEGIN { print o / p >= 0.95 ? "yes" : "no" }')
+    met=$(awk -v o="${o%%,*}" -v p="${sp%%,*}" 'BEGIN { print (o / p >= 0.95 ? "yes" : "no") }')
   fi
   bench_row "write path ${rules[$c]} non-matching Switch rules" values/s higher "$o" \
     "$peer" "$sp" "$runs" "$target" "$met"
