@@ -321,3 +321,14 @@ o=$(bench_stats "${per[@]}")
 bench_row "RSS added per relay $scale empty journal" bytes lower "$o" \
   "bm_relay_table alone" "$table,$table,$table" "$runs" "< 300 B" \
   "$(bench_below "${o%%,*}" 300)"
+# The same beyond what collectd itself keeps for the values (the values
+# peer's median subtracted instead): the plugin's own share.
+per=()
+sv=$(bench_stats ${rss[values]})
+read -r vm _ <<<"${sv//,/ }"
+for m in ${rss[empty]}; do
+  per+=("$(awk -v m="$m" -v p="$vm" -v n="$((gateways * relays))" 'BEGIN { printf "%.6g\n", (m - p) / n }')")
+done
+bench_row "RSS added per relay beyond collectd's for its values $scale empty journal" \
+  bytes lower "$(bench_stats "${per[@]}")" "bm_relay_table alone" \
+  "$table,$table,$table" "$runs"
