@@ -834,12 +834,30 @@ static void set_nodelay(bm_gateway_t *gw)
                gw->conf.name, strerror(errno));
 }
 
+static void on_mosq_log(struct mosquitto *m, void *obj, int level,
+                        const char *line)
+{
+  bm_gateway_t *gw = obj;
+
+  (void)m;
+  if (level & MOSQ_LOG_ERR)
+    BM_ERROR("gateway \"%s\": MQTT: %s", gw->conf.name, line);
+  else if (level & MOSQ_LOG_WARNING)
+    BM_WARNING("gateway \"%s\": MQTT: %s", gw->conf.name, line);
+}
+
 static void set_ready(bm_gateway_t *gw, bool ready)
 {
   bool was;
 
   if (ready)
     set_nodelay(gw);
+  /* libmosquitto formats every line it has (a malloc and a vsnprintf per
+   * packet, debug lines all but a few) as soon as a log callback is set:
+   * ours is set while a session is made, where its errors (TLS, refused
+   * connections) say why, and off while it is ready. A session lost comes
+   * back here with its reason from our own callbacks. */
+  mosquitto_log_callback_set(gw->mosq, ready ? NULL : on_mosq_log);
 
   pthread_mutex_lock(&gw->lock);
   was = gw->ready;
@@ -1141,18 +1159,6 @@ fail:
 }
 
 /* libmosquitto explains TLS and socket failures through its log. */
-static void on_mosq_log(struct mosquitto *m, void *obj, int level,
-                        const char *line)
-{
-  bm_gateway_t *gw = obj;
-
-  (void)m;
-  if (level & MOSQ_LOG_ERR)
-    BM_ERROR("gateway \"%s\": MQTT: %s", gw->conf.name, line);
-  else if (level & MOSQ_LOG_WARNING)
-    BM_WARNING("gateway \"%s\": MQTT: %s", gw->conf.name, line);
-}
-
 static int key_password_cb(char *buf, int size, int rwflag, void *userdata)
 {
   bm_gateway_t *gw = mosquitto_userdata(userdata);
