@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1518,17 +1517,21 @@ static void start_connect(bm_gateway_t *gw)
 
 /* Reads what the socket holds: libmosquitto reads one packet a call at
  * QoS 0, so a burst would otherwise cost a turn of the loop (poll, timers)
- * per message. A bounded number of packets, so that timers and the wake-up
- * counter are seen between bursts; then the events of them all, so that
- * the hooks see a batch. */
+ * per message. It returns success also when the socket had nothing more
+ * (its read failed with EAGAIN, left in errno): that ends the burst, at
+ * the cost of one empty read, where asking the socket (FIONREAD) cost a
+ * syscall per packet. An EAGAIN left by a callback only ends a burst
+ * early: poll then reports the rest. A bounded number of packets, so that
+ * timers and the wake-up counter are seen between bursts; then the events
+ * of them all, so that the hooks see a batch. */
 static int read_packets(bm_gateway_t *gw)
 {
-  int rc = MOSQ_ERR_SUCCESS, avail = 0;
+  int rc = MOSQ_ERR_SUCCESS;
 
-  for (int i = 0; i < 256 && rc == MOSQ_ERR_SUCCESS; i++) {
+  for (int i = 0; i < 256; i++) {
+    errno = 0;
     rc = mosquitto_loop_read(gw->mosq, 1);
-    if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(gw->mosq) < 0 ||
-        ioctl(mosquitto_socket(gw->mosq), FIONREAD, &avail) != 0 || avail <= 0)
+    if (rc != MOSQ_ERR_SUCCESS || errno == EAGAIN || errno == EWOULDBLOCK)
       break;
   }
   run_events(gw);
