@@ -687,6 +687,11 @@ static void rule_request(const struct bm_rule *r, int want, const char *origin,
  * rules. Built at configuration, read-only after. */
 static struct bm_idmap rule_keys;
 static int rule_key_fields; /* 3, 2, or 0: no index */
+/* Before the hash, with the index: the few plugin names the rules name
+ * (most values come from other plugins: a strcmp or two rejects them). */
+#define RULE_PLUGINS_MAX 4
+static const char *rule_plugins[RULE_PLUGINS_MAX];
+static int rule_plugins_n; /* -1: more than RULE_PLUGINS_MAX, not used */
 
 static bool exact(const struct bm_pattern *p) { return p->set && !p->is_regex; }
 
@@ -721,8 +726,20 @@ static int index_rule_types(void)
     else if (!exact(&p[BM_FIELD_TYPE_INSTANCE]) && rule_key_fields == 3)
       rule_key_fields = 2;
   }
+  rule_plugins_n = 0;
   for (size_t i = 0; rule_key_fields && i < conf.rules_n; i++) {
     const struct bm_pattern *p = conf.rules[i]->pattern;
+    int k = 0;
+
+    while (k < rule_plugins_n &&
+           strcmp(rule_plugins[k], p[BM_FIELD_PLUGIN].text) != 0)
+      k++;
+    if (k == rule_plugins_n && rule_plugins_n >= 0) {
+      if (rule_plugins_n < RULE_PLUGINS_MAX)
+        rule_plugins[rule_plugins_n++] = p[BM_FIELD_PLUGIN].text;
+      else
+        rule_plugins_n = -1; /* too many to be quicker than the hash */
+    }
     if (bm_idmap_put(&rule_keys,
                      rule_key(rule_key_fields, p[BM_FIELD_PLUGIN].text,
                               p[BM_FIELD_TYPE].text,
@@ -746,6 +763,13 @@ static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
   (void)ud;
   if (!started)
     return 0;
+  if (rule_key_fields && rule_plugins_n > 0) {
+    int k = 0;
+    while (k < rule_plugins_n && strcmp(vl->plugin, rule_plugins[k]) != 0)
+      k++;
+    if (k == rule_plugins_n)
+      return 0;
+  }
   if (rule_key_fields &&
       bm_idmap_get(&rule_keys, rule_key(rule_key_fields, vl->plugin, vl->type,
                                         vl->type_instance)) < 0)
@@ -978,6 +1002,7 @@ static int bimetri_shutdown(void)
   bm_idmap_release(&rule_keys);
   memset(&rule_keys, 0, sizeof(rule_keys));
   rule_key_fields = 0;
+  rule_plugins_n = 0;
   bm_plugconf_release(&conf);
   bm_gateway_library_cleanup();
   bm_log_set_sink(NULL, NULL);
