@@ -76,7 +76,9 @@ static void on_event(void *ctx, const char *gateway, const struct bm_event *ev);
 static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
                          user_data_t *ud);
 static void rules_tick(void);
-static int index_rule_types(void);
+/* The write callback's first test (rule.h): built at configuration,
+ * read-only after. */
+static struct bm_rule_index rule_index;
 static void on_connection(void *ctx, const char *gateway, bool up);
 static void on_events_done(void *ctx);
 static void on_token(void *ctx, const char *gateway, enum bm_severity sev,
@@ -251,7 +253,7 @@ static int bimetri_config(oconfig_item_t *ci)
       goto out;
     }
   }
-  if (index_rule_types() != 0) {
+  if (bm_rule_index_build(&rule_index, conf.rules, conf.rules_n) != 0) {
     ERROR(PLUGIN_NAME " plugin: out of memory");
     goto out;
   }
@@ -678,80 +680,6 @@ static void rule_request(const struct bm_rule *r, int want, const char *origin,
          why);
 }
 
-/* The write callback's first test, as every value of every plugin passes
- * there: the identities the Switch rules name exactly, as (plugin, type,
- * type instance) when every rule gives all three exactly, else as (plugin,
- * type) when every rule gives those. A value of another identity matches no
- * rule, which one hash tells instead of a pass over all of them; when some
- * rule's Plugin or Type is a regex or unset, every value goes through the
- * rules. Built at configuration, read-only after. */
-static struct bm_idmap rule_keys;
-static int rule_key_fields; /* 3, 2, or 0: no index */
-/* Before the hash, with the index: the few plugin names the rules name
- * (most values come from other plugins: a strcmp or two rejects them). */
-#define RULE_PLUGINS_MAX 4
-static const char *rule_plugins[RULE_PLUGINS_MAX];
-static int rule_plugins_n; /* -1: more than RULE_PLUGINS_MAX, not used */
-
-static bool exact(const struct bm_pattern *p) { return p->set && !p->is_regex; }
-
-static uint64_t rule_key(int fields, const char *plugin, const char *type,
-                         const char *type_instance)
-{
-  char key[3 * DATA_MAX_NAME_LEN + 3];
-  size_t a = strnlen(plugin, DATA_MAX_NAME_LEN);
-  size_t b = strnlen(type, DATA_MAX_NAME_LEN);
-  size_t c = fields == 3 ? strnlen(type_instance, DATA_MAX_NAME_LEN) : 0;
-
-  memcpy(key, plugin, a);
-  key[a] = '/'; /* in no plugin or type name */
-  memcpy(key + a + 1, type, b);
-  key[a + 1 + b] = '/';
-  if (c > 0) /* type_instance may be NULL with fields 2 */
-    memcpy(key + a + 2 + b, type_instance, c);
-  key[a + 2 + b + c] = '\0';
-  return bm_idmap_hash(key);
-}
-
-/* Returns 0, or -1 out of memory. */
-static int index_rule_types(void)
-{
-  bm_idmap_release(&rule_keys);
-  memset(&rule_keys, 0, sizeof(rule_keys));
-  rule_key_fields = 3;
-  for (size_t i = 0; i < conf.rules_n; i++) {
-    const struct bm_pattern *p = conf.rules[i]->pattern;
-    if (!exact(&p[BM_FIELD_PLUGIN]) || !exact(&p[BM_FIELD_TYPE]))
-      rule_key_fields = 0;
-    else if (!exact(&p[BM_FIELD_TYPE_INSTANCE]) && rule_key_fields == 3)
-      rule_key_fields = 2;
-  }
-  rule_plugins_n = 0;
-  for (size_t i = 0; rule_key_fields && i < conf.rules_n; i++) {
-    const struct bm_pattern *p = conf.rules[i]->pattern;
-    int k = 0;
-
-    while (k < rule_plugins_n &&
-           strcmp(rule_plugins[k], p[BM_FIELD_PLUGIN].text) != 0)
-      k++;
-    if (k == rule_plugins_n && rule_plugins_n >= 0) {
-      if (rule_plugins_n < RULE_PLUGINS_MAX)
-        rule_plugins[rule_plugins_n++] = p[BM_FIELD_PLUGIN].text;
-      else
-        rule_plugins_n = -1; /* too many to be quicker than the hash */
-    }
-    if (bm_idmap_put(&rule_keys,
-                     rule_key(rule_key_fields, p[BM_FIELD_PLUGIN].text,
-                              p[BM_FIELD_TYPE].text,
-                              rule_key_fields == 3
-                                  ? p[BM_FIELD_TYPE_INSTANCE].text
-                                  : ""),
-                     1) != 0)
-      return -1;
-  }
-  return 0;
-}
-
 /* Runs for every value collectd writes, in up to 5 threads at once: a
  * cheap identity check first, then the matching rules' hysteresis. */
 static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
@@ -763,17 +691,9 @@ static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
   (void)ud;
   if (!started)
     return 0;
-  if (rule_key_fields && rule_plugins_n > 0) {
-    int k = 0;
-    while (k < rule_plugins_n && strcmp(vl->plugin, rule_plugins[k]) != 0)
-      k++;
-    if (k == rule_plugins_n)
-      return 0;
-  }
-  if (rule_key_fields &&
-      bm_idmap_get(&rule_keys, rule_key(rule_key_fields, vl->plugin, vl->type,
-                                        vl->type_instance)) < 0)
-    return 0; /* a hash collision only sends it through the rules */
+  if (!bm_rule_index_may_match(&rule_index, vl->plugin, vl->type,
+                               vl->type_instance))
+    return 0;
   for (size_t i = 0; i < conf.rules_n; i++) {
     struct bm_rule *r = conf.rules[i];
     size_t k = 0;
@@ -999,10 +919,7 @@ static int bimetri_shutdown(void)
     free(gateways[i].views);
   }
   gateways_n = 0;
-  bm_idmap_release(&rule_keys);
-  memset(&rule_keys, 0, sizeof(rule_keys));
-  rule_key_fields = 0;
-  rule_plugins_n = 0;
+  bm_rule_index_release(&rule_index);
   bm_plugconf_release(&conf);
   bm_gateway_library_cleanup();
   bm_log_set_sink(NULL, NULL);

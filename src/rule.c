@@ -121,3 +121,84 @@ int bm_rule_tick(struct bm_rule *r, double now)
   pthread_mutex_unlock(&r->lock);
   return out;
 }
+
+/* ---- index --------------------------------------------------------------- */
+
+static bool exact(const struct bm_pattern *p) { return p->set && !p->is_regex; }
+
+static uint64_t index_key(int fields, const char *plugin, const char *type,
+                          const char *type_instance)
+{
+  char key[3 * BM_RULE_NAME_MAX + 3];
+  size_t a = strnlen(plugin, BM_RULE_NAME_MAX);
+  size_t b = strnlen(type, BM_RULE_NAME_MAX);
+  size_t c = fields == 3 && type_instance
+                 ? strnlen(type_instance, BM_RULE_NAME_MAX)
+                 : 0;
+
+  memcpy(key, plugin, a);
+  key[a] = '/'; /* in no plugin or type name */
+  memcpy(key + a + 1, type, b);
+  key[a + 1 + b] = '/';
+  memcpy(key + a + 2 + b, type_instance ? type_instance : "", c);
+  key[a + 2 + b + c] = '\0';
+  return bm_idmap_hash(key);
+}
+
+int bm_rule_index_build(struct bm_rule_index *x, struct bm_rule *const *rules,
+                        size_t n)
+{
+  memset(x, 0, sizeof(*x));
+  x->fields = 3;
+  for (size_t i = 0; i < n; i++) {
+    const struct bm_pattern *p = rules[i]->pattern;
+    if (!exact(&p[BM_FIELD_PLUGIN]) || !exact(&p[BM_FIELD_TYPE]))
+      x->fields = 0;
+    else if (!exact(&p[BM_FIELD_TYPE_INSTANCE]) && x->fields == 3)
+      x->fields = 2;
+  }
+  for (size_t i = 0; x->fields && i < n; i++) {
+    const struct bm_pattern *p = rules[i]->pattern;
+    int k = 0;
+
+    while (k < x->plugins_n && strcmp(x->plugins[k], p[BM_FIELD_PLUGIN].text))
+      k++;
+    if (k == x->plugins_n && x->plugins_n >= 0) {
+      if (x->plugins_n < BM_RULE_INDEX_PLUGINS)
+        x->plugins[x->plugins_n++] = p[BM_FIELD_PLUGIN].text;
+      else
+        x->plugins_n = -1; /* too many to be quicker than the hash */
+    }
+    if (bm_idmap_put(&x->keys,
+                     index_key(x->fields, p[BM_FIELD_PLUGIN].text,
+                               p[BM_FIELD_TYPE].text,
+                               p[BM_FIELD_TYPE_INSTANCE].text),
+                     1) != 0) {
+      bm_rule_index_release(x);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+bool bm_rule_index_may_match(const struct bm_rule_index *x, const char *plugin,
+                             const char *type, const char *type_instance)
+{
+  if (!x->fields)
+    return true;
+  if (x->plugins_n > 0) {
+    int k = 0;
+    while (k < x->plugins_n && strcmp(plugin, x->plugins[k]) != 0)
+      k++;
+    if (k == x->plugins_n)
+      return false;
+  }
+  return bm_idmap_get(&x->keys,
+                      index_key(x->fields, plugin, type, type_instance)) >= 0;
+}
+
+void bm_rule_index_release(struct bm_rule_index *x)
+{
+  bm_idmap_release(&x->keys);
+  memset(x, 0, sizeof(*x));
+}

@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "idmap.h"
 #include "match.h"
 #include "relay.h"
 
@@ -79,5 +80,35 @@ int bm_rule_feed(struct bm_rule *r, double value, double now, int *decision);
 /* Checks staleness at monotonic time now.  Returns FailSafe (0 or 1) when
  * the rule just became stale and has one, -1 otherwise. */
 int bm_rule_tick(struct bm_rule *r, double now);
+
+/* The write callback's first test, as every value of every plugin passes
+ * there: the few plugin names the rules name (up to BM_RULE_INDEX_PLUGINS;
+ * most values come from other plugins, and a strcmp or two rejects them),
+ * then a hash of the identities the rules name exactly, as (plugin, type,
+ * type instance) when every rule gives all three exactly, else as (plugin,
+ * type) when every rule gives those.  A value that fails either matches no
+ * rule; one that passes goes through the rules (a hash collision costs
+ * only that).  When some rule's Plugin or Type is a regex or unset there
+ * is no index: every value goes through the rules.  Built once, then
+ * read-only: lock-free for the write threads. */
+#define BM_RULE_INDEX_PLUGINS 4
+#define BM_RULE_NAME_MAX 64 /* collectd's DATA_MAX_NAME_LEN */
+
+struct bm_rule_index {
+  struct bm_idmap keys;
+  int fields;   /* 3, 2, or 0: no index */
+  const char *plugins[BM_RULE_INDEX_PLUGINS]; /* the rules' own strings */
+  int plugins_n; /* -1: more than BM_RULE_INDEX_PLUGINS, not checked */
+};
+
+/* Builds the index of n rules (which must outlive it).  Returns 0, or -1
+ * when out of memory (the index is then empty: every value goes through
+ * the rules). */
+int bm_rule_index_build(struct bm_rule_index *x, struct bm_rule *const *rules,
+                        size_t n);
+/* false when no rule can match a value of this identity. */
+bool bm_rule_index_may_match(const struct bm_rule_index *x, const char *plugin,
+                             const char *type, const char *type_instance);
+void bm_rule_index_release(struct bm_rule_index *x);
 
 #endif

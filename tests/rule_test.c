@@ -9,6 +9,8 @@
  */
 #include "rule.h"
 
+#include "alloc.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +107,106 @@ static void test_matches(void)
   f[4] = "gpu";
   ok(!bm_rule_matches(&r, f), "the regex rejects another instance");
   bm_rule_release(&r);
+}
+
+/* ---- the index -------------------------------------------------------- */
+
+/* A rule on plugin/type/type_instance, each exact unless it starts with
+ * '/' (a regex), NULL for none. */
+static struct bm_rule *index_rule(const char *plugin, const char *type,
+                                  const char *type_instance)
+{
+  struct bm_rule *r = calloc(1, sizeof(*r));
+  char err[128];
+
+  bm_rule_init(r, "i");
+  if (plugin)
+    bm_pattern_set(&r->pattern[BM_FIELD_PLUGIN], BM_FIELD_PLUGIN, plugin, err,
+                   sizeof(err));
+  if (type)
+    bm_pattern_set(&r->pattern[BM_FIELD_TYPE], BM_FIELD_TYPE, type, err,
+                   sizeof(err));
+  if (type_instance)
+    bm_pattern_set(&r->pattern[BM_FIELD_TYPE_INSTANCE], BM_FIELD_TYPE_INSTANCE,
+                   type_instance, err, sizeof(err));
+  return r;
+}
+
+static void free_rules(struct bm_rule **r, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    bm_rule_release(r[i]);
+    free(r[i]);
+  }
+}
+
+static void test_index(void)
+{
+  struct bm_rule *r[8];
+  struct bm_rule_index x;
+
+  r[0] = index_rule("sensors", "temperature", "room");
+  r[1] = index_rule("sensors", "humidity", "cellar");
+  ok(bm_rule_index_build(&x, r, 2) == 0 && x.fields == 3 && x.plugins_n == 1,
+     "exact identities: an index of all three fields, one plugin name");
+  ok(bm_rule_index_may_match(&x, "sensors", "temperature", "room") &&
+         bm_rule_index_may_match(&x, "sensors", "humidity", "cellar"),
+     "the identities the rules name pass");
+  ok(!bm_rule_index_may_match(&x, "sensors", "temperature", "hall") &&
+         !bm_rule_index_may_match(&x, "sensors", "humidity", "room"),
+     "another type instance of the plugin is rejected (the hash)");
+  ok(!bm_rule_index_may_match(&x, "ipmi", "temperature", "room"),
+     "the same type of another plugin is rejected (the name check)");
+  bm_rule_index_release(&x);
+
+  r[2] = index_rule("hygro", "humidity", NULL);
+  ok(bm_rule_index_build(&x, r, 3) == 0 && x.fields == 2 && x.plugins_n == 2,
+     "a rule without TypeInstance: an index of plugin and type");
+  ok(bm_rule_index_may_match(&x, "hygro", "humidity", "anything") &&
+         bm_rule_index_may_match(&x, "sensors", "temperature", "hall"),
+     "any type instance of a named plugin and type passes");
+  ok(!bm_rule_index_may_match(&x, "hygro", "temperature", "room") &&
+         !bm_rule_index_may_match(&x, "ipmi", "humidity", "cellar"),
+     "another type, or another plugin, is rejected");
+  bm_rule_index_release(&x);
+
+  r[3] = index_rule("a", "gauge", "x");
+  r[4] = index_rule("b", "gauge", "x");
+  r[5] = index_rule("c", "gauge", "x");
+  {
+    struct bm_rule *five[] = {r[0], r[1], r[3], r[4], r[5], NULL};
+    five[5] = index_rule("d", "gauge", "x");
+    ok(bm_rule_index_build(&x, five, 6) == 0 && x.fields == 3 &&
+           x.plugins_n == -1,
+       "five plugin names, more than the check keeps: the hash alone");
+    ok(bm_rule_index_may_match(&x, "d", "gauge", "x") &&
+           bm_rule_index_may_match(&x, "sensors", "humidity", "cellar"),
+       "every rule's identity passes");
+    ok(!bm_rule_index_may_match(&x, "e", "gauge", "x") &&
+           !bm_rule_index_may_match(&x, "c", "gauge", "y"),
+       "others are rejected by the hash");
+    bm_rule_index_release(&x);
+    free_rules(five + 5, 1);
+  }
+
+  r[6] = index_rule("sensors", "/^temp/", "room");
+  ok(bm_rule_index_build(&x, r, 7) == 0 && x.fields == 0 &&
+         bm_rule_index_may_match(&x, "ipmi", "anything", "at all"),
+     "a rule with a regex Type: no index, every value goes through");
+  bm_rule_index_release(&x);
+  r[7] = index_rule(NULL, "temperature", NULL);
+  ok(bm_rule_index_build(&x, r + 7, 1) == 0 && x.fields == 0 &&
+         bm_rule_index_may_match(&x, "ipmi", "gauge", ""),
+     "a rule without Plugin: no index");
+  bm_rule_index_release(&x);
+
+  bm_alloc_fail_at(1);
+  ok(bm_rule_index_build(&x, r, 2) == -1 && bm_alloc_failed() &&
+         bm_rule_index_may_match(&x, "ipmi", "gauge", ""),
+     "out of memory: reported, and the empty index lets every value through");
+  bm_alloc_fail_at(0);
+  bm_rule_index_release(&x);
+  free_rules(r, 8);
 }
 
 /* ---- limits, through the relay table ------------------------------------ */
@@ -388,6 +490,7 @@ int main(void)
   test_check();
   test_stale();
   test_matches();
+  test_index();
   test_min_times();
   test_budget();
   test_switch_history();
