@@ -372,19 +372,21 @@ static void mark(bm_relay_table_t *t, int relay)
  * A relay's deadlines: its pending command's ack and confirm deadlines, a
  * retry, a rule's hold.  Every relay with one is in a binary min-heap
  * keyed by the earliest (at most once: heap_pos), so the next deadline of
- * the table is the heap's top and a new one costs O(log n), where a scan
- * of every relay after each answer made a command cost O(relays).  A key
- * may be earlier than the relay's earliest deadline (answered, cancelled:
- * left as it was); it may never be later.  When a key passes, run_timers
- * takes the relay out, acts on what is due, and puts it back with its
- * true earliest deadline, if any. */
+ * the table is the heap's top and a change costs O(log n), where a scan
+ * of every relay after each answer made a command cost O(relays).  An
+ * answer or a supersede sets the relay's key to its earliest deadline
+ * again; a deadline dropped otherwise (a new intent clearing a retry or a
+ * hold) leaves the key earlier than needed, never later.  When a key
+ * passes, run_timers takes the relay out, acts on what is due, and puts
+ * it back with its earliest deadline, if any. */
 static void heap_put(bm_relay_table_t *t, size_t pos, struct timer tm)
 {
   t->heap[pos] = tm;
   t->relays[tm.relay].heap_pos = (int)pos;
 }
 
-static void heap_up(bm_relay_table_t *t, size_t pos)
+/* Moves the entry at pos up or down to its place. */
+static void heap_fix(bm_relay_table_t *t, size_t pos)
 {
   struct timer tm = t->heap[pos];
 
@@ -392,13 +394,6 @@ static void heap_up(bm_relay_table_t *t, size_t pos)
     heap_put(t, pos, t->heap[(pos - 1) / 2]);
     pos = (pos - 1) / 2;
   }
-  heap_put(t, pos, tm);
-}
-
-static void heap_down(bm_relay_table_t *t, size_t pos)
-{
-  struct timer tm = t->heap[pos];
-
   for (;;) {
     size_t child = 2 * pos + 1;
     if (child >= t->heap_n)
@@ -413,29 +408,28 @@ static void heap_down(bm_relay_table_t *t, size_t pos)
   heap_put(t, pos, tm);
 }
 
-/* Takes the heap's top out. */
-static int heap_pop(bm_relay_table_t *t)
+/* Gives relay the key `at`, entering the heap if it is not in it. */
+static void heap_set(bm_relay_table_t *t, int relay, double at)
 {
-  int relay = t->heap[0].relay;
+  int pos = t->relays[relay].heap_pos;
 
-  t->relays[relay].heap_pos = -1;
-  if (--t->heap_n > 0) {
-    t->heap[0] = t->heap[t->heap_n];
-    heap_down(t, 0);
-  }
-  return relay;
+  if (pos < 0)
+    pos = (int)t->heap_n++;
+  heap_put(t, (size_t)pos, (struct timer){at, relay});
+  heap_fix(t, (size_t)pos);
 }
 
-/* Takes the relay at pos out. */
-static void heap_remove(bm_relay_table_t *t, size_t pos)
+/* Takes the relay at pos out; returns it. */
+static int heap_remove(bm_relay_table_t *t, size_t pos)
 {
-  t->relays[t->heap[pos].relay].heap_pos = -1;
+  int relay = t->heap[pos].relay;
+
+  t->relays[relay].heap_pos = -1;
   if (pos < --t->heap_n) { /* the last one fills the gap */
-    int moved = t->heap[t->heap_n].relay;
     heap_put(t, pos, t->heap[t->heap_n]);
-    heap_down(t, pos);
-    heap_up(t, (size_t)t->relays[moved].heap_pos);
+    heap_fix(t, pos);
   }
+  return relay;
 }
 
 /* Relay `relay` has a deadline at `when`: its key becomes `when` if that is
@@ -444,16 +438,8 @@ static void want_deadline(bm_relay_table_t *t, int relay, double when)
 {
   int pos = t->relays[relay].heap_pos;
 
-  if (pos < 0) {
-    pos = (int)t->heap_n++;
-    t->heap[pos].at = when;
-    t->heap[pos].relay = relay;
-  } else if (when < t->heap[pos].at) {
-    t->heap[pos].at = when;
-  } else {
-    return;
-  }
-  heap_up(t, (size_t)pos);
+  if (pos < 0 || when < t->heap[pos].at)
+    heap_set(t, relay, when);
 }
 
 /* The earliest deadline of a relay still to come after `now` (HUGE_VAL:
@@ -480,16 +466,10 @@ static void update_deadline(bm_relay_table_t *t, int relay, double now)
   double next = relay_deadline(&t->relays[relay], now);
   int pos = t->relays[relay].heap_pos;
 
-  if (pos < 0) {
-    if (next < HUGE_VAL)
-      want_deadline(t, relay, next);
-  } else if (next == HUGE_VAL) {
+  if (next < HUGE_VAL)
+    heap_set(t, relay, next);
+  else if (pos >= 0)
     heap_remove(t, (size_t)pos);
-  } else {
-    t->heap[pos].at = next;
-    heap_up(t, (size_t)pos);
-    heap_down(t, (size_t)t->relays[relay].heap_pos);
-  }
 }
 
 int bm_relay_table_check_timers(const bm_relay_table_t *t, double now)
@@ -1174,7 +1154,7 @@ static void run_timers(bm_relay_table_t *t, double now, struct bm_events *out)
   size_t n = 0;
 
   while (t->heap_n > 0 && t->heap[0].at <= now)
-    t->due[n++] = heap_pop(t);
+    t->due[n++] = heap_remove(t, 0);
   if (n > 1)
     qsort(t->due, n, sizeof(*t->due), by_index);
   for (size_t k = 0; k < n; k++) {

@@ -213,9 +213,9 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
 void bm_relay_table_tick(bm_relay_table_t *t, double now,
                          struct bm_events *out);
 /* Monotonic time of the next timer, or HUGE_VAL when none; never later
- * than the next timer, and earlier after a command was answered (a tick
- * then finds nothing due: O(log relays)).  A tick is also due at once when
- * bm_relay_table_set_desired returned true. */
+ * than the next timer, and earlier after a new intent dropped a retry or a
+ * hold (a tick then finds nothing due: O(log relays)).  A tick is also due
+ * at once when bm_relay_table_set_desired returned true. */
 double bm_relay_table_next_deadline(const bm_relay_table_t *t);
 
 /* Testing: 0 when the table's timer heap holds every relay's deadline
