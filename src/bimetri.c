@@ -557,7 +557,6 @@ static void dispatch_relays(struct gateway_slot *s, struct bm_relay_stats *st,
   pthread_mutex_unlock(&dispatch_order);
 }
 
-
 /* Stops and joins the Gateway threads that run. */
 static void stop_gateways(void)
 {
@@ -593,11 +592,6 @@ static int bimetri_init(void)
       return -1;
     }
   }
-  /* The journal's restored states go out with the first read, which
-   * collectd runs as soon as every init returned (a read callback is due
-   * from its registration): dispatching them here too doubled start-up's
-   * burst of values in collectd's write queue (100,000 relays: 200,000
-   * values, 150 MB of RSS kept by malloc afterwards). */
   if (start_dispatcher() != 0) {
     ERROR(PLUGIN_NAME " plugin: cannot start the dispatcher thread; the "
                       "plugin does not start");
@@ -608,6 +602,11 @@ static int bimetri_init(void)
 
     if (gateways[i].running)
       continue;
+    /* The journal's restored states go out with the first read, which
+     * collectd runs as soon as every init returned (a read callback is due
+     * from its registration): dispatching them here too doubled start-up's
+     * burst in collectd's write queue (100,000 relays: 200,000 values,
+     * about 50 MB of RSS that malloc kept). */
     snprintf(name, sizeof(name), "bimetri#%zu", i);
     if (plugin_thread_create(&gateways[i].thread, gateway_thread,
                              gateways[i].gw, name) != 0) {

@@ -834,6 +834,7 @@ static void set_nodelay(bm_gateway_t *gw)
                gw->conf.name, strerror(errno));
 }
 
+/* libmosquitto explains TLS and socket failures through its log. */
 static void on_mosq_log(struct mosquitto *m, void *obj, int level,
                         const char *line)
 {
@@ -1158,7 +1159,6 @@ fail:
   return NULL;
 }
 
-/* libmosquitto explains TLS and socket failures through its log. */
 static int key_password_cb(char *buf, int size, int rwflag, void *userdata)
 {
   bm_gateway_t *gw = mosquitto_userdata(userdata);

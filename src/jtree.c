@@ -244,7 +244,7 @@ static int on_number(void *ctx, const char *s, size_t len)
   if (v == NULL || (v->u.number.r = text_copy(t, s, len)) == NULL)
     return 0;
   errno = 0;
-  v->u.number.i = parse_integer(v->u.number.r, strlen(v->u.number.r));
+  v->u.number.i = parse_integer(v->u.number.r, len);
   if (errno == 0)
     v->u.number.flags |= YAJL_NUMBER_INT_VALID;
   errno = 0;
@@ -302,10 +302,11 @@ static int on_map_key(void *ctx, const unsigned char *key, size_t len)
   return 1;
 }
 
-/* Moves the open container's members off the pending stack into arrays of
- * their own. */
-static int close_container(struct bm_jtree *t)
+/* A container's end: its members move off the pending stack into arrays
+ * of their own. */
+static int on_end(void *ctx)
 {
+  struct bm_jtree *t = ctx;
   struct bm_jtree_frame *f = &t->frames[--t->depth];
   size_t n = t->pn - f->start;
   yajl_val *vals = NULL;
@@ -336,11 +337,6 @@ static int close_container(struct bm_jtree *t)
   }
   t->pn = f->start;
   return 1;
-}
-
-static int on_end(void *ctx)
-{
-  return close_container(ctx);
 }
 
 static const yajl_callbacks callbacks = {
