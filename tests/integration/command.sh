@@ -14,6 +14,16 @@ bm_start_gwsim --secret-file "$T/secret" --delay 300
 bm_start_collectd "$(plant_conf)"
 
 bm_check "connected and subscribed: current_connections is 1" bm_wait_for 10 val_is current_connections 1
+# The Gateway thread runs SCHED_BATCH (the man page says why), the
+# dispatcher and collectd's own threads as they were.
+policy_of() { # THREAD_NAME: the scheduling policies of collectd's threads of that name
+  local task
+  for task in /proc/"$COLLECTD_PID"/task/*; do
+    [[ $(<"$task/comm") == "$1" ]] && chrt -p "${task##*/}" | sed -n 's/.*policy: //p'
+  done
+}
+bm_is "$(policy_of 'bimetri#0')" SCHED_BATCH "the Gateway thread runs SCHED_BATCH"
+bm_is "$(policy_of 'bimetri#d')" SCHED_OTHER "the dispatcher thread is an ordinary one"
 bm_is "$(val bool-pump 2>/dev/null || echo unknown)" unknown \
   "no state is reported before the gateway said anything"
 
