@@ -865,6 +865,12 @@ static void set_ready(bm_gateway_t *gw, bool ready)
   gw->ready = ready;
   bm_relay_table_set_connected(gw->table, ready, gw->session_present,
                                now_mono(), &gw->events);
+  /* The intents that waited for the session go out now, in this turn:
+   * read_packets goes on reading, and a broker that closes the session
+   * right away (one refusing the QoS 2 publication libmosquitto resends
+   * after the CONNACK) would otherwise end it before the loop's tick. */
+  if (ready)
+    bm_relay_table_tick(gw->table, now_mono(), &gw->events);
   pthread_mutex_unlock(&gw->lock);
   if (was != ready && gw->hooks.connection)
     gw->hooks.connection(gw->hooks.ctx, gw->conf.name, ready);
