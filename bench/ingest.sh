@@ -90,7 +90,10 @@ start_collectd() { # QOS
     </Relay>
 "
   done
-  rm -f "$work/collectd.log" "$work"/*.count
+  # A journal left by an earlier invocation in the same WORKDIR restores
+  # states: a first message repeating one changes nothing, dispatches no
+  # value, and the run ends only with the next interval's values.
+  rm -f "$work/collectd.log" "$work"/*.count "$work"/bimetri-*.journal*
   local log_line="Log \"$work/collectd.log\"" logfile=""
   if [[ $log == logfile ]]; then
     log_line=""

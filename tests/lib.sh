@@ -712,14 +712,15 @@ bm_restart_broker() {
 # MQTT clients
 # ---------------------------------------------------------------------------
 
-# bm_sub_start TOPIC [QOS]: starts mosquitto_sub on TOPIC (QOS default 2)
-# with client id "bm-sub-N", printing "QOS TOPIC PAYLOAD" per message (-F
-# '%q %t %p') to $T/sub.log for the first one, $T/sub-N.log after that. Sets
+# bm_sub_start TOPIC [QOS [FORMAT]]: starts mosquitto_sub on TOPIC (QOS
+# default 2) with client id "bm-sub-N", printing "QOS TOPIC PAYLOAD" per
+# message (-F FORMAT, default '%q %t %p'; '%U %p' puts the arrival time
+# first) to $T/sub.log for the first one, $T/sub-N.log after that. Sets
 # SUB_LOG and SUB_PID, and returns once the broker has acknowledged the
 # subscription (it logs "Sending SUBACK to <id>"). Bails out on failure.
 # mosquitto_sub reconnects and subscribes again after a broker restart.
 bm_sub_start() {
-  local topic=$1 qos=${2:-2} id before
+  local topic=$1 qos=${2:-2} format=${3:-'%q %t %p'} id before
   [[ -n ${BROKER_PORT:-} ]] || bm_bail "bm_sub_start: no broker started"
   _BM_SUB_N=$((_BM_SUB_N + 1))
   id=bm-sub-$_BM_SUB_N
@@ -731,7 +732,7 @@ bm_sub_start() {
   : >"$SUB_LOG"
   before=$(bm_count_log "$T/mosquitto.log" "Sending SUBACK to $id\$")
   mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -i "$id" -q "$qos" \
-    -F '%q %t %p' -W "$(($(_bm_remaining) + 10))" -t "$topic" \
+    -F "$format" -W "$(($(_bm_remaining) + 10))" -t "$topic" \
     >"$SUB_LOG" 2>>"$T/sub.out" &
   SUB_PID=$!
   _bm_track "$SUB_PID" "mosquitto_sub $id"
