@@ -38,7 +38,10 @@
 # the kernel keeps no schedstat. At the end of the window: VmRSS of each.
 # Then the five are stopped. Prints bench/run's CSV rows (header first);
 # progress on stderr. IDLE_GATEWAYS and IDLE_RELAYS (default 10 and 10000)
-# change the scale. Everything started is stopped on exit.
+# change the scale; IDLE_PLUGIN_INTERVAL=N loads bimetri (and bm_count,
+# whose values the "values" peers dispatch) with its own Interval N
+# (<LoadPlugin> blocks; give a window that is a multiple of N). Everything
+# started is stopped on exit.
 set -u -o pipefail
 
 work=$1
@@ -56,6 +59,14 @@ stock=(logfile cpu memory load)
 declare -A cpid=()
 BENCH_NAME=idle
 . "$repo/bench/lib.sh"
+
+load_line() { # PLUGIN: its LoadPlugin, with IDLE_PLUGIN_INTERVAL when set
+  if [[ -n ${IDLE_PLUGIN_INTERVAL:-} ]]; then
+    printf '<LoadPlugin %s>\n  Interval %s\n</LoadPlugin>\n' "$1" "$IDLE_PLUGIN_INTERVAL"
+  else
+    echo "LoadPlugin $1"
+  fi
+}
 
 bench_need "$so" "$gwsim" "$build/bm_count.so" "$build/idle_journal" "$build/idle_table"
 for p in "${stock[@]}"; do
@@ -108,7 +119,7 @@ LoadPlugin logfile
 LoadPlugin cpu
 LoadPlugin memory
 LoadPlugin load
-LoadPlugin bm_count
+$(load_line bm_count)
 <Plugin bm_count>
   Count "bimetri" "bool" "$dir/bool.count"
   Count "bimetri" "pending_operations" "$dir/pending.count"
@@ -119,7 +130,7 @@ $(case $name in
 </Plugin>
 EOF2
     ours "$name" || return 0
-    echo "LoadPlugin bimetri"
+    load_line bimetri
     awk -v g_n="$gateways" -v r_n="$relays" -v port="$port" -v dir="$dir" \
       -v name="$name" -v token="$work/token" 'BEGIN {
       print "<Plugin bimetri>"
