@@ -287,12 +287,12 @@ analyse() {
         for (k in FIRST) { span_w += LASTW[k] - FIRST[k]; span_c += LASTC[k] - FIRST[k] }
         if (span_w <= 0 || span_c <= 0) bad = 1
         else printf "%s_rate_wire %.6g\n%s_rate_conf %.6g\n", tag, cmds * 1e9 / span_w, tag, cmds * 1e9 / span_c
-        if (mode == "burst") { emit(tag "_cb", CB, ncb); emit(tag "_nm", NM, nnm) }
+        if (mode == "burst") { emit(tag "_cb", CB, ncb); emit(tag "_nm", NM, nnm); emit(tag "_hand", HZ, nhz) }
       } else if (mode == "switch") {
-        emit(tag "_wcb", CB, ncb); emit(tag "_wnm", NM, nnm)
+        emit(tag "_wcb", CB, ncb); emit(tag "_wnm", NM, nnm); emit(tag "_whand", HW, nhw)
       }
       split("", FIRST); split("", LASTW); split("", LASTC)
-      ncb = nnm = nn2w = nw2c = cmds = 0
+      ncb = nnm = nn2w = nw2c = cmds = nhz = nhw = 0
     }
     FNR == 1 {
       if (NR > 1 && mode != "wire") flush()
@@ -332,6 +332,7 @@ analyse() {
       next
     }
     mode == "burst" && $1 == "Y" { NM[++nnm] = $3; next }
+    mode == "burst" && $1 == "Z" { HZ[++nhz] = $3; next }
     mode == "peerburst" && $1 == "P" {
       b = int(cmds / relays); cmds++
       if (!(b in FIRST) || $5 < FIRST[b]) FIRST[b] = $5
@@ -342,6 +343,7 @@ analyse() {
     }
     mode == "switch" && $1 == "W" { CB[++ncb] = $2; next }
     mode == "switch" && $1 == "V" { NM[++nnm] = $2; next }
+    mode == "switch" && $1 == "H" { HW[++nhw] = $2; next }
     END {
       flush()
       emit("lat_cb", PCB, npcb); emit("lat_nm", PNM, npnm)
@@ -413,6 +415,7 @@ row() {
 
 nm="same dispatch matching no Trigger"
 handoff="eventfd write waking a sleeping thread"
+handoff_burst="the same eventfd write in the same bursts"
 bare="bare client: mosquitto_publish -> wire"
 bsync="bare client: pwrite+fsync+mosquitto_publish -> wire"
 echo_peer="bare client: wire -> its notification"
@@ -423,10 +426,13 @@ echo_peer="bare client: wire -> its notification"
     row "notification callback p99" us lower lat_cb_p99 "$nm" lat_nm_p99 "< 50" &&
     row "notification callback p99" us lower lat_cb_p99 "$handoff" lat_handoff_p99 &&
     row "notification callback p99 64 concurrent (sync none)" us lower burst_none_cb_p99 "$nm (same threads)" burst_none_nm_p99 "< 50" &&
+    row "notification callback p99 64 concurrent (sync none)" us lower burst_none_cb_p99 "$handoff_burst" burst_none_hand_p99 &&
     row "notification callback p99 64 concurrent (sync always)" us lower burst_always_cb_p99 "$nm (same threads)" burst_always_nm_p99 "< 50" &&
+    row "notification callback p99 64 concurrent (sync always)" us lower burst_always_cb_p99 "$handoff_burst" burst_always_hand_p99 &&
     row "write callback p50 (Switch sends a command)" us lower switch_wcb_p50 "value matching no Switch" switch_wnm_p50 &&
     row "write callback p99 (Switch sends a command)" us lower switch_wcb_p99 "value matching no Switch" switch_wnm_p99 "< 50" &&
     row "write callback p99 (Switch sends a command)" us lower switch_wcb_p99 "$handoff" lat_handoff_p99 &&
+    row "write callback p99 (Switch sends a command)" us lower switch_wcb_p99 "$handoff_burst" switch_whand_p99 &&
     row "notification -> PUBLISH on the wire p50 (sync none)" us lower lat_none_n2w_p50 "$bare" peer_lat_c2w_p50 &&
     row "notification -> PUBLISH on the wire p99 (sync none)" us lower lat_none_n2w_p99 "$bare" peer_lat_c2w_p99 "< 1000" &&
     row "notification -> PUBLISH on the wire p50 (sync always)" us lower lat_always_n2w_p50 "$bsync" peer_lat_sync_c2w_p50 &&

@@ -62,14 +62,24 @@
  *                       confirmation, then P ms of quiet. Lines:
  *                         B <k> <relay> <status> <t_dispatch> <dur> <t_confirmed>
  *                         Y <k> <dur>
+ *                       and, the same threads right after, a timed write to
+ *                       the hand-off thread's eventfd (as in "lat", not
+ *                       waited for): the hand-off in the same bursts. Line:
+ *                         Z <k> <dur>
  *   switch GW K P FILE  K rounds: for each relay a value that flips its
- *                       Switch (100 or 0, for OnAbove 70 / OffBelow 60) and
- *                       a value of "none" (taking turns at going first), all
- *                       dispatched back to back; then the wait for every
- *                       confirmation and for the write callbacks of all of
- *                       them, then P ms of quiet. Lines:
+ *                       Switch (100 or 0, for OnAbove 70 / OffBelow 60), a
+ *                       value of "none" and one of "handoff" (the three
+ *                       taking turns at going first), all dispatched back
+ *                       to back; then the wait for every confirmation and
+ *                       for the write callbacks of all of them, then P ms
+ *                       of quiet. For "handoff" cmdpath_post writes to the
+ *                       hand-off thread's eventfd (not waited for), in the
+ *                       write thread, as a callback handing its work over
+ *                       would. Lines:
  *                         W <dur>   bimetri's write callback, a Switch's value
  *                         V <dur>   bimetri's write callback, "none"
+ *                         H <dur>   bimetri's (matching nothing) and the
+ *                                   eventfd write, "handoff"
  *                         S <k> <relay> <status> <t_dispatch> <t_confirmed>
  *
  * Times: t_* CLOCK_REALTIME in ns since Base, dur in ns. A confirmation
@@ -110,7 +120,7 @@ struct gateway {
 struct job {
   int relay, want;
   bool match_first;
-  int64_t t_dispatch, dur, dur_none;
+  int64_t t_dispatch, dur, dur_none, dur_hand;
 };
 
 static char control_path[PATH_MAX], reply_path[PATH_MAX];
@@ -122,7 +132,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
 /* Write callback samples of the running "switch" command (under lock). */
 static struct {
-  char kind; /* 'W' or 'V' */
+  char kind; /* 'W', 'V' or 'H' */
   int64_t dur;
 } samples[MAX_SAMPLES];
 static int samples_n;
@@ -200,10 +210,19 @@ static int post_write(const data_set_t *ds, const value_list_t *vl,
   (void)ud;
 
   if (strcmp(vl->plugin, "cmdpath") == 0) {
+    char kind = strcmp(vl->type_instance, "none") == 0      ? 'V'
+                : strcmp(vl->type_instance, "handoff") == 0 ? 'H'
+                                                            : 'W';
+    if (kind == 'H') {
+      uint64_t one = 1;
+      if (write(handoff_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        ERROR(PLUGIN " plugin: eventfd write: %s", STRERRNO);
+      dur = mono_ns() - pre_ns;
+    }
     pthread_mutex_lock(&lock);
     if ((g = find_gateway(vl->plugin_instance)) >= 0 && g == samples_gw &&
         samples_n < MAX_SAMPLES) {
-      samples[samples_n].kind = strcmp(vl->type_instance, "none") ? 'W' : 'V';
+      samples[samples_n].kind = kind;
       samples[samples_n++].dur = dur;
       pthread_cond_broadcast(&changed);
     }
@@ -231,6 +250,7 @@ static int post_write(const data_set_t *ds, const value_list_t *vl,
 
 #define NONE (-1) /* a notification matching no Trigger, timed */
 #define WARM (-2) /* the same, untimed, to wake the CPU and caches first */
+#define HANDOFF (-3) /* a value of "handoff" (values only) */
 
 /* Dispatches the notification a threshold would send for relay (NONE:
  * type instance "none", WARM: "warm"); returns how long the call took, in
@@ -289,7 +309,8 @@ static void fire_value(int g, int relay, double value)
   if (relay >= 0)
     snprintf(vl.type_instance, sizeof(vl.type_instance), "r%d", relay);
   else
-    sstrncpy(vl.type_instance, "none", sizeof(vl.type_instance));
+    sstrncpy(vl.type_instance, relay == HANDOFF ? "handoff" : "none",
+             sizeof(vl.type_instance));
   plugin_dispatch_values(&vl);
 }
 
@@ -440,6 +461,13 @@ static void *worker(void *arg)
         j->dur_none = fire_notification(job_gw, NONE, j->want, NULL);
         j->dur = fire_notification(job_gw, j->relay, j->want, &j->t_dispatch);
       }
+      {
+        uint64_t one = 1;
+        int64_t t0 = mono_ns();
+        if (write(handoff_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+          ERROR(PLUGIN " plugin: eventfd write: %s", STRERRNO);
+        j->dur_hand = mono_ns() - t0;
+      }
     }
     pthread_barrier_wait(&finish_line);
   }
@@ -473,9 +501,9 @@ static int run_burst(int g, int k, long pause, FILE *out, char *err,
       pthread_mutex_unlock(&lock);
       fprintf(out,
               "B %d %d %d %" PRId64 " %" PRId64 " %" PRId64 "\nY %d %" PRId64
-              "\n",
+              "\nZ %d %" PRId64 "\n",
               b, r, jobs[r].want, jobs[r].t_dispatch, jobs[r].dur, t_conf, b,
-              jobs[r].dur_none);
+              jobs[r].dur_none, b, jobs[r].dur_hand);
     }
     quiet(pause);
   }
@@ -489,7 +517,7 @@ static int run_switch(int g, int k, long pause, FILE *out, char *err,
   int64_t t_rt[MAX_RELAYS];
 
   for (int b = 0; b < k; b++) {
-    int need = 2 * gws[g].relays;
+    int need = 3 * gws[g].relays;
     int64_t until;
 
     pthread_mutex_lock(&lock);
@@ -499,14 +527,15 @@ static int run_switch(int g, int k, long pause, FILE *out, char *err,
     for (int r = 0; r < gws[g].relays; r++)
       want[r] = want_of(g, r);
     for (int r = 0; r < gws[g].relays; r++) {
-      if ((r + b) % 2) {
-        fire_value(g, NONE, 50);
-        t_rt[r] = real_ns();
-        fire_value(g, r, want[r] ? 100 : 0);
-      } else {
-        t_rt[r] = real_ns();
-        fire_value(g, r, want[r] ? 100 : 0);
-        fire_value(g, NONE, 50);
+      /* match, none, handoff; the first of them rotating */
+      for (int i = 0; i < 3; i++) {
+        int kind = (r + b + i) % 3;
+        if (kind == 0) {
+          t_rt[r] = real_ns();
+          fire_value(g, r, want[r] ? 100 : 0);
+        } else {
+          fire_value(g, kind == 1 ? NONE : HANDOFF, 50);
+        }
       }
     }
     if (wait_states(g, 0, gws[g].relays, want) != 0) {

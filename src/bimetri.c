@@ -15,8 +15,10 @@
  *   bimetri-<gateway>/operations-<outcome>        DERIVE counters
  *   bimetri-<gateway>/response_time-ack|confirm   mean seconds per interval
  *
- * Callbacks never block: the notification callback only records intents
- * (bm_gateway_request takes a mutex for a few hundred nanoseconds). Values
+ * Callbacks never block: the notification and write callbacks only hand
+ * intents to the gateway's thread (bm_gateway_ask copies one into a
+ * mailbox under a mutex held for that copy), which decides them at its
+ * next turn and reports refusals and holds through on_asked. Values
  * and notifications about relays are dispatched by one dispatcher thread
  * ("bimetri#d"), which the gateway threads hand their events to through a
  * bounded queue, so that collectd's write queue and the notification
@@ -41,8 +43,12 @@
 #include "match.h"
 #include "plugconf.h"
 #include "rule.h"
+#include "str.h"
 
 #define PLUGIN_NAME "bimetri"
+
+/* Who asked (struct bm_gateway_ask's kind; its tag is the rule). */
+enum { ASK_TRIGGER = 1, ASK_SWITCH };
 
 struct gateway_slot {
   bm_gateway_t *gw;
@@ -79,6 +85,34 @@ static void rules_tick(void);
 /* The write callback's first test (rule.h): built at configuration,
  * read-only after. */
 static struct bm_rule_index rule_index;
+/* What a Trigger's or a Switch's ask came to (gateway thread): refusals
+ * and holds are logged, as they were when the callbacks decided. */
+static void on_asked(void *ctx, const char *gateway,
+                     const struct bm_gateway_ask *a, enum bm_request rc,
+                     const char *why)
+{
+  struct gateway_slot *s = ctx;
+
+  (void)gateway;
+  if (a->kind == ASK_TRIGGER) {
+    const struct bm_trigger *t = a->tag;
+    if (rc == BM_REQ_UNKNOWN)
+      INFO(PLUGIN_NAME " plugin: Trigger \"%s\": OKAY not acted on: the "
+                       "relay's state is not known yet",
+           t->name);
+    else if (rc == BM_REQ_OVERRIDDEN)
+      INFO(PLUGIN_NAME " plugin: Trigger \"%s\" not acted on: %s", t->name,
+           why);
+  } else if (a->kind == ASK_SWITCH &&
+             (rc == BM_REQ_HELD || rc == BM_REQ_OVERRIDDEN)) {
+    const struct bm_rule *r = a->tag;
+    INFO(PLUGIN_NAME " plugin: Switch \"%s\" wants relay \"%s\" %s: %s %s",
+         r->name, bm_gateway_relay_name(s->gw, a->relay),
+         a->status ? "on" : "off",
+         rc == BM_REQ_HELD ? "waiting for" : "refused:", why);
+  }
+}
+
 static void on_connection(void *ctx, const char *gateway, bool up);
 static void on_events_done(void *ctx);
 static void on_token(void *ctx, const char *gateway, enum bm_severity sev,
@@ -157,6 +191,7 @@ static int create_gateway(size_t i)
   hooks.connection = on_connection;
   hooks.token = on_token;
   hooks.events_done = on_events_done;
+  hooks.asked = on_asked;
   hooks.ctx = s;
   if (!(gw = bm_gateway_new(&g->c, &hooks, err, sizeof(err)))) {
     ERROR(PLUGIN_NAME " plugin: <Gateway \"%s\">: %s", g->c.name, err);
@@ -660,23 +695,19 @@ static int bimetri_read(void)
   return 0;
 }
 
-/* A rule's request, reported when held back or refused. */
+/* A rule's request, handed to its gateway's thread (on_asked reports it
+ * when held back or refused). */
 static void rule_request(const struct bm_rule *r, int want, const char *origin,
                          bool limited)
 {
-  char why[160] = "";
-  enum bm_request rc =
-      limited ? bm_gateway_request_limited(gateways[r->gateway].gw, r->relay,
-                                           want, origin, &r->limits, why,
-                                           sizeof(why))
-              : bm_gateway_request(gateways[r->gateway].gw, r->relay, want,
-                                   origin, false, why, sizeof(why));
+  struct bm_gateway_ask a = {.relay = r->relay,
+                             .status = want,
+                             .limits = limited ? &r->limits : NULL,
+                             .kind = ASK_SWITCH,
+                             .tag = r};
 
-  if (rc == BM_REQ_HELD || rc == BM_REQ_OVERRIDDEN)
-    INFO(PLUGIN_NAME " plugin: Switch \"%s\" wants relay \"%s\" %s: %s %s",
-         r->name, bm_gateway_relay_name(gateways[r->gateway].gw, r->relay),
-         want ? "on" : "off", rc == BM_REQ_HELD ? "waiting for" : "refused:",
-         why);
+  bm_str_copy(a.origin, sizeof(a.origin), origin);
+  bm_gateway_ask(gateways[r->gateway].gw, &a);
 }
 
 /* Runs for every value collectd writes, in up to 5 threads at once: a
@@ -882,28 +913,22 @@ static int bimetri_notification(const notification_t *n, user_data_t *ud)
   for (size_t i = 0; i < conf.triggers_n; i++) {
     const struct bm_trigger *t = &conf.triggers[i];
     int want = bm_trigger_evaluate(t, &f);
-    char origin[BM_ORIGIN_SIZE], why[160];
-    enum bm_request rc;
+    struct bm_gateway_ask a = {.kind = ASK_TRIGGER, .tag = t};
 
     if (want < 0)
       continue;
-    snprintf(origin, sizeof(origin), "trigger %s: %s%s from %s/%s%s%s/%s%s%s",
+    snprintf(a.origin, sizeof(a.origin),
+             "trigger %s: %s%s from %s/%s%s%s/%s%s%s",
              t->name, sev_names[f.severity], f.missing ? " (missing value)" : "", n->host, n->plugin,
              n->plugin_instance[0] ? "-" : "", n->plugin_instance, n->type,
              n->type_instance[0] ? "-" : "", n->type_instance);
+    a.relay = t->relay;
+    a.status = want;
     /* An OKAY from elsewhere may be the threshold plugin's start-up OKAY;
      * the plugin's own reports (a chain) are real events. */
-    rc = bm_gateway_request(gateways[t->gateway].gw, t->relay, want, origin,
-                            f.severity == BM_SEV_OKAY &&
-                                strcmp(n->plugin, PLUGIN_NAME) != 0,
-                            why, sizeof(why));
-    if (rc == BM_REQ_UNKNOWN)
-      INFO(PLUGIN_NAME " plugin: Trigger \"%s\": OKAY not acted on: the "
-                       "relay's state is not known yet",
-           t->name);
-    else if (rc == BM_REQ_OVERRIDDEN)
-      INFO(PLUGIN_NAME " plugin: Trigger \"%s\" not acted on: %s", t->name,
-           why);
+    a.require_known =
+        f.severity == BM_SEV_OKAY && strcmp(n->plugin, PLUGIN_NAME) != 0;
+    bm_gateway_ask(gateways[t->gateway].gw, &a);
   }
   return 0;
 }

@@ -50,12 +50,19 @@
 #define COMPLAIN_INTERVAL 10.0
 #define STABLE_SESSION 1.0 /* s a session must last to reset the backoff */
 #define TOKEN_MAX (BM_MSG_TOKEN_SIZE - 1)
+#define ASKS_MIN 64      /* first size of the mailbox */
+#define ASKS_MAX 65536   /* then it doubles up to this; callers wait */
 
 enum session {
   SESSION_IDLE,        /* no connection; next attempt at reconnect_at */
   SESSION_CONNECTING,  /* socket open, CONNECT sent */
   SESSION_SUBSCRIBING, /* CONNACK accepted, SUBSCRIBE sent */
   SESSION_READY        /* SUBACK granted */
+};
+
+struct ask_done {
+  enum bm_request rc;
+  char why[160];
 };
 
 struct bm_gateway {
@@ -67,6 +74,13 @@ struct bm_gateway {
   pthread_mutex_t lock; /* guards table and ready */
   bm_relay_table_t *table;
   bool ready;
+
+  /* The mailbox of bm_gateway_ask: asks[0..asks_n) under ask_lock. The
+   * thread swaps it with taken, an array of its own, at each turn. */
+  pthread_mutex_t ask_lock;
+  pthread_cond_t ask_room;      /* the mailbox was emptied */
+  struct bm_gateway_ask *asks;
+  size_t asks_n, asks_cap;
 
   /* Gateway thread only. */
   struct mosquitto *mosq;
@@ -83,6 +97,10 @@ struct bm_gateway {
   int granted_qos;       /* of the subscription, -1 before the first */
   double published_at;   /* last publication */
   struct bm_events events;
+  struct ask_done *done;           /* the decisions of the taken asks */
+  size_t done_cap;
+  struct bm_gateway_ask *taken;    /* the asks of this turn */
+  size_t taken_n, taken_cap;
   struct bm_command cmd;           /* reused: holds the token */
   char payload[BM_MSG_TOKEN_SIZE + 4096];
   struct bm_msg msg;               /* reused for decoding */
@@ -1125,6 +1143,8 @@ bm_gateway_t *bm_gateway_new(const struct bm_gateway_conf *conf,
   gw->backoff = BACKOFF_MIN;
   gw->granted_qos = -1;
   pthread_mutex_init(&gw->lock, NULL);
+  pthread_mutex_init(&gw->ask_lock, NULL);
+  pthread_cond_init(&gw->ask_room, NULL);
   snprintf(gw->topic, sizeof(gw->topic), "application/third-party/%s/%s",
            conf->app_name, conf->instance_id);
   snprintf(gw->app_id, sizeof(gw->app_id), "%s.%s", conf->app_name,
@@ -1345,6 +1365,11 @@ void bm_gateway_free(bm_gateway_t *gw)
   free(gw->waiting_token);
   free(gw->unauthorized_retried);
   bm_events_release(&gw->events);
+  free(gw->asks);
+  free(gw->taken);
+  free(gw->done);
+  pthread_cond_destroy(&gw->ask_room);
+  pthread_mutex_destroy(&gw->ask_lock);
   pthread_mutex_destroy(&gw->lock);
   /* The command buffer held the token. */
   memset(&gw->cmd, 0, sizeof(gw->cmd));
@@ -1425,23 +1450,105 @@ enum bm_request bm_gateway_request(bm_gateway_t *gw, int relay, int status,
   return res;
 }
 
-enum bm_request bm_gateway_request_limited(bm_gateway_t *gw, int relay,
-                                           int status, const char *origin,
-                                           const struct bm_relay_limits *l,
-                                           char *why, size_t whylen)
+void bm_gateway_ask(bm_gateway_t *gw, const struct bm_gateway_ask *ask)
 {
-  enum bm_request res;
+  pthread_mutex_lock(&gw->ask_lock);
+  while (gw->asks_n == gw->asks_cap) {
+    size_t cap = gw->asks_cap ? 2 * gw->asks_cap : ASKS_MIN;
+    struct bm_gateway_ask *grown = NULL;
 
-  if (relay < 0 || (size_t)relay >= bm_relay_table_size(gw->table) ||
-      (status != 0 && status != 1))
-    return BM_REQ_SAME;
-  pthread_mutex_lock(&gw->lock);
-  res = bm_relay_table_request_limited(gw->table, relay, status, origin, l,
-                                       now_mono(), why, whylen);
-  pthread_mutex_unlock(&gw->lock);
-  if (res == BM_REQ_OK || res == BM_REQ_HELD)
-    wake(gw); /* a hold needs the thread's timer too */
-  return res;
+    if (cap <= ASKS_MAX &&
+        (grown = bm_realloc(gw->asks, cap * sizeof(*grown)))) {
+      gw->asks = grown;
+      gw->asks_cap = cap;
+      break;
+    }
+    /* Full, or no memory: the thread empties it at its next turn; a
+     * stopped thread never will, and would not carry the ask out. */
+    if (atomic_load(&gw->stop)) {
+      pthread_mutex_unlock(&gw->ask_lock);
+      BM_ERROR("gateway \"%s\": stopping with its mailbox full: relay %d "
+               "to %d (%s) not asked",
+               gw->conf.name, ask->relay, ask->status, ask->origin);
+      return;
+    }
+    wake_now(gw);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 100 * 1000 * 1000;
+    until.tv_sec += until.tv_nsec / 1000000000;
+    until.tv_nsec %= 1000000000;
+    pthread_cond_timedwait(&gw->ask_room, &gw->ask_lock, &until);
+  }
+  gw->asks[gw->asks_n++] = *ask;
+  pthread_mutex_unlock(&gw->ask_lock);
+  wake(gw);
+}
+
+/* Gateway thread, before its turn's lock: takes the mailbox's asks (the
+ * two arrays change places) and makes room for their decisions. */
+static void take_asks(bm_gateway_t *gw)
+{
+  struct bm_gateway_ask *t;
+  size_t cap;
+
+  pthread_mutex_lock(&gw->ask_lock);
+  t = gw->taken;
+  cap = gw->taken_cap;
+  gw->taken = gw->asks;
+  gw->taken_cap = gw->asks_cap;
+  gw->taken_n = gw->asks_n;
+  gw->asks = t;
+  gw->asks_cap = cap;
+  gw->asks_n = 0;
+  pthread_cond_broadcast(&gw->ask_room);
+  pthread_mutex_unlock(&gw->ask_lock);
+  if (gw->done_cap < gw->taken_n) {
+    struct ask_done *d = bm_realloc(gw->done, gw->taken_cap * sizeof(*d));
+    if (d) {
+      gw->done = d;
+      gw->done_cap = gw->taken_cap;
+    }
+  }
+}
+
+/* Under the mutex: decides the taken asks, in the order they came, into
+ * gw->done (the decisions beyond done_cap, which only a failed allocation
+ * leaves short, go unreported). */
+static void decide_asks(bm_gateway_t *gw, double now)
+{
+  for (size_t i = 0; i < gw->taken_n; i++) {
+    const struct bm_gateway_ask *a = &gw->taken[i];
+    char why[160] = "";
+    enum bm_request rc;
+
+    if (a->relay < 0 || (size_t)a->relay >= bm_relay_table_size(gw->table) ||
+        (a->status != 0 && a->status != 1))
+      rc = BM_REQ_SAME;
+    else if (a->limits)
+      rc = bm_relay_table_request_limited(gw->table, a->relay, a->status,
+                                          a->origin, a->limits, now, why,
+                                          sizeof(why));
+    else
+      rc = bm_relay_table_request(gw->table, a->relay, a->status, a->origin,
+                                  a->require_known, now, why, sizeof(why));
+    if (i < gw->done_cap) {
+      gw->done[i].rc = rc;
+      bm_str_copy(gw->done[i].why, sizeof(gw->done[i].why), why);
+    }
+  }
+}
+
+/* After the mutex: hands the decisions to the host. */
+static void report_asks(bm_gateway_t *gw)
+{
+  size_t n = gw->taken_n < gw->done_cap ? gw->taken_n : gw->done_cap;
+
+  if (gw->hooks.asked)
+    for (size_t i = 0; i < n; i++)
+      gw->hooks.asked(gw->hooks.ctx, gw->conf.name, &gw->taken[i],
+                      gw->done[i].rc, gw->done[i].why);
+  gw->taken_n = 0;
 }
 
 enum bm_request bm_gateway_override(bm_gateway_t *gw, int relay, int status,
@@ -1588,10 +1695,13 @@ void *bm_gateway_run(void *arg)
     if (now - gw->token_checked >= 1.0)
       token_update(gw, false);
     atomic_store(&gw->wake_pending, false); /* see wake() */
+    take_asks(gw);
     pthread_mutex_lock(&gw->lock);
+    decide_asks(gw, now);
     bm_relay_table_tick(gw->table, now, &gw->events);
     deadline = bm_relay_table_next_deadline(gw->table);
     pthread_mutex_unlock(&gw->lock);
+    report_asks(gw);
     run_events(gw);
 
     /* 3. wait */

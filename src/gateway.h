@@ -12,7 +12,9 @@
  *
  * Any thread may call bm_gateway_request: it records the intent under the
  * gateway's mutex and wakes the thread through an eventfd; it never touches
- * the network or the disk.  Everything else (publishing commands, applying
+ * the network or the disk.  bm_gateway_ask does the same without waiting
+ * for that mutex: the thread takes the ask from a mailbox at its next turn.
+ * Everything else (publishing commands, applying
  * answers, timers) happens in the gateway thread, which releases the mutex
  * before it hands events to the host's hooks, so a hook may call
  * bm_gateway_request on any gateway.
@@ -82,6 +84,19 @@ struct bm_gateway_conf {
 };
 
 /* Called from the gateway thread, without the gateway's mutex held. */
+/* A request handed to the gateway thread without waiting for it: see
+ * bm_gateway_ask. */
+struct bm_gateway_ask {
+  int relay, status;                    /* as bm_gateway_request's */
+  bool require_known;                   /* the same (without limits) */
+  const struct bm_relay_limits *limits; /* not NULL: a switching rule's
+                                           (see bm_gateway_ask); must
+                                           outlive the gateway */
+  char origin[BM_ORIGIN_SIZE];
+  int kind;                             /* the host's, handed back */
+  const void *tag;                      /* the same */
+};
+
 struct bm_gateway_hooks {
   /* Every event after it was carried out (PUBLISH after the publish). */
   void (*event)(void *ctx, const char *gateway, const struct bm_event *ev);
@@ -94,6 +109,11 @@ struct bm_gateway_hooks {
   /* After a batch of events (those of one read from the broker, say):
    * where a consumer that queues them wakes whoever takes them. */
   void (*events_done)(void *ctx);
+  /* What became of a bm_gateway_ask (its copy, with the decision and the
+   * reason of a refusal or hold), in the gateway thread, no lock held. */
+  void (*asked)(void *ctx, const char *gateway,
+                const struct bm_gateway_ask *ask, enum bm_request rc,
+                const char *why);
   void *ctx;
 };
 
@@ -159,13 +179,20 @@ enum bm_request bm_gateway_request(bm_gateway_t *gw, int relay, int status,
  * MaxSwitchesPerHour drives: before bm_gateway_open. */
 int bm_gateway_keep_switches(bm_gateway_t *gw, int relay, int n);
 
-/* As bm_gateway_request with a switching rule's limits (relay.h's
- * bm_relay_table_request_limited); BM_REQ_HELD says the change waits for
- * them, why says which. */
-enum bm_request bm_gateway_request_limited(bm_gateway_t *gw, int relay,
-                                           int status, const char *origin,
-                                           const struct bm_relay_limits *l,
-                                           char *why, size_t whylen);
+/* bm_gateway_request or, with limits, relay.h's
+ * bm_relay_table_request_limited (BM_REQ_HELD: the change waits for them),
+ * carried out by the gateway thread at its next turn: the caller copies
+ * the ask into the gateway's mailbox (a mutex held for that copy, not the
+ * relay table's, which the thread holds during its turn) and returns, so
+ * that a burst of callers (collectd's write threads, 64 notification
+ * threads) does not queue behind the thread and each other on the table's
+ * mutex. Asks are decided in the order they came, the commands they cause
+ * published in that turn; the asked hook hands each decision back. The
+ * mailbox grows to 65,536 asks; a caller finding it full waits for the
+ * thread to empty it, so nothing is dropped (but by a thread already
+ * stopping, which logs it). A bad relay index or status is decided as
+ * BM_REQ_SAME. Thread-safe; never blocks on I/O. */
+void bm_gateway_ask(bm_gateway_t *gw, const struct bm_gateway_ask *ask);
 /* Sets (0/1) or clears (-1) a manual override, as bm_relay_table_override;
  * same threading as bm_gateway_request. */
 enum bm_request bm_gateway_override(bm_gateway_t *gw, int relay, int status,
