@@ -913,10 +913,11 @@ static int bimetri_notification(const notification_t *n, user_data_t *ud)
   for (size_t i = 0; i < conf.triggers_n; i++) {
     const struct bm_trigger *t = &conf.triggers[i];
     int want = bm_trigger_evaluate(t, &f);
-    struct bm_gateway_ask a = {.kind = ASK_TRIGGER, .tag = t};
+    struct bm_gateway_ask a;
 
     if (want < 0)
       continue;
+    a = (struct bm_gateway_ask){.kind = ASK_TRIGGER, .tag = t};
     snprintf(a.origin, sizeof(a.origin),
              "trigger %s: %s%s from %s/%s%s%s/%s%s%s",
              t->name, sev_names[f.severity], f.missing ? " (missing value)" : "", n->host, n->plugin,
