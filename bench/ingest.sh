@@ -12,8 +12,9 @@
 # Gateway of 100 relays, and collectd's stock mqtt plugin subscribed to
 # collectd/#. Each run publishes MESSAGES messages at the QoS under test
 # with BUILDDIR/ingest_pub (libmosquitto, all queued at once, 20 in flight,
-# the broker's default limit), timed from its first publish (it prints the
-# time) until the last value or message arrived:
+# the broker's default limit; bounded to 60 s, as mosquitto 2.0.11's QoS 2
+# stalls can stop the publisher too), timed from its first publish (it
+# prints the time) until the last value or message arrived:
 #   ours           extDOStateChanged notifications (the protocol example's
 #                  shape, round-robin over the 100 relays, each flipping its
 #                  relay) until bm_count saw MESSAGES bimetri "bool" values,
@@ -182,7 +183,7 @@ rate() { # T0_NS T1_NS
 run_collectd() { # QOS TOPIC FILE COUNTFILE NAME
   local base t0 t1
   base=$(bench_count_of "$4")
-  t0=$("$build/ingest_pub" "$port" "$2" "$1" "$3") ||
+  t0=$(timeout 60 "$build/ingest_pub" "$port" "$2" "$1" "$3") ||
     { say "$5: ingest_pub failed"; return 1; }
   t1=$("$build/bm_wait" "$4" $((base + n)) 10) || {
     say "QoS $1: $5: collectd dispatched $(($(bench_count_of "$4") - base)) of $n values"
@@ -201,7 +202,7 @@ run_sub() { # QOS
     -C "$n" >/dev/null &
   sub=$!
   sleep 0.3 # subscribed (mosquitto_sub has no ready signal)
-  t0=$("$build/ingest_pub" "$port" "$peer_topic" "$1" "$work/messages") ||
+  t0=$(timeout 60 "$build/ingest_pub" "$port" "$peer_topic" "$1" "$work/messages") ||
     { say "mosquitto_sub peer: ingest_pub failed"; kill "$sub"; return 1; }
   wait "$sub" || { say "mosquitto_sub did not get all"; return 1; }
   t1=$(now_ns)
@@ -217,7 +218,7 @@ run_paho() { # QOS
     grep -qs ready "$out" && break
     sleep 0.05
   done
-  t0=$("$build/ingest_pub" "$port" "$peer_topic" "$1" "$work/messages") ||
+  t0=$(timeout 60 "$build/ingest_pub" "$port" "$peer_topic" "$1" "$work/messages") ||
     { say "paho peer: ingest_pub failed"; kill "$c"; return 1; }
   wait "$c" || { say "paho script did not get all"; return 1; }
   t1=$(sed -n 2p "$out")
