@@ -1433,18 +1433,33 @@ static void wake(bm_gateway_t *gw)
     wake_now(gw);
 }
 
+/* Under the mutex: one request or ask decided by the relay table (a bad
+ * relay index or status: BM_REQ_SAME). */
+static enum bm_request decide(bm_gateway_t *gw, const struct bm_gateway_ask *a,
+                              double now, char *why, size_t whylen)
+{
+  if (a->relay < 0 || (size_t)a->relay >= bm_relay_table_size(gw->table) ||
+      (a->status != 0 && a->status != 1))
+    return BM_REQ_SAME;
+  if (a->limits)
+    return bm_relay_table_request_limited(gw->table, a->relay, a->status,
+                                          a->origin, a->limits, now, why,
+                                          whylen);
+  return bm_relay_table_request(gw->table, a->relay, a->status, a->origin,
+                                a->require_known, now, why, whylen);
+}
+
 enum bm_request bm_gateway_request(bm_gateway_t *gw, int relay, int status,
                                    const char *origin, bool require_known,
                                    char *why, size_t whylen)
 {
+  struct bm_gateway_ask a = {
+      .relay = relay, .status = status, .require_known = require_known};
   enum bm_request res;
 
-  if (relay < 0 || (size_t)relay >= bm_relay_table_size(gw->table) ||
-      (status != 0 && status != 1))
-    return BM_REQ_SAME;
+  bm_str_copy(a.origin, sizeof(a.origin), origin ? origin : "");
   pthread_mutex_lock(&gw->lock);
-  res = bm_relay_table_request(gw->table, relay, status, origin,
-                               require_known, now_mono(), why, whylen);
+  res = decide(gw, &a, now_mono(), why, whylen);
   pthread_mutex_unlock(&gw->lock);
   if (res == BM_REQ_OK)
     wake(gw);
@@ -1519,24 +1534,10 @@ static void take_asks(bm_gateway_t *gw)
 static void decide_asks(bm_gateway_t *gw, double now)
 {
   for (size_t i = 0; i < gw->taken_n; i++) {
-    const struct bm_gateway_ask *a = &gw->taken[i];
-    char why[160] = "";
-    enum bm_request rc;
+    struct ask_done spare, *d = i < gw->done_cap ? &gw->done[i] : &spare;
 
-    if (a->relay < 0 || (size_t)a->relay >= bm_relay_table_size(gw->table) ||
-        (a->status != 0 && a->status != 1))
-      rc = BM_REQ_SAME;
-    else if (a->limits)
-      rc = bm_relay_table_request_limited(gw->table, a->relay, a->status,
-                                          a->origin, a->limits, now, why,
-                                          sizeof(why));
-    else
-      rc = bm_relay_table_request(gw->table, a->relay, a->status, a->origin,
-                                  a->require_known, now, why, sizeof(why));
-    if (i < gw->done_cap) {
-      gw->done[i].rc = rc;
-      bm_str_copy(gw->done[i].why, sizeof(gw->done[i].why), why);
-    }
+    d->why[0] = '\0';
+    d->rc = decide(gw, &gw->taken[i], now, d->why, sizeof(d->why));
   }
 }
 

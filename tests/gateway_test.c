@@ -1,0 +1,219 @@
+/*
+ * gateway_test.c - the gateway's mailbox (bm_gateway_ask): asks decided in
+ * the order they came, every one reported, a full mailbox making its caller
+ * wait for room instead of dropping, and a stopped gateway never leaving a
+ * caller waiting. The gateway's broker is a closed port: its thread runs
+ * its turns (asks, timers) while it fails to connect.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gateway.h"
+#include "log.h"
+#include "tap.h"
+
+#define MAILBOX 65536 /* gateway.c's ASKS_MAX */
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static size_t reported, out_of_order, wrong_relay;
+static uintptr_t next_tag;
+static int errors;
+static char last_error[512];
+
+static void sink(int level, const char *line, void *ctx)
+{
+  (void)ctx;
+  if (level != BM_LOG_ERR)
+    return;
+  pthread_mutex_lock(&lock);
+  errors++;
+  snprintf(last_error, sizeof(last_error), "%s", line);
+  pthread_mutex_unlock(&lock);
+}
+
+/* Every decision, in the gateway thread: tags must come 0, 1, 2, ... */
+static void on_asked(void *ctx, const char *gateway,
+                     const struct bm_gateway_ask *a, enum bm_request rc,
+                     const char *why)
+{
+  (void)ctx;
+  (void)gateway;
+  (void)rc;
+  (void)why;
+  pthread_mutex_lock(&lock);
+  if ((uintptr_t)a->tag != next_tag)
+    out_of_order++;
+  next_tag = (uintptr_t)a->tag + 1;
+  if (a->relay != (int)((uintptr_t)a->tag % 2))
+    wrong_relay++;
+  reported++;
+  pthread_mutex_unlock(&lock);
+}
+
+static size_t reported_now(void)
+{
+  size_t n;
+  pthread_mutex_lock(&lock);
+  n = reported;
+  pthread_mutex_unlock(&lock);
+  return n;
+}
+
+static double now_s(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Ask i: relay i % 2, status 0, but the last two asks of the full
+ * mailbox ask for 1. */
+static void ask(bm_gateway_t *gw, uintptr_t i)
+{
+  struct bm_gateway_ask a = {.relay = (int)(i % 2),
+                             .status = i == MAILBOX - 2 || i == MAILBOX - 1,
+                             .kind = 1,
+                             .tag = (const void *)i};
+  snprintf(a.origin, sizeof(a.origin), "test ask %lu", (unsigned long)i);
+  bm_gateway_ask(gw, &a);
+}
+
+/* The gateway thread, started late so that the caller beyond a full
+ * mailbox surely waits for it. */
+static void *run_late(void *gw)
+{
+  struct timespec pause = {0, 200 * 1000 * 1000};
+  nanosleep(&pause, NULL);
+  return bm_gateway_run(gw);
+}
+
+static bm_gateway_t *make(const char *token_path)
+{
+  static struct bm_gateway_conf c;
+  struct bm_gateway_hooks hooks = {.asked = on_asked};
+  char err[256];
+  bm_gateway_t *gw;
+
+  memset(&c, 0, sizeof(c));
+  snprintf(c.name, sizeof(c.name), "test");
+  snprintf(c.host, sizeof(c.host), "127.0.0.1");
+  c.port = 1; /* nothing listens: connection refused */
+  snprintf(c.app_name, sizeof(c.app_name), "flexyWattApp");
+  snprintf(c.instance_id, sizeof(c.instance_id), "1");
+  snprintf(c.brand, sizeof(c.brand), "Bimetri");
+  c.token.kind = BM_TOKEN_FILE;
+  snprintf(c.token.file, sizeof(c.token.file), "%s", token_path);
+  snprintf(c.command_topic, sizeof(c.command_topic), "resource/commands");
+  c.qos = 2;
+  c.policy.ack_timeout = 10;
+  c.policy.command_timeout = 30;
+  c.policy.retries = 2;
+  c.policy.retry_backoff = 1;
+  if (!(gw = bm_gateway_new(&c, &hooks, err, sizeof(err))) ||
+      bm_gateway_add_relay(gw, "pump", 101, 4) < 0 ||
+      bm_gateway_add_relay(gw, "fan", 102, 1) < 0 ||
+      bm_gateway_open(gw, "bm-gateway-test", err, sizeof(err)) != 0) {
+    diag("setup: %s", err);
+    return NULL;
+  }
+  return gw;
+}
+
+int main(void)
+{
+  char path[] = "/tmp/bm-gateway-test-token.XXXXXX";
+  int fd = mkstemp(path);
+  bm_gateway_t *gw;
+  pthread_t thread;
+  double t0, waited;
+
+  alarm(60); /* a caller left waiting must not hang the suite */
+  bm_log_set_sink(sink, NULL);
+  if (fd < 0 || write(fd, "a.b.c\n", 6) != 6) {
+    perror("token file");
+    return 1;
+  }
+  close(fd);
+  if (bm_gateway_library_init() != 0 || !(gw = make(path))) {
+    unlink(path);
+    return 1;
+  }
+
+  /* 1. A full mailbox (the thread not started yet), then one ask more:
+   * its caller waits until the thread empties the mailbox. */
+  for (uintptr_t i = 0; i < MAILBOX; i++)
+    ask(gw, i);
+  ok(reported_now() == 0, "%d asks fit in the mailbox, none decided yet",
+     MAILBOX);
+  t0 = now_s();
+  if (pthread_create(&thread, NULL, run_late, gw) != 0) {
+    perror("pthread_create");
+    return 1;
+  }
+  ask(gw, MAILBOX); /* waits for room */
+  waited = now_s() - t0;
+  while (reported_now() < MAILBOX + 1 && now_s() - t0 < 10) {
+    struct timespec pause = {0, 10 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+  }
+  {
+    /* The full mailbox was one turn: the fan's last ask (status 1, after
+     * 32,767 asks for 0) must be the one that holds. */
+    struct bm_relay_view v[2];
+    struct bm_relay_stats st;
+    bool ready;
+    bm_gateway_snapshot(gw, v, 2, &st, &ready);
+    ok(v[1].desired == 1, "the last of a turn's asks for a relay decides "
+                          "(fan desired %d)",
+       v[1].desired);
+  }
+  ok(waited >= 0.15 && waited < 5,
+     "the ask beyond a full mailbox waited until the thread, started 0.2 s "
+     "later, emptied it (%.3f s)",
+     waited);
+  for (uintptr_t i = MAILBOX + 1; i < MAILBOX + 1000; i++)
+    ask(gw, i);
+  t0 = now_s();
+  while (reported_now() < MAILBOX + 1000 && now_s() - t0 < 10) {
+    struct timespec pause = {0, 10 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+  }
+  pthread_mutex_lock(&lock);
+  ok(reported == MAILBOX + 1000, "every ask decided and reported (%zu of %d)",
+     reported, MAILBOX + 1000);
+  ok(out_of_order == 0, "in the order they came (%zu out of order)",
+     out_of_order);
+  ok(wrong_relay == 0, "each with its own relay (%zu wrong)", wrong_relay);
+  ok(errors == 0, "nothing logged as an error (%s)", errors ? last_error : "");
+  pthread_mutex_unlock(&lock);
+
+  /* 2. A stopped gateway with a full mailbox: an ask is logged as not
+   * asked, and its caller does not wait. */
+  bm_gateway_stop(gw);
+  pthread_join(thread, NULL);
+  for (uintptr_t i = 0; i < MAILBOX; i++)
+    ask(gw, MAILBOX + 1000 + i);
+  t0 = now_s();
+  ask(gw, 2 * MAILBOX + 1000);
+  waited = now_s() - t0;
+  pthread_mutex_lock(&lock);
+  ok(waited < 1 && errors == 1 && strstr(last_error, "mailbox full") &&
+         strstr(last_error, "not asked"),
+     "a stopped gateway refuses the ask beyond a full mailbox at once, "
+     "logged (%.3f s: %s)",
+     waited, last_error);
+  ok(reported == MAILBOX + 1000, "and nothing more is decided");
+  pthread_mutex_unlock(&lock);
+
+  bm_gateway_free(gw);
+  bm_gateway_library_cleanup();
+  unlink(path);
+  return done_testing();
+}
