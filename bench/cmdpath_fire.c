@@ -189,6 +189,18 @@ static int relay_of(int g, const char *type_instance)
   return *end == '\0' && i < gws[g].relays ? (int)i : -1;
 }
 
+/* Writes to the hand-off thread's eventfd (a full counter, EAGAIN, still
+ * wakes it); returns how long the write took, in ns. */
+static int64_t handoff_kick(void)
+{
+  uint64_t one = 1;
+  int64_t t0 = mono_ns();
+
+  if (write(handoff_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+    ERROR(PLUGIN " plugin: eventfd write: %s", STRERRNO);
+  return mono_ns() - t0;
+}
+
 /* ---- the write path ------------------------------------------------------ */
 
 static int pre_write(const data_set_t *ds, const value_list_t *vl,
@@ -214,9 +226,7 @@ static int post_write(const data_set_t *ds, const value_list_t *vl,
                 : strcmp(vl->type_instance, "handoff") == 0 ? 'H'
                                                             : 'W';
     if (kind == 'H') {
-      uint64_t one = 1;
-      if (write(handoff_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-        ERROR(PLUGIN " plugin: eventfd write: %s", STRERRNO);
+      handoff_kick();
       dur = mono_ns() - pre_ns;
     }
     pthread_mutex_lock(&lock);
@@ -394,17 +404,12 @@ static void *handoff_thread(void *arg)
  * the thread finished its turn. */
 static int64_t fire_handoff(void)
 {
-  uint64_t one = 1;
   int turns = atomic_load(&handoff_turns);
-  int64_t t0, t1;
+  int64_t dur = handoff_kick();
 
-  t0 = mono_ns();
-  if (write(handoff_fd, &one, sizeof(one)) < 0)
-    ERROR(PLUGIN " plugin: eventfd write: %s", STRERRNO);
-  t1 = mono_ns();
   while (atomic_load(&handoff_turns) == turns && !atomic_load(&quit))
     quiet(1);
-  return t1 - t0;
+  return dur;
 }
 
 static int run_lat(int g, int n, long pause, FILE *out, char *err,
@@ -461,13 +466,7 @@ static void *worker(void *arg)
         j->dur_none = fire_notification(job_gw, NONE, j->want, NULL);
         j->dur = fire_notification(job_gw, j->relay, j->want, &j->t_dispatch);
       }
-      {
-        uint64_t one = 1;
-        int64_t t0 = mono_ns();
-        if (write(handoff_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-          ERROR(PLUGIN " plugin: eventfd write: %s", STRERRNO);
-        j->dur_hand = mono_ns() - t0;
-      }
+      j->dur_hand = handoff_kick();
     }
     pthread_barrier_wait(&finish_line);
   }

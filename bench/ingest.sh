@@ -50,6 +50,8 @@ BENCH_NAME=ingest
 . "$repo/bench/lib.sh"
 
 now_ns() { date +%s%N; }
+# ingest_pub, bounded (see above): prints the time of its first publish.
+publish() { timeout 60 "$build/ingest_pub" "$@"; }
 
 bench_need "$so" "$gwsim" "$build/ingest_pub" "$build/bm_count.so" "$build/bm_wait"
 ((n % (2 * nrelays) == 0)) || { say "MESSAGES must be a multiple of $((2 * nrelays))"; exit 2; }
@@ -183,7 +185,7 @@ rate() { # T0_NS T1_NS
 run_collectd() { # QOS TOPIC FILE COUNTFILE NAME
   local base t0 t1
   base=$(bench_count_of "$4")
-  t0=$(timeout 60 "$build/ingest_pub" "$port" "$2" "$1" "$3") ||
+  t0=$(publish "$port" "$2" "$1" "$3") ||
     { say "$5: ingest_pub failed"; return 1; }
   t1=$("$build/bm_wait" "$4" $((base + n)) 10) || {
     say "QoS $1: $5: collectd dispatched $(($(bench_count_of "$4") - base)) of $n values"
@@ -202,7 +204,7 @@ run_sub() { # QOS
     -C "$n" >/dev/null &
   sub=$!
   sleep 0.3 # subscribed (mosquitto_sub has no ready signal)
-  t0=$(timeout 60 "$build/ingest_pub" "$port" "$peer_topic" "$1" "$work/messages") ||
+  t0=$(publish "$port" "$peer_topic" "$1" "$work/messages") ||
     { say "mosquitto_sub peer: ingest_pub failed"; kill "$sub"; return 1; }
   wait "$sub" || { say "mosquitto_sub did not get all"; return 1; }
   t1=$(now_ns)
@@ -218,7 +220,7 @@ run_paho() { # QOS
     grep -qs ready "$out" && break
     sleep 0.05
   done
-  t0=$(timeout 60 "$build/ingest_pub" "$port" "$peer_topic" "$1" "$work/messages") ||
+  t0=$(publish "$port" "$peer_topic" "$1" "$work/messages") ||
     { say "paho peer: ingest_pub failed"; kill "$c"; return 1; }
   wait "$c" || { say "paho script did not get all"; return 1; }
   t1=$(sed -n 2p "$out")
