@@ -343,8 +343,18 @@ static const char *state_name(int s)
   return s < 0 ? "unknown" : s ? "on" : "off";
 }
 
-/* Dispatches one event of a gateway: in the dispatcher thread, no lock
- * held. s is the gateway's slot. */
+/* The value of one event of a gateway, if it has one (a state's): before
+ * the event's notification (dispatch_event). s is the gateway's slot. */
+static void dispatch_event_value(struct gateway_slot *s, const char *gateway,
+                                 const struct bm_event *ev)
+{
+  if (ev->kind == BM_EV_STATE)
+    dispatch_gauge(gateway, "bool", bm_gateway_relay_name(s->gw, ev->relay),
+                   (gauge_t)ev->status);
+}
+
+/* Dispatches one event of a gateway as a notification: in the dispatcher
+ * thread, no lock held, after the event's value. s is the gateway's slot. */
 static void dispatch_event(struct gateway_slot *s, const char *gateway,
                            const struct bm_event *ev)
 {
@@ -366,7 +376,6 @@ static void dispatch_event(struct gateway_slot *s, const char *gateway,
              relay, state_name(ev->status), state_name(ev->previous));
     WARNING(PLUGIN_NAME " plugin: gateway \"%s\": %s", gateway, n.message);
   } else if (ev->kind == BM_EV_STATE) {
-    dispatch_gauge(gateway, "bool", relay, (gauge_t)ev->status);
     n.severity = NOTIF_OKAY;
     sstrncpy(n.type, ev->status ? "relay_on" : "relay_off", sizeof(n.type));
     snprintf(n.message, sizeof(n.message),
@@ -452,6 +461,7 @@ static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
   if (!dq.running) { /* start-up or shutdown: no dispatcher, dispatch here */
     pthread_mutex_unlock(&dq.lock);
     pthread_mutex_lock(&dispatch_order);
+    dispatch_event_value(ctx, gateway, ev);
     dispatch_event(ctx, gateway, ev);
     pthread_mutex_unlock(&dispatch_order);
     return;
@@ -507,7 +517,13 @@ static void *dispatcher_thread(void *arg)
     if (dq.waiting)
       pthread_cond_broadcast(&dq.room);
     pthread_mutex_unlock(&dq.lock);
+    /* The batch's values back to back, then its notifications: collectd
+     * wakes a write thread for each value that finds them all asleep, and
+     * a notification between two values gave them the time to fall asleep
+     * again. Each relay's value still comes before its notification. */
     pthread_mutex_lock(&dispatch_order);
+    for (size_t i = 0; i < k; i++)
+      dispatch_event_value(batch[i].slot, batch[i].gateway, &batch[i].ev);
     for (size_t i = 0; i < k; i++)
       dispatch_event(batch[i].slot, batch[i].gateway, &batch[i].ev);
     pthread_mutex_unlock(&dispatch_order);
