@@ -444,6 +444,8 @@ static int decode_command(struct msg_dec *d, yajl_val top,
 {
   yajl_val params = NULL;
 
+  memset(c, 0, sizeof(*c));
+
   if (take_string(d, top, "appId", true, c->app_id, sizeof(c->app_id),
                   NULL) ||
       take_string(d, top, "brand", true, c->brand, sizeof(c->brand), NULL) ||
@@ -468,6 +470,8 @@ static int decode_response(struct msg_dec *d, yajl_val top,
 {
   char result[BM_MSG_STR_SIZE];
   yajl_val data = NULL;
+
+  memset(r, 0, sizeof(*r));
 
   if (take_correlation_id(d, top, r->correlation_id) ||
       take_string(d, top, "result", true, result, sizeof(result), NULL))
@@ -506,6 +510,8 @@ static int decode_notification(struct msg_dec *d, yajl_val top,
                                struct bm_notification *n)
 {
   yajl_val params = NULL;
+
+  memset(n, 0, sizeof(*n));
 
   if (take_string(d, top, "appId", true, n->app_id, sizeof(n->app_id),
                   NULL) ||
@@ -553,7 +559,10 @@ int bm_msg_decode(const void *payload, size_t len, struct bm_msg *out,
 
   bm_jtree_init(&tree);
   assert(out != NULL);
-  memset(out, 0, sizeof(*out));
+  /* Only the member decoded is cleared (by its decoder): the union's
+   * largest, a commandMessage with its token, is 9 KiB, where a
+   * notification is 2 KiB. */
+  out->type = 0;
   if (d.errlen > 0)
     d.err[0] = '\0';
 
