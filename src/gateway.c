@@ -354,13 +354,26 @@ static int journal_event(bm_gateway_t *gw, const struct bm_event *ev,
   default:
     return 0;
   }
-  return bm_journal_append(gw->journal, &rec);
+  return bm_journal_append_buffered(gw->journal, &rec);
 }
 
-/* Makes the journal records of the collected events; with JournalSync,
- * fsyncs once for all commands among them (group commit).  A command whose
- * record could not be made durable is taken back from the table and its
- * event turned into a FAILURE, so it is never published. */
+/* Logs a failed journal write or fsync (errno) and says why in why. */
+static void journal_failed(bm_gateway_t *gw, const char *what, char *why,
+                           size_t whylen)
+{
+  int e = errno;
+
+  BM_ERROR("gateway \"%s\": cannot %s the journal \"%s\": %s", gw->conf.name,
+           what, gw->conf.journal_file, strerror(e));
+  snprintf(why, whylen, "journal %s failed: %s", what, strerror(e));
+}
+
+/* Makes the journal records of the collected events, written together (one
+ * write for the turn, not one per notification); with JournalSync, fsyncs
+ * once for all commands among them (group commit).  A failed write may
+ * have taken any record of the turn, so every new command of the turn is
+ * then taken back from the table and its event turned into a FAILURE: a
+ * command whose record could not be made durable is never published. */
 static void journal_events(bm_gateway_t *gw)
 {
   bool commands = false, failed = false;
@@ -375,23 +388,21 @@ static void journal_events(bm_gateway_t *gw)
     pthread_mutex_lock(&gw->lock);
     bm_relay_table_view(gw->table, ev->relay, &v);
     pthread_mutex_unlock(&gw->lock);
-    if (journal_event(gw, ev, &v) != 0) {
-      BM_ERROR("gateway \"%s\": cannot write the journal \"%s\": %s",
-               gw->conf.name, gw->conf.journal_file, strerror(errno));
-      snprintf(why, sizeof(why), "journal write failed: %s", strerror(errno));
-      if (ev->kind == BM_EV_PUBLISH && !ev->republish)
-        failed = true;
-      continue;
-    }
     commands |= ev->kind == BM_EV_PUBLISH && !ev->republish;
+    if (journal_event(gw, ev, &v) != 0 && !failed) {
+      journal_failed(gw, "write", why, sizeof(why));
+      failed = true;
+    }
   }
-  if (commands && !failed && bm_journal_sync(gw->journal) != 0) {
-    BM_ERROR("gateway \"%s\": cannot fsync the journal \"%s\": %s",
-             gw->conf.name, gw->conf.journal_file, strerror(errno));
-    snprintf(why, sizeof(why), "journal fsync failed: %s", strerror(errno));
+  if (bm_journal_flush(gw->journal) != 0 && !failed) {
+    journal_failed(gw, "write", why, sizeof(why));
     failed = true;
   }
-  if (!failed)
+  if (commands && !failed && bm_journal_sync(gw->journal) != 0) {
+    journal_failed(gw, "fsync", why, sizeof(why));
+    failed = true;
+  }
+  if (!failed || !commands)
     return;
 
   /* Nothing promised durable leaves unrecorded: every new command of this

@@ -53,10 +53,12 @@ _Static_assert(BM_RESULT_SENT == 1 && BM_RESULT_UNAUTHORIZED == 5,
 #define REC_FRAME (REC_HEAD + 4)
 #define JOURNAL_WINDOW (64 * 1024) /* reader window, >= 2 records */
 #define JOURNAL_OUT_BUF (64 * 1024) /* compaction write buffer */
+#define JOURNAL_BATCH_BUF (32 * 1024) /* bm_journal_append_buffered */
 #define JOURNAL_SUFFIX_MAX 16       /* room for ".corrupt.9", ".tmp" */
 
 _Static_assert(JOURNAL_WINDOW >= 2 * BM_JOURNAL_MAX_RECORD, "window size");
 _Static_assert(JOURNAL_OUT_BUF >= BM_JOURNAL_MAX_RECORD + 64, "out buffer");
+_Static_assert(JOURNAL_BATCH_BUF >= BM_JOURNAL_MAX_RECORD, "batch buffer");
 
 struct bm_journal {
   int fd;                 /* locked with flock(LOCK_EX) */
@@ -69,6 +71,9 @@ struct bm_journal {
   bool dirty;             /* appended since the last fsync */
   bool dir_pending;       /* a directory fsync after a rename is owed */
   bool failed;            /* refuses appends until compacted */
+  unsigned char *batch;   /* buffered records (JOURNAL_BATCH_BUF), or NULL */
+  size_t batch_fill;      /* bytes buffered, to be written at size */
+  uint64_t batch_seq;     /* seq of the first buffered record */
   unsigned char rec[BM_JOURNAL_MAX_RECORD]; /* encoding buffer */
   char path[];            /* NUL-terminated */
 };
@@ -1218,26 +1223,18 @@ void bm_journal_set_io(bm_journal_t *j, const struct bm_journal_io *io)
     j->io.rename = io->rename;
 }
 
-int bm_journal_append(bm_journal_t *j, const struct bm_jrec *rec)
+/* Writes n bytes of records at the end of the file.  On failure cuts off
+ * whatever part of them reached it (or, when even that fails, makes the
+ * journal failed) and returns -1 with the write's errno. */
+static int write_records(bm_journal_t *j, const unsigned char *buf, size_t n)
 {
-  size_t n;
   int saved, rc;
 
-  if (j->failed) {
-    errno = EIO;
-    return -1;
-  }
-  n = jrec_encode(rec, j->next_seq, j->rec, sizeof(j->rec));
-  if (n == 0)
-    return -1;
-  if (write_all(&j->io, j->fd, j->rec, n, j->size) == 0) {
+  if (write_all(&j->io, j->fd, buf, n, j->size) == 0) {
     j->size += n;
-    j->next_seq++;
     j->dirty = true;
     return 0;
   }
-
-  /* Cut off whatever part of the record reached the file. */
   saved = errno;
   do
     rc = j->io.ftruncate(j->fd, (off_t)j->size);
@@ -1252,8 +1249,71 @@ int bm_journal_append(bm_journal_t *j, const struct bm_jrec *rec)
   return -1;
 }
 
+int bm_journal_flush(bm_journal_t *j)
+{
+  size_t n = j->batch_fill;
+
+  if (n == 0)
+    return 0;
+  j->batch_fill = 0;
+  if (j->failed) { /* refused since they were buffered: none is written */
+    j->next_seq = j->batch_seq;
+    errno = EIO;
+    return -1;
+  }
+  if (write_records(j, j->batch, n) < 0) {
+    j->next_seq = j->batch_seq;
+    return -1;
+  }
+  return 0;
+}
+
+int bm_journal_append(bm_journal_t *j, const struct bm_jrec *rec)
+{
+  size_t n;
+
+  if (bm_journal_flush(j) < 0)
+    return -1;
+  if (j->failed) {
+    errno = EIO;
+    return -1;
+  }
+  n = jrec_encode(rec, j->next_seq, j->rec, sizeof(j->rec));
+  if (n == 0)
+    return -1;
+  if (write_records(j, j->rec, n) < 0)
+    return -1;
+  j->next_seq++;
+  return 0;
+}
+
+int bm_journal_append_buffered(bm_journal_t *j, const struct bm_jrec *rec)
+{
+  size_t n;
+
+  if (j->failed) {
+    errno = EIO;
+    return -1;
+  }
+  if (!j->batch && !(j->batch = bm_malloc(JOURNAL_BATCH_BUF)))
+    return bm_journal_append(j, rec); /* written at once instead */
+  n = jrec_encode(rec, j->next_seq, j->rec, sizeof(j->rec));
+  if (n == 0)
+    return -1;
+  if (j->batch_fill + n > JOURNAL_BATCH_BUF && bm_journal_flush(j) < 0)
+    return -1;
+  if (j->batch_fill == 0)
+    j->batch_seq = j->next_seq;
+  memcpy(j->batch + j->batch_fill, j->rec, n);
+  j->batch_fill += n;
+  j->next_seq++;
+  return 0;
+}
+
 int bm_journal_sync(bm_journal_t *j)
 {
+  if (bm_journal_flush(j) < 0)
+    return -1;
   if (j->failed) {
     errno = EIO;
     return -1;
@@ -1283,7 +1343,10 @@ int bm_journal_sync(bm_journal_t *j)
   return 0;
 }
 
-uint64_t bm_journal_size(const bm_journal_t *j) { return j->size; }
+uint64_t bm_journal_size(const bm_journal_t *j)
+{
+  return j->size + j->batch_fill;
+}
 
 void bm_journal_set_limit(bm_journal_t *j, uint64_t bytes)
 {
@@ -1301,8 +1364,12 @@ int bm_journal_close(bm_journal_t *j)
 
   if (!j)
     return 0;
+  if (bm_journal_flush(j) < 0) {
+    saved = errno;
+    status = -1;
+  }
   if (j->mode == BM_JOURNAL_SYNC_ALWAYS && (j->dirty || j->dir_pending) &&
-      bm_journal_sync(j) < 0) {
+      bm_journal_sync(j) < 0 && status == 0) {
     saved = errno;
     status = -1;
   }
@@ -1310,6 +1377,7 @@ int bm_journal_close(bm_journal_t *j)
     saved = errno;
     status = -1;
   }
+  free(j->batch);
   free(j);
   if (status < 0)
     errno = saved;
@@ -1367,6 +1435,12 @@ int bm_journal_compact(bm_journal_t *j, bm_journal_snapshot_cb cb, void *ctx)
   int status = -1, saved = 0, rc;
   bool renamed = false;
 
+  /* Buffered records first: the snapshot holds what they say anyway, so a
+   * flush that fails (and cuts them off) does not stop the compaction. */
+  if (j->batch_fill > 0) {
+    (void)bm_journal_flush(j);
+    s.seq = h.first_seq = j->next_seq;
+  }
   if (name_with_suffix(tmp, sizeof(tmp), j->path, ".tmp") < 0)
     goto fail;
   s.buf = bm_malloc(JOURNAL_OUT_BUF);

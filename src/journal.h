@@ -281,6 +281,24 @@ int bm_journal_close(bm_journal_t *j);
  * journal logs when it becomes failed; the caller reports the -1. */
 int bm_journal_append(bm_journal_t *j, const struct bm_jrec *rec);
 
+/* Appends one record to the journal's buffer instead: bm_journal_flush
+ * writes what is buffered with one write, at the end of a batch (a loop
+ * turn's records), and bm_journal_append, bm_journal_sync,
+ * bm_journal_compact and bm_journal_close flush first, so records stay in
+ * the order appended.  A full buffer (32 KiB) is flushed first.  Returns 0,
+ * or -1 with errno set: EINVAL (rec breaks an invariant; nothing was
+ * buffered), EIO (the journal is failed), or the error of the flush that
+ * made room (see bm_journal_flush).  Without memory for the buffer the
+ * record is written at once, as by bm_journal_append. */
+int bm_journal_append_buffered(bm_journal_t *j, const struct bm_jrec *rec);
+
+/* Writes the buffered records.  Returns 0 (at once when nothing is
+ * buffered), or -1 with errno set: then none of them is in the file (what
+ * reached it was cut off, as for a failed bm_journal_append, or the
+ * journal became failed) and the sequence numbers they took are given
+ * again. */
+int bm_journal_flush(bm_journal_t *j);
+
 /* Makes the records appended so far durable.  Mode "always": fsyncs when
  * something was appended since the last sync (and fsyncs the directory when
  * a compaction's directory fsync is still owed); returns 0 at once when
@@ -289,7 +307,8 @@ int bm_journal_append(bm_journal_t *j, const struct bm_jrec *rec);
  * a failed file fsync makes the journal failed (see bm_journal_append). */
 int bm_journal_sync(bm_journal_t *j);
 
-/* The file's size in bytes: header plus every record appended. */
+/* The file's size in bytes: header plus every record appended (buffered
+ * records included). */
 uint64_t bm_journal_size(const bm_journal_t *j);
 
 /* Sets the size bound of bm_journal_needs_compaction (default

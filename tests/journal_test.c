@@ -1692,6 +1692,22 @@ static void test_append_failures(void)
   coll_release(&c);
 }
 
+/* Opens path with the fault-injection hooks, counters reset; one test
+ * point for the open. */
+static bm_journal_t *open_hooked(const char *path,
+                                 enum bm_journal_sync_mode mode)
+{
+  char err[256];
+  bm_journal_t *j = bm_journal_open(path, mode, NULL, NULL, err, sizeof(err));
+
+  ok(j != NULL, "open (%s)", err);
+  if (j) {
+    bm_journal_set_io(j, &test_io);
+    io_reset();
+  }
+  return j;
+}
+
 static void test_sync(void)
 {
   char path[PATH_MAX], err[256];
@@ -1701,13 +1717,8 @@ static void test_sync(void)
 
   in_dir(path, "sync");
   remove_journal(path);
-  j = bm_journal_open(path, BM_JOURNAL_SYNC_ALWAYS, NULL, NULL, err,
-                      sizeof(err));
-  ok(j != NULL, "open (%s)", err);
-  if (!j)
+  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_ALWAYS)))
     return;
-  bm_journal_set_io(j, &test_io);
-  io_reset();
   is_int(bm_journal_sync(j), 0, "sync with nothing appended");
   is_int(io.fsync_calls, 0, "... calls no fsync");
   for (int i = 0; i < 10; i++)
@@ -1756,6 +1767,145 @@ static void test_sync(void)
   ok(bm_journal_close(j) == -1, "close reports the failed journal");
   is_int(bad, 0, "every append that should succeed did");
   remove_journal(path);
+}
+
+/* Buffered appends: a turn's records in one write, in order with the
+ * unbuffered ones, and a failed write loses none silently. */
+static void test_buffered(void)
+{
+  char path[PATH_MAX], err[256];
+  static struct bm_jrec recs[120];
+  static struct snap sn;
+  struct coll c = {0};
+  size_t n = 0;
+  uint64_t size;
+  bm_journal_t *j;
+  int bad = 0, rc, saved;
+
+  in_dir(path, "buffered");
+  remove_journal(path);
+  for (unsigned i = 0; i < 120; i++) /* from 20 on, ~1 KiB each */
+    recs[i] = i < 20 ? make_rec(all_types[i % N_TYPES], i, i % 3 == 0)
+                     : make_rec(BM_JREC_STATE, i, true);
+  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_ALWAYS)))
+    return;
+  size = bm_journal_size(j);
+  for (int i = 0; i < 3; i++)
+    bad += bm_journal_append_buffered(j, &recs[n++]) != 0;
+  ok(io.pwrite_calls == 0 && fsize(path) == (long long)size &&
+         bm_journal_size(j) > size,
+     "3 buffered records: nothing written yet, the size counts them");
+  ok(bm_journal_flush(j) == 0 && io.pwrite_calls == 1 &&
+         fsize(path) == (long long)bm_journal_size(j),
+     "flush writes them with one write");
+  ok(bm_journal_flush(j) == 0 && io.pwrite_calls == 1,
+     "a flush with nothing buffered writes nothing");
+  coll_reset(&c);
+  ok(bm_journal_read(path, collect, &c, NULL, err, sizeof(err)) == 0 &&
+         coll_matches(&c, recs, n, 1),
+     "they replay in order, numbered 1..3 (%s)", err);
+
+  /* An unbuffered append, a sync and a close each write the buffer first. */
+  bad += bm_journal_append_buffered(j, &recs[n++]) != 0;
+  bad += bm_journal_append(j, &recs[n++]) != 0;
+  bad += bm_journal_append_buffered(j, &recs[n++]) != 0;
+  io_reset();
+  ok(bm_journal_sync(j) == 0 && io.pwrite_calls == 1 && io.fsync_calls == 1,
+     "sync writes the buffer, then fsyncs");
+  coll_reset(&c);
+  ok(bm_journal_read(path, collect, &c, NULL, err, sizeof(err)) == 0 &&
+         coll_matches(&c, recs, n, 1),
+     "buffered, unbuffered, buffered: replayed in the order appended");
+
+  /* A failed write: cut off, none of them in the file, their sequence
+   * numbers given again. */
+  struct {
+    const char *what;
+    int fail_at, err;
+    size_t short_max;
+  } cases[] = {
+      {"ENOSPC", 1, ENOSPC, 0},
+      {"a short write, then EIO", 2, EIO, 40},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    struct bm_jrec lost = make_rec(BM_JREC_STATE, 7, true);
+    size = fsize(path);
+    for (int k = 0; k < 3; k++)
+      bad += bm_journal_append_buffered(j, &lost) != 0;
+    io_reset();
+    io.fail_pwrite_at = cases[i].fail_at;
+    io.pwrite_errno = cases[i].err;
+    io.short_max = cases[i].short_max;
+    errno = 0;
+    rc = bm_journal_flush(j);
+    saved = errno;
+    ok(rc == -1 && saved == cases[i].err, "%s: flush fails (%s)",
+       cases[i].what, strerror(saved));
+    ok(fsize(path) == (long long)size && bm_journal_size(j) == (uint64_t)size,
+       "%s: the file is cut back to %lld bytes", cases[i].what,
+       (long long)size);
+    io_reset();
+    bad += bm_journal_append_buffered(j, &recs[n++]) != 0;
+    bad += bm_journal_flush(j) != 0;
+    coll_reset(&c);
+    ok(bm_journal_read(path, collect, &c, NULL, err, sizeof(err)) == 0 &&
+           coll_matches(&c, recs, n, 1),
+       "%s: the next record takes the first lost one's number", cases[i].what);
+  }
+
+  /* A full buffer is written before it overflows. */
+  io_reset();
+  size = bm_journal_size(j);
+  while (n < 120)
+    bad += bm_journal_append_buffered(j, &recs[n++]) != 0;
+  ok(io.pwrite_calls > 0 && bm_journal_size(j) > size,
+     "a full buffer is written before it overflows (%d writes)",
+     io.pwrite_calls);
+  bad += bm_journal_append_buffered(j, &recs[0]) != 0;
+  ok(bm_journal_close(j) == 0, "close with records buffered");
+  j = reopen(path, &c, err, sizeof(err));
+  ok(j != NULL && c.n == n + 1 && coll_prefix(&c, recs, n) &&
+         rec_eq(&c.v[n], &recs[0]),
+     "close wrote them: all %zu replay in order (%s)", n + 1, err);
+  if (!j)
+    return;
+  n++;
+
+  /* The write and its cut fail: the journal is failed, and refuses. */
+  bm_journal_set_io(j, &test_io);
+  io_reset();
+  bad += bm_journal_append_buffered(j, &recs[1]) != 0;
+  io.fail_pwrite_at = 1;
+  io.pwrite_errno = EIO;
+  io.fail_ftruncate_at = 1;
+  log_reset();
+  ok(bm_journal_flush(j) == -1 && errno == EIO && log_lines == 1 &&
+         contains(log_last, "refusing appends"),
+     "write and cut fail: flush fails, logged (%s)", log_last);
+  io_reset();
+  ok(bm_journal_append_buffered(j, &recs[1]) == -1 && errno == EIO,
+     "the failed journal refuses buffered appends with EIO");
+
+  /* Compaction with records buffered: the snapshot stands for them. */
+  sn.n = 0;
+  for (size_t i = 0; i < 5; i++)
+    sn.recs[sn.n++] = recs[i];
+  ok(bm_journal_compact(j, snapshot, &sn) == 0, "compaction rewrites it");
+  bad += bm_journal_append_buffered(j, &recs[5]) != 0;
+  bad += bm_journal_append_buffered(j, &recs[6]) != 0;
+  sn.recs[sn.n++] = recs[5];
+  sn.recs[sn.n++] = recs[6];
+  ok(bm_journal_compact(j, snapshot, &sn) == 0,
+     "a compaction with 2 records buffered");
+  jclose(j);
+  j = reopen(path, &c, err, sizeof(err));
+  ok(j != NULL && c.n == sn.n && coll_prefix(&c, sn.recs, sn.n),
+     "it holds the snapshot, each record once (%zu of %zu)", c.n, sn.n);
+  if (j)
+    jclose(j);
+  is_int(bad, 0, "every buffered append and flush that should succeed did");
+  remove_journal(path);
+  coll_release(&c);
 }
 
 static void test_reader(void)
@@ -2148,6 +2298,7 @@ int main(void)
   test_compaction_failures();
   test_append_failures();
   test_sync();
+  test_buffered();
   test_reader();
   test_bad_paths();
   test_random();
