@@ -59,6 +59,22 @@ struct gateway_slot {
 
 static struct gateway_slot gateways[BM_PLUGCONF_MAX_GATEWAYS];
 static size_t gateways_n;
+
+/* From 2 * RELAY_SLICE_MIN relays on, the relay values of an interval go
+ * out in slices, one per read, spread over the interval (a read per
+ * RELAY_SLICE_MIN relays, RELAY_SLICES at most, each a contiguous part of
+ * every gateway's relays): at
+ * once, 100,000 relays put 100,000-200,000 values in collectd's write
+ * queue together, about 740 bytes each, which malloc kept resident after
+ * they were written. Every value carries the plugin's interval, so each
+ * relay's value is still due once per interval. */
+#define RELAY_SLICES 10
+#define RELAY_SLICE_MIN 1000
+static cdtime_t values_interval; /* every value's interval (set at init) */
+static unsigned relay_slices = 1; /* reads per interval */
+static unsigned read_turn;        /* reads so far; the first sends all */
+static int bimetri_read(user_data_t *ud);
+
 static bool config_failed;
 /* Set at the end of init: rules act only once the journal's states are
  * restored (values may be written before our init ran). */
@@ -315,6 +331,7 @@ static void dispatch_gauge(const char *gateway, const char *type,
 
   vl.values = &v;
   vl.values_len = 1;
+  vl.interval = values_interval; /* not the read callback's (sliced) one */
   sstrncpy(vl.plugin, PLUGIN_NAME, sizeof(vl.plugin));
   sstrncpy(vl.plugin_instance, gateway, sizeof(vl.plugin_instance));
   sstrncpy(vl.type, type, sizeof(vl.type));
@@ -331,6 +348,7 @@ static void dispatch_derive(const char *gateway, const char *type,
 
   vl.values = &v;
   vl.values_len = 1;
+  vl.interval = values_interval; /* not the read callback's (sliced) one */
   sstrncpy(vl.plugin, PLUGIN_NAME, sizeof(vl.plugin));
   sstrncpy(vl.plugin_instance, gateway, sizeof(vl.plugin_instance));
   sstrncpy(vl.type, type, sizeof(vl.type));
@@ -587,17 +605,20 @@ static void on_connection(void *ctx, const char *gateway, bool up)
 
 static void *gateway_thread(void *arg) { return bm_gateway_run(arg); }
 
-/* Every relay's known state and pending commands, from a snapshot (which
- * also hands back the counters and the connection state). */
-static void dispatch_relays(struct gateway_slot *s, struct bm_relay_stats *st,
+/* The known state and pending commands of the relays of one slice
+ * (slices of them in all), from a snapshot; when st is not NULL the
+ * snapshot also hands back the counters and the connection state. */
+static void dispatch_relays(struct gateway_slot *s, unsigned slice,
+                            unsigned slices, struct bm_relay_stats *st,
                             bool *ready)
 {
   const char *gateway = bm_gateway_name(s->gw);
-  size_t n;
+  size_t count = bm_gateway_relay_count(s->gw);
+  size_t first = count * slice / slices, n;
 
   pthread_mutex_lock(&dispatch_order);
-  n = bm_gateway_snapshot(s->gw, s->views, bm_gateway_relay_count(s->gw), st,
-                          ready);
+  n = bm_gateway_snapshot(s->gw, first, s->views,
+                          count * (slice + 1) / slices - first, st, ready);
   for (size_t i = 0; i < n; i++) {
     if (s->views[i].confirmed >= 0)
       dispatch_gauge(gateway, "bool", s->views[i].name,
@@ -621,6 +642,23 @@ static void stop_gateways(void)
   }
 }
 
+/* Registers the read callback: relay_slices reads per interval. */
+static int register_read(void)
+{
+  size_t relays = 0, slices;
+
+  for (size_t i = 0; i < gateways_n; i++)
+    relays += bm_gateway_relay_count(gateways[i].gw);
+  slices = relays / RELAY_SLICE_MIN;
+  relay_slices = slices < 1              ? 1
+                 : slices > RELAY_SLICES ? RELAY_SLICES
+                                         : (unsigned)slices;
+  values_interval = plugin_get_interval();
+  read_turn = 0;
+  return plugin_register_complex_read(NULL, PLUGIN_NAME, bimetri_read,
+                                      values_interval / relay_slices, NULL);
+}
+
 /* All or nothing: every Gateway's journal and client first, then the
  * threads; a failure anywhere leaves none running (collectd unloads the
  * plugin, and a half-started one would switch relays unseen). */
@@ -642,6 +680,11 @@ static int bimetri_init(void)
             bm_gateway_name(gateways[i].gw), err);
       return -1;
     }
+  }
+  if (register_read() != 0) {
+    ERROR(PLUGIN_NAME " plugin: cannot register the read callback; the "
+                      "plugin does not start");
+    return -1;
   }
   if (start_dispatcher() != 0) {
     ERROR(PLUGIN_NAME " plugin: cannot start the dispatcher thread; the "
@@ -682,8 +725,15 @@ static int bimetri_init(void)
   return 0;
 }
 
-static int bimetri_read(void)
+/* Runs relay_slices times per interval: each run dispatches one slice of
+ * the relays (the first run all of them: the journal's restored states go
+ * out at start), and the run of slice 0 the gateways' own values. */
+static int bimetri_read(user_data_t *ud)
 {
+  unsigned slice = read_turn % relay_slices;
+  bool all = read_turn++ == 0;
+
+  (void)ud;
   rules_tick();
   for (size_t g = 0; g < gateways_n; g++) {
     struct gateway_slot *s = &gateways[g];
@@ -691,7 +741,10 @@ static int bimetri_read(void)
     struct bm_relay_stats st;
     bool ready;
 
-    dispatch_relays(s, &st, &ready);
+    dispatch_relays(s, all ? 0 : slice, all ? 1 : relay_slices,
+                    slice == 0 ? &st : NULL, &ready);
+    if (slice != 0)
+      continue;
     dispatch_gauge(gateway, "current_connections", NULL, ready ? 1 : 0);
     {
       int64_t exp;
@@ -972,7 +1025,6 @@ void module_register(void)
 {
   plugin_register_complex_config(PLUGIN_NAME, bimetri_config);
   plugin_register_init(PLUGIN_NAME, bimetri_init);
-  plugin_register_read(PLUGIN_NAME, bimetri_read);
   plugin_register_notification(PLUGIN_NAME, bimetri_notification, NULL);
   plugin_register_shutdown(PLUGIN_NAME, bimetri_shutdown);
 }

@@ -1593,20 +1593,21 @@ void bm_gateway_stop(bm_gateway_t *gw)
   wake_now(gw); /* at once: a pending wake-up may already be served */
 }
 
-size_t bm_gateway_snapshot(bm_gateway_t *gw, struct bm_relay_view *views,
-                           size_t cap, struct bm_relay_stats *stats,
-                           bool *ready)
+size_t bm_gateway_snapshot(bm_gateway_t *gw, size_t first,
+                           struct bm_relay_view *views, size_t n,
+                           struct bm_relay_stats *stats, bool *ready)
 {
-  size_t n;
+  size_t size;
 
   pthread_mutex_lock(&gw->lock);
-  n = bm_relay_table_size(gw->table);
-  if (n > cap)
-    n = cap;
+  size = bm_relay_table_size(gw->table);
+  n = first >= size ? 0 : n > size - first ? size - first : n;
   for (size_t i = 0; i < n; i++)
-    bm_relay_table_view(gw->table, (int)i, &views[i]);
-  bm_relay_table_stats(gw->table, stats, true);
-  *ready = gw->ready;
+    bm_relay_table_view(gw->table, (int)(first + i), &views[i]);
+  if (stats) {
+    bm_relay_table_stats(gw->table, stats, true);
+    *ready = gw->ready;
+  }
   pthread_mutex_unlock(&gw->lock);
   return n;
 }

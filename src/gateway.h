@@ -204,11 +204,12 @@ int bm_gateway_interlock(bm_gateway_t *gw, const int *relays, int n);
 /* The current token's exp, when it has one (any thread). */
 bool bm_gateway_token_expiry(bm_gateway_t *gw, int64_t *exp);
 
-/* Copies every relay's view (cap entries at most), the counters, and whether
- * the session is ready, under the mutex; resets the latency sums.  Returns
- * the number of views written. */
-size_t bm_gateway_snapshot(bm_gateway_t *gw, struct bm_relay_view *views,
-                           size_t cap, struct bm_relay_stats *stats,
-                           bool *ready);
+/* Copies the views of relays first, first+1, ... (n at most, as many as
+ * there are) into views, under the mutex; when stats is not NULL, also the
+ * counters and whether the session is ready, resetting the latency sums.
+ * Returns the number of views written. */
+size_t bm_gateway_snapshot(bm_gateway_t *gw, size_t first,
+                           struct bm_relay_view *views, size_t n,
+                           struct bm_relay_stats *stats, bool *ready);
 
 #endif

@@ -169,7 +169,7 @@ int main(void)
     struct bm_relay_view v[2];
     struct bm_relay_stats st;
     bool ready;
-    bm_gateway_snapshot(gw, v, 2, &st, &ready);
+    bm_gateway_snapshot(gw, 0, v, 2, &st, &ready);
     ok(v[1].desired == 1, "the last of a turn's asks for a relay decides "
                           "(fan desired %d)",
        v[1].desired);

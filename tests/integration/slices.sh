@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Many relays (3,000 besides the pump and the fan: 3 slices) under the
+# plugin's own Interval 3: the first read sends every relay's values at
+# once (the journal's restored states go out at start); after it, each read
+# (one a second) sends a third of the relays, so that collectd's write
+# queue never holds all of them at once, and each relay's values still go
+# out every 3 s, which collectd's cache keeps in between.
+. "$top_srcdir/tests/integration/plant.sh"
+
+relays() {
+  for ((i = 0; i < 3000; i++)); do
+    printf '<Relay "r%d">\n ResourceId %d\n Output %d\n</Relay>\n' \
+      "$i" $((1000 + i / 16)) $((1 + i % 16))
+  done
+}
+
+# The update times LISTVAL shows for every pending_operations value.
+update_times() {
+  bm_unixsock LISTVAL | awk '/bimetri-plant1\/pending_operations-/ { print $1 }'
+}
+
+# The number of groups those times form (gaps over 0.5 s between groups),
+# and the span from the oldest to the newest, as "GROUPS SPAN".
+time_groups() {
+  update_times | sort -g | awk 'NR == 1 { first = $1; g = 1 }
+    NR > 1 && $1 - p > 0.5 { g++ }
+    { p = $1 }
+    END { printf "%d %.1f\n", g, p - first }'
+}
+
+# The time of the first csv row of METRIC.
+csv_first() {
+  local f
+  f=$(ls "$T"/csv/testhost/bimetri-plant1/"$1"-* 2>/dev/null | head -n 1)
+  [[ -n $f ]] && awk -F, 'NR == 2 { printf "%.3f\n", $1; exit }' "$f"
+}
+
+# The gaps between the csv rows of METRIC after the first row's.
+csv_gaps() {
+  local f
+  f=$(ls "$T"/csv/testhost/bimetri-plant1/"$1"-* 2>/dev/null | tail -n 1)
+  [[ -n $f ]] && awk -F, 'NR > 1 { t = $1 + 0; if (p) print t - p; p = t }' "$f" |
+    tail -n +2
+}
+
+plant_token
+bm_start_broker
+bm_start_gwsim --secret-file "$T/secret" --delay 0
+conf=$(plant_conf "$(relays)")
+conf=${conf/LoadPlugin bimetri/<LoadPlugin bimetri>
+  Interval 3
+</LoadPlugin>}
+bm_start_collectd "$conf
+LoadPlugin threshold
+<Plugin threshold>
+  <Plugin \"bimetri\">
+    <Type \"pending_operations\">
+      FailureMax 5
+      Persist false
+    </Type>
+  </Plugin>
+</Plugin>"
+bm_check "connected" bm_wait_for 10 val_is current_connections 1
+bm_check "every relay has its values" \
+  bm_wait_for 10 eval '[[ $(update_times | wc -l) -eq 3002 ]]'
+
+# Every read sends its own slice: the values' update times form 3 groups,
+# about a second apart.
+sleep 4
+groups=$(time_groups)
+bm_is "${groups% *}" 3 "the relays' values were sent by 3 reads ($groups)"
+bm_ok "$(awk '{ exit !($2 >= 1.5 && $2 <= 2.5) }' <<<"$groups" && echo 0 || echo 1)" \
+  "a second apart: 2 s from the oldest to the newest ($groups)"
+
+# Each relay's value still goes out every 3 s, and stays in the cache.
+gone=0
+for ((i = 0; i < 24; i++)); do
+  for m in pending_operations-r0 pending_operations-r1500 pending_operations-r2999 pending_operations-fan; do
+    val "$m" >/dev/null 2>&1 || gone=$((gone + 1))
+  done
+  sleep 0.25
+done
+bm_is "$gone" 0 "the values stay in collectd's cache between their reads (96 GETVALs)"
+# The first read sent every relay's values: the first csv rows of a relay
+# of the last slice and of the first are of one read.
+first_r0=$(csv_first pending_operations-r0)
+first_r2999=$(csv_first pending_operations-r2999)
+bm_ok "$(awk -v a="$first_r0" -v b="$first_r2999" 'BEGIN { d = a - b; exit !(a > 0 && d < 0.5 && d > -0.5) }' && echo 0 || echo 1)" \
+  "the first read sent every relay's values (r0 at $first_r0, r2999 at $first_r2999)"
+for m in pending_operations-r0 pending_operations-r1500 pending_operations-fan current_connections; do
+  gaps=$(csv_gaps "$m")
+  bm_ok "$([[ -n $gaps ]] && ! awk '$1 < 2.5 || $1 > 3.5 { bad = 1 } END { exit !bad }' <<<"$gaps" && echo 0 || echo 1)" \
+    "$m is sent every 3 s ($(tr '\n' ' ' <<<"$gaps"))"
+done
+bm_is "$(count "$T/collectd.log" 'bimetri.*([Mm]issing|has not been updated)')" 0 \
+  "no value of the plugin is reported missing"
+bm_check "the token appears in no log, output or metric" no_secret_leaked
+bm_done
