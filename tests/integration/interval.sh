@@ -7,27 +7,7 @@
 # out at once, not with the next read.
 . "$top_srcdir/tests/integration/plant.sh"
 
-plant_token
-bm_start_broker
-bm_start_gwsim --secret-file "$T/secret" --delay 0
-conf=$(plant_conf)
-conf=${conf/LoadPlugin bimetri/<LoadPlugin bimetri>
-  Interval 3
-</LoadPlugin>}
-bm_start_collectd "$conf
-LoadPlugin threshold
-<Plugin threshold>
-  <Plugin \"bimetri\">
-    <Type \"pending_operations\">
-      FailureMax 5
-      Persist false
-    </Type>
-    <Type \"bool\">
-      FailureMax 5
-      Persist false
-    </Type>
-  </Plugin>
-</Plugin>"
+plant_start_interval 3
 bm_check "connected" bm_wait_for 10 val_is current_connections 1
 
 bm_notify failure sensors temperature

@@ -55,6 +55,36 @@ LoadPlugin bimetri
 EOF2
 }
 
+# plant_start_interval SECONDS [GATEWAY_OPTIONS]: starts the broker, the
+# simulator and collectd with plant_conf's configuration, the plugin
+# loaded under its own Interval SECONDS, and the threshold plugin watching
+# its bool and pending_operations values (Persist false: it reports a value
+# gone missing from collectd's cache).
+plant_start_interval() {
+  local conf
+  plant_token
+  bm_start_broker
+  bm_start_gwsim --secret-file "$T/secret" --delay 0
+  conf=$(plant_conf "${2:-}")
+  conf=${conf/LoadPlugin bimetri/<LoadPlugin bimetri>
+  Interval $1
+</LoadPlugin>}
+  bm_start_collectd "$conf
+LoadPlugin threshold
+<Plugin threshold>
+  <Plugin \"bimetri\">
+    <Type \"pending_operations\">
+      FailureMax 5
+      Persist false
+    </Type>
+    <Type \"bool\">
+      FailureMax 5
+      Persist false
+    </Type>
+  </Plugin>
+</Plugin>"
+}
+
 # val METRIC: the value of testhost/bimetri-plant1/METRIC.  Counters
 # (operations-*, DERIVE) are read from the csv plugin's files, which hold
 # what was dispatched, since GETVAL answers a DERIVE's rate; csv writes once

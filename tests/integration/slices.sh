@@ -43,23 +43,7 @@ csv_gaps() {
     tail -n +2
 }
 
-plant_token
-bm_start_broker
-bm_start_gwsim --secret-file "$T/secret" --delay 0
-conf=$(plant_conf "$(relays)")
-conf=${conf/LoadPlugin bimetri/<LoadPlugin bimetri>
-  Interval 3
-</LoadPlugin>}
-bm_start_collectd "$conf
-LoadPlugin threshold
-<Plugin threshold>
-  <Plugin \"bimetri\">
-    <Type \"pending_operations\">
-      FailureMax 5
-      Persist false
-    </Type>
-  </Plugin>
-</Plugin>"
+plant_start_interval 3 "$(relays)"
 bm_check "connected" bm_wait_for 10 val_is current_connections 1
 bm_check "every relay has its values" \
   bm_wait_for 10 eval '[[ $(update_times | wc -l) -eq 3002 ]]'
