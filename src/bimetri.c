@@ -66,13 +66,14 @@ static size_t gateways_n;
  * every gateway's relays): at
  * once, 100,000 relays put 100,000-200,000 values in collectd's write
  * queue together, about 740 bytes each, which malloc kept resident after
- * they were written. Every value carries the plugin's interval, so each
- * relay's value is still due once per interval. */
+ * they were written (the first read's burst, at start, too). Every value
+ * carries the plugin's interval, so each relay's value is still due once
+ * per interval. */
 #define RELAY_SLICES 10
 #define RELAY_SLICE_MIN 1000
 static cdtime_t values_interval; /* every value's interval (set at init) */
 static unsigned relay_slices = 1; /* reads per interval */
-static unsigned read_turn;        /* reads so far; the first sends all */
+static unsigned read_turn;        /* reads so far */
 static int bimetri_read(user_data_t *ud);
 
 static bool config_failed;
@@ -696,11 +697,11 @@ static int bimetri_init(void)
 
     if (gateways[i].running)
       continue;
-    /* The journal's restored states go out with the first read, which
-     * collectd runs as soon as every init returned (a read callback is due
-     * from its registration): dispatching them here too doubled start-up's
-     * burst in collectd's write queue (100,000 relays: 200,000 values,
-     * about 50 MB of RSS that malloc kept). */
+    /* The journal's restored states go out with the first reads, the
+     * first of which collectd runs as soon as every init returned (a read
+     * callback is due from its registration): dispatching them here too
+     * doubled start-up's burst in collectd's write queue (100,000 relays:
+     * 200,000 values, about 50 MB of RSS that malloc kept). */
     snprintf(name, sizeof(name), "bimetri#%zu", i);
     if (plugin_thread_create(&gateways[i].thread, gateway_thread,
                              gateways[i].gw, name) != 0) {
@@ -726,12 +727,11 @@ static int bimetri_init(void)
 }
 
 /* Runs relay_slices times per interval: each run dispatches one slice of
- * the relays (the first run all of them: the journal's restored states go
- * out at start), and the run of slice 0 the gateways' own values. */
+ * the relays, the run of slice 0 (the first run too) the gateways' own
+ * values as well. */
 static int bimetri_read(user_data_t *ud)
 {
-  unsigned slice = read_turn % relay_slices;
-  bool all = read_turn++ == 0;
+  unsigned slice = read_turn++ % relay_slices;
 
   (void)ud;
   rules_tick();
@@ -741,8 +741,7 @@ static int bimetri_read(user_data_t *ud)
     struct bm_relay_stats st;
     bool ready;
 
-    dispatch_relays(s, all ? 0 : slice, all ? 1 : relay_slices,
-                    slice == 0 ? &st : NULL, &ready);
+    dispatch_relays(s, slice, relay_slices, slice == 0 ? &st : NULL, &ready);
     if (slice != 0)
       continue;
     dispatch_gauge(gateway, "current_connections", NULL, ready ? 1 : 0);
