@@ -114,6 +114,8 @@ struct bm_gateway {
   bool tls;                   /* a CA option was given */
   bool tls_ready;             /* libmosquitto's TLS is set up */
   bm_journal_t *journal;
+  bool journal_behind;    /* a turn's records were not all written */
+  double journal_heal_at; /* the next rewrite of a journal behind, mono */
   double complained_at;
   unsigned long complaints_suppressed;
 };
@@ -402,6 +404,8 @@ static void journal_events(bm_gateway_t *gw)
     journal_failed(gw, "fsync", why, sizeof(why));
     failed = true;
   }
+  if (failed)
+    gw->journal_behind = true; /* run_events rewrites it from the table */
   if (!failed || !commands)
     return;
 
@@ -552,15 +556,35 @@ static void journal_compact(bm_gateway_t *gw)
              gw->conf.name);
     return;
   }
-  if (bm_journal_compact(gw->journal, snapshot_emit, &s) != 0)
+  if (bm_journal_compact(gw->journal, snapshot_emit, &s) != 0) {
     BM_ERROR("gateway \"%s\": compaction of the journal \"%s\" failed; the "
              "old journal stays in use",
              gw->conf.name, gw->conf.journal_file);
-  else
+  } else {
+    gw->journal_behind = false;
     BM_INFO("gateway \"%s\": journal \"%s\" compacted from %llu to %llu bytes",
             gw->conf.name, gw->conf.journal_file, (unsigned long long)before,
             (unsigned long long)bm_journal_size(gw->journal));
+  }
   snapshot_free(&s);
+}
+
+/* A turn whose records were not all written leaves the file behind the
+ * table (records lost, or a command's record kept while the command was
+ * taken back), and a journal failed by an fsync or a write it could not
+ * cut off refuses appends: both until a compaction rewrites the file from
+ * the table. Tried at once, then at most once a second while it fails. */
+static bool journal_needs_rewrite(bm_gateway_t *gw)
+{
+  double now;
+
+  if (!gw->journal_behind && !bm_journal_is_failed(gw->journal))
+    return false;
+  now = now_mono();
+  if (now < gw->journal_heal_at)
+    return false;
+  gw->journal_heal_at = now + 1.0;
+  return true;
 }
 
 /* Replay: records are folded into per-relay state, loaded into the table
@@ -842,7 +866,8 @@ static void run_events(bm_gateway_t *gw)
   bm_events_clear(&gw->events);
   if (any && gw->hooks.events_done)
     gw->hooks.events_done(gw->hooks.ctx);
-  if (gw->journal && bm_journal_needs_compaction(gw->journal))
+  if (gw->journal && (bm_journal_needs_compaction(gw->journal) ||
+                      journal_needs_rewrite(gw)))
     journal_compact(gw);
 }
 
@@ -1042,6 +1067,8 @@ static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
     bm_relay_table_count_op(gw->table, BM_OP_MALFORMED);
     pthread_mutex_unlock(&gw->lock);
     complain(gw, "dropped a message on \"%s\": %s", gw->topic, err);
+    if (gw->msg.type == BM_MSG_COMMAND) /* someone's token: not kept */
+      memset(&gw->msg.u.command, 0, sizeof(gw->msg.u.command));
     return;
   }
 

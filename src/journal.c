@@ -1262,7 +1262,10 @@ int bm_journal_flush(bm_journal_t *j)
     return -1;
   }
   if (write_records(j, j->batch, n) < 0) {
-    j->next_seq = j->batch_seq;
+    /* Cut off: their numbers are free again. Not cut off (the journal is
+     * failed now): whole records of them may be in the file. */
+    if (!j->failed)
+      j->next_seq = j->batch_seq;
     return -1;
   }
   return 0;
@@ -1352,6 +1355,8 @@ void bm_journal_set_limit(bm_journal_t *j, uint64_t bytes)
 {
   j->limit = bytes;
 }
+
+bool bm_journal_is_failed(const bm_journal_t *j) { return j->failed; }
 
 bool bm_journal_needs_compaction(const bm_journal_t *j)
 {

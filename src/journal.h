@@ -292,11 +292,12 @@ int bm_journal_append(bm_journal_t *j, const struct bm_jrec *rec);
  * record is written at once, as by bm_journal_append. */
 int bm_journal_append_buffered(bm_journal_t *j, const struct bm_jrec *rec);
 
-/* Writes the buffered records.  Returns 0 (at once when nothing is
- * buffered), or -1 with errno set: then none of them is in the file (what
- * reached it was cut off, as for a failed bm_journal_append, or the
- * journal became failed) and the sequence numbers they took are given
- * again. */
+/* Writes the buffered records (one write per 32 KiB, the most a buffer
+ * holds).  Returns 0 (at once when nothing is buffered), or -1 with errno
+ * set: then none of them is in the file (what reached it was cut off, as
+ * for a failed bm_journal_append) and the sequence numbers they took are
+ * given again; or, when the cut failed too, the journal is failed, whole
+ * records of them may be in the file, and their numbers stay taken. */
 int bm_journal_flush(bm_journal_t *j);
 
 /* Makes the records appended so far durable.  Mode "always": fsyncs when
@@ -319,6 +320,10 @@ void bm_journal_set_limit(bm_journal_t *j, uint64_t bytes);
  * right after the last compaction (so a snapshot larger than the limit does
  * not ask for a compaction on every append). */
 bool bm_journal_needs_compaction(const bm_journal_t *j);
+
+/* True while the journal refuses appends (see bm_journal_append): until a
+ * successful bm_journal_compact. */
+bool bm_journal_is_failed(const bm_journal_t *j);
 
 /* A compaction in progress; see bm_journal_compact. */
 struct bm_journal_snapshot;

@@ -615,9 +615,12 @@ int bm_msg_decode(const void *payload, size_t len, struct bm_msg *out,
     msg_fail(&d, "field \"messageType\": unknown value \"%s\"", echo);
   }
 
-  /* A failed decode leaves type 0, which is no envelope. */
+  /* A failed decode leaves type 0, which is no envelope, and no part of a
+   * commandMessage's token behind. */
   if (status == 0)
     out->type = kind;
+  else if (kind == BM_MSG_COMMAND)
+    memset(&out->u.command, 0, sizeof(out->u.command));
 
 cleanup:
   bm_jtree_free(&tree);

@@ -1853,7 +1853,36 @@ static void test_buffered(void)
        "%s: the next record takes the first lost one's number", cases[i].what);
   }
 
-  /* A full buffer is written before it overflows. */
+  /* A full buffer is written before it overflows; when that write fails,
+   * the append that needed the room fails too, and nothing is numbered
+   * twice. */
+  {
+    struct bm_jrec big = make_rec(BM_JREC_STATE, 9, true);
+    size_t k = 0;
+    size = fsize(path);
+    io_reset();
+    while (io.pwrite_calls == 0 && k < 100) { /* fill to the brim */
+      io.fail_pwrite_at = 1;
+      io.pwrite_errno = ENOSPC;
+      rc = bm_journal_append_buffered(j, &big);
+      k++;
+    }
+    saved = errno;
+    ok(rc == -1 && saved == ENOSPC && k > 1,
+       "the append that needed room fails with the write's errno (%zu "
+       "appends, %s)",
+       k, strerror(saved));
+    ok(fsize(path) == (long long)size &&
+           bm_journal_size(j) == (uint64_t)size,
+       "... and the buffered records are cut off with it");
+    io_reset();
+    bad += bm_journal_append_buffered(j, &recs[n++]) != 0;
+    bad += bm_journal_flush(j) != 0;
+    coll_reset(&c);
+    ok(bm_journal_read(path, collect, &c, NULL, err, sizeof(err)) == 0 &&
+           coll_matches(&c, recs, n, 1),
+       "... and the next record takes the first lost one's number");
+  }
   io_reset();
   size = bm_journal_size(j);
   while (n < 120)
@@ -1882,6 +1911,7 @@ static void test_buffered(void)
   ok(bm_journal_flush(j) == -1 && errno == EIO && log_lines == 1 &&
          contains(log_last, "refusing appends"),
      "write and cut fail: flush fails, logged (%s)", log_last);
+  ok(bm_journal_is_failed(j), "... and the journal is failed");
   io_reset();
   ok(bm_journal_append_buffered(j, &recs[1]) == -1 && errno == EIO,
      "the failed journal refuses buffered appends with EIO");
@@ -1897,6 +1927,11 @@ static void test_buffered(void)
   sn.recs[sn.n++] = recs[6];
   ok(bm_journal_compact(j, snapshot, &sn) == 0,
      "a compaction with 2 records buffered");
+  ok(bm_journal_size(j) == (uint64_t)fsize(path) && !bm_journal_is_failed(j),
+     "after it the file is all there is (%lld bytes), nothing is buffered",
+     fsize(path));
+  bad += bm_journal_append(j, &recs[7]) != 0;
+  sn.recs[sn.n++] = recs[7];
   jclose(j);
   j = reopen(path, &c, err, sizeof(err));
   ok(j != NULL && c.n == sn.n && coll_prefix(&c, sn.recs, sn.n),

@@ -889,6 +889,19 @@ static void test_command_errors(void)
                     "field \"parameters\": missing");
 }
 
+/* Only the member decoded is cleared, and a commandMessage that fails
+ * leaves nothing of its token behind. */
+static void test_no_token_left(void)
+{
+  is_int(decode(SPEC_COMMAND, &msg), 0, "a command decodes");
+  is_str(msg.u.command.jwt_token, "replace-with-your-token", "its token");
+  json_edit(base_command, "parameters", "{\"resourceId\":101,\"output\":4,"
+            "\"status\":7}", json);
+  is_int(decode(json, &msg), -1, "a command failing after its token");
+  is_int(msg.type, 0, "... is no envelope");
+  is_str(msg.u.command.jwt_token, "", "... and leaves no token behind");
+}
+
 static void test_string_lengths(void)
 {
   char value[BM_MSG_TOKEN_SIZE + 32]; /* a repeat() and two quotes */
@@ -1444,6 +1457,7 @@ int main(void)
   test_round_trip_response();
   test_round_trip_notification();
   test_command_errors();
+  test_no_token_left();
   test_string_lengths();
   test_response_errors();
   test_notification_errors();

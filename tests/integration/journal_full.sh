@@ -24,6 +24,7 @@ bm_check "with room, a command goes through" wait_val bool-pump 1 10
 # Fill the file system: the journal's last page may still hold a few
 # records, so switch until a write fails.
 dd if=/dev/zero of="$T/small/filler" bs=1k count=256 2>/dev/null
+full_since=$SECONDS
 for i in $(seq 1 60); do
   if ((i % 2)); then bm_notify okay sensors temperature "" "cool $i" >/dev/null
   else bm_notify failure sensors temperature "" "hot $i" >/dev/null; fi
@@ -43,6 +44,12 @@ bm_like "$failed_corr" '^[0-9a-f]{16}-[0-9]+$' "the failure names the command's 
 sleep 1
 bm_is "$(count "$CMD_LOG" "\"correlationId\":\"$failed_corr\"")" 0 "that command was never published"
 size_full=$(stat -c %s "$T/small/plant1.journal")
+# The journal is behind the table now: the plugin tries to rewrite it, once
+# a second at most while the file system is full.
+rewrites=$(count "$T/collectd.log" 'compaction of the journal .* failed')
+bm_ok "$((rewrites >= 1 && rewrites <= SECONDS - full_since + 2 ? 0 : 1))" \
+  "a rewrite was tried, at most once a second ($rewrites in $((SECONDS - full_since)) s)"
+compacted=$(count "$T/collectd.log" 'journal .* compacted from')
 
 # Room again: the next request goes through.
 rm -f "$T/small/filler"
@@ -50,6 +57,8 @@ bm_notify failure sensors temperature "" "hot"
 sleep 0.5
 bm_notify okay sensors temperature "" "cool again"
 bm_check "with room again, commands flow" wait_val bool-pump 0 15
+bm_check "and the journal is rewritten from what the plugin knows" \
+  bm_wait_for 5 eval '(($(count "$T/collectd.log" "journal .* compacted from") > compacted))' 
 bm_stop_collectd
 bm_check "the journal replays after all this (read-only, by bimetri-ctl)" \
   "$top_builddir/bimetri-ctl" -n --app-name flexyWattApp --instance-id 1 status --journal "$T/small/plant1.journal"

@@ -69,7 +69,10 @@ first_r0=$(csv_first pending_operations-r0)
 first_r2999=$(csv_first pending_operations-r2999)
 bm_ok "$(awk -v a="$first_r0" -v b="$first_r2999" 'BEGIN { d = b - a; exit !(a > 0 && d > 1.5 && d < 2.5) }' && echo 0 || echo 1)" \
   "the reads are sliced from the first on (r0 at $first_r0, r2999 at $first_r2999)"
-for m in pending_operations-r0 pending_operations-r1500 pending_operations-fan timestamp-token_expiry; do
+# r999 | r1000 and r2000 | r2001 are the slices' edges (3,002 relays in 3).
+for m in pending_operations-r0 pending_operations-r999 pending_operations-r1000 \
+  pending_operations-r2000 pending_operations-r2001 pending_operations-fan \
+  timestamp-token_expiry; do
   gaps=$(csv_gaps "$m")
   bm_ok "$([[ -n $gaps ]] && ! awk '$1 < 2.5 || $1 > 3.5 { bad = 1 } END { exit !bad }' <<<"$gaps" && echo 0 || echo 1)" \
     "$m is sent every 3 s ($(tr '\n' ' ' <<<"$gaps"))"
