@@ -191,12 +191,15 @@ static struct {
   int fail_fsync_at, fsync_errno;
   int fail_ftruncate_at;
   int fail_rename_at;
+  size_t sizes[16]; /* the sizes asked of the first 16 pwrite calls */
 } io;
 
 static void io_reset(void) { memset(&io, 0, sizeof(io)); }
 
 static ssize_t t_pwrite(int fd, const void *buf, size_t n, off_t off)
 {
+  if (io.pwrite_calls < 16)
+    io.sizes[io.pwrite_calls] = n;
   io.pwrite_calls++;
   if (io.fail_pwrite_at && io.pwrite_calls >= io.fail_pwrite_at) {
     if (io.pwrite_zero)
@@ -1891,13 +1894,28 @@ static void test_buffered(void)
     ok(next_renumbered(j, path, &c, recs, &n),
        "... and the next record takes the first lost one's number");
   }
-  io_reset();
-  size = bm_journal_size(j);
-  while (n < 120)
-    bad += bm_journal_append_buffered(j, &recs[n++]) != 0;
-  ok(io.pwrite_calls > 0 && bm_journal_size(j) > size,
-     "a full buffer is written before it overflows (%d writes)",
-     io.pwrite_calls);
+  /* Each record's size is what it adds to bm_journal_size; a write is due
+   * whenever the next one would take the buffer past 32 KiB. */
+  {
+    uint64_t fill = 0, grew;
+    int writes = 0, wrong = 0;
+    io_reset();
+    while (n < 120) {
+      size = bm_journal_size(j);
+      bad += bm_journal_append_buffered(j, &recs[n++]) != 0;
+      grew = bm_journal_size(j) - size;
+      if (fill + grew > 32 * 1024) {
+        wrong += writes >= 16 || io.sizes[writes] != fill;
+        writes++;
+        fill = 0;
+      }
+      fill += grew;
+    }
+    ok(writes > 1 && io.pwrite_calls == writes && wrong == 0,
+       "a full buffer is written just before it would overflow (%d writes, "
+       "%d expected, %d of another size)",
+       io.pwrite_calls, writes, wrong);
+  }
   bad += bm_journal_append_buffered(j, &recs[0]) != 0;
   ok(bm_journal_close(j) == 0, "close with records buffered");
   j = reopen(path, &c, err, sizeof(err));
