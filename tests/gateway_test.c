@@ -17,6 +17,7 @@
 
 #include "gateway.h"
 #include "log.h"
+#include "gateway_conf.h"
 #include "tap.h"
 
 #define MAILBOX 65536 /* gateway.c's ASKS_MAX */
@@ -101,21 +102,7 @@ static bm_gateway_t *make(const char *token_path)
   char err[256];
   bm_gateway_t *gw;
 
-  memset(&c, 0, sizeof(c));
-  snprintf(c.name, sizeof(c.name), "test");
-  snprintf(c.host, sizeof(c.host), "127.0.0.1");
-  c.port = 1; /* nothing listens: connection refused */
-  snprintf(c.app_name, sizeof(c.app_name), "flexyWattApp");
-  snprintf(c.instance_id, sizeof(c.instance_id), "1");
-  snprintf(c.brand, sizeof(c.brand), "Bimetri");
-  c.token.kind = BM_TOKEN_FILE;
-  snprintf(c.token.file, sizeof(c.token.file), "%s", token_path);
-  snprintf(c.command_topic, sizeof(c.command_topic), "resource/commands");
-  c.qos = 2;
-  c.policy.ack_timeout = 10;
-  c.policy.command_timeout = 30;
-  c.policy.retries = 2;
-  c.policy.retry_backoff = 1;
+  test_gateway_conf(&c, "test", token_path);
   if (!(gw = bm_gateway_new(&c, &hooks, err, sizeof(err))) ||
       bm_gateway_add_relay(gw, "pump", 101, 4) < 0 ||
       bm_gateway_add_relay(gw, "fan", 102, 1) < 0 ||

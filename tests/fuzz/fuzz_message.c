@@ -17,6 +17,7 @@
 #include "log.h"
 #include "message.h"
 
+#include "../gateway_conf.h"
 #include "../jtree_compare.h"
 
 #define TOPIC "application/third-party/flexyWattApp/1"
@@ -44,20 +45,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     abort();
   }
   close(fd);
-  snprintf(c.name, sizeof(c.name), "fuzz");
-  snprintf(c.host, sizeof(c.host), "127.0.0.1");
-  c.port = 1;
-  snprintf(c.app_name, sizeof(c.app_name), "flexyWattApp");
-  snprintf(c.instance_id, sizeof(c.instance_id), "1");
-  snprintf(c.brand, sizeof(c.brand), "Bimetri");
-  c.token.kind = BM_TOKEN_FILE;
-  snprintf(c.token.file, sizeof(c.token.file), "%s", path);
-  snprintf(c.command_topic, sizeof(c.command_topic), "resource/commands");
-  c.qos = 2;
-  c.policy.ack_timeout = 10;
-  c.policy.command_timeout = 30;
-  c.policy.retries = 2;
-  c.policy.retry_backoff = 1;
+  test_gateway_conf(&c, "fuzz", path);
   if (!(gw = bm_gateway_new(&c, NULL, err, sizeof(err))) ||
       bm_gateway_add_relay(gw, "pump", 101, 4) < 0 ||
       bm_gateway_add_relay(gw, "fan", 102, 1) < 0) {
