@@ -32,6 +32,8 @@
 # picks the QoS levels; INGEST_PEERS (default "sub mqtt paho") the peers;
 # INGEST_LOG=logfile logs with collectd's logfile plugin instead (LogLevel
 # info), which also writes every notification, opening the file for each.
+# INGEST_PUB_INFLIGHT sets the publisher's messages in flight (default 20;
+# 0: no limit).
 set -u -o pipefail
 
 work=$1

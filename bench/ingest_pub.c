@@ -10,7 +10,8 @@
  * With TOPIC "-", each line is "topic payload" (one space between). Prints
  * the CLOCK_REALTIME (ns) at which the first message was handed to
  * libmosquitto, the benchmark's start. Exits 0 when every message went
- * out, 1 otherwise (after 120 s at most).
+ * out, 1 otherwise (after 120 s at most). QoS 1 and 2 messages are kept
+ * 20 in flight, or INGEST_PUB_INFLIGHT (0: no limit).
  */
 #include <inttypes.h>
 #include <mosquitto.h>
@@ -35,6 +36,8 @@ int main(int argc, char **argv)
   if (argc != 5)
     return 2;
   int port = atoi(argv[1]), qos = atoi(argv[3]), sent = 0;
+  const char *env = getenv("INGEST_PUB_INFLIGHT");
+  int inflight = env && *env ? atoi(env) : 20;
   FILE *f = fopen(argv[4], "r");
   char *line = NULL;
   size_t cap = 0;
@@ -48,8 +51,8 @@ int main(int argc, char **argv)
   if (!m)
     return 1;
   mosquitto_publish_callback_set(m, on_publish);
-  mosquitto_int_option(m, MOSQ_OPT_SEND_MAXIMUM, 20);
-  mosquitto_max_inflight_messages_set(m, 20);
+  mosquitto_int_option(m, MOSQ_OPT_SEND_MAXIMUM, inflight ? inflight : 65535);
+  mosquitto_max_inflight_messages_set(m, (unsigned)inflight);
   if (mosquitto_connect(m, "127.0.0.1", port, 60) != MOSQ_ERR_SUCCESS ||
       mosquitto_loop_start(m) != MOSQ_ERR_SUCCESS) {
     fprintf(stderr, "ingest_pub: cannot connect to 127.0.0.1:%d\n", port);
