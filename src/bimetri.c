@@ -362,6 +362,65 @@ static const char *state_name(int s)
   return s < 0 ? "unknown" : s ? "on" : "off";
 }
 
+/* A notification's meta data on the caller's stack. collectd's
+ * plugin_notification_meta_add_* allocate every entry and copy every
+ * string: 3 to 5 allocations per notification, freed right after the
+ * dispatch, in a malloc arena the dispatcher shares with collectd's write
+ * threads at ingest rates. Callbacks receive the notification read-only
+ * and copy what they keep (plugin_notification_meta_copy), so entries and
+ * strings that live until plugin_dispatch_notification returns will do. */
+#define NOTIF_META_MAX 5
+
+struct notif_meta {
+  notification_meta_t entry[NOTIF_META_MAX];
+  size_t n;
+};
+
+/* Appends entry name to n's meta data (in order), leaving its value to
+ * the caller; NULL when the list is full (a bug: logged). */
+static notification_meta_t *notif_meta_add(notification_t *n,
+                                           struct notif_meta *m,
+                                           const char *name)
+{
+  notification_meta_t *e;
+
+  if (m->n == NOTIF_META_MAX) {
+    ERROR(PLUGIN_NAME " plugin: notification meta data \"%s\" left out", name);
+    return NULL;
+  }
+  e = &m->entry[m->n];
+  memset(e, 0, sizeof(*e));
+  sstrncpy(e->name, name, sizeof(e->name));
+  if (m->n > 0)
+    m->entry[m->n - 1].next = e;
+  else
+    n->meta = e;
+  m->n++;
+  return e;
+}
+
+static void notif_meta_string(notification_t *n, struct notif_meta *m,
+                              const char *name, const char *value)
+{
+  notification_meta_t *e = notif_meta_add(n, m, name);
+
+  if (e) {
+    e->type = NM_TYPE_STRING;
+    e->nm_value.nm_string = value;
+  }
+}
+
+static void notif_meta_int(notification_t *n, struct notif_meta *m,
+                           const char *name, int64_t value)
+{
+  notification_meta_t *e = notif_meta_add(n, m, name);
+
+  if (e) {
+    e->type = NM_TYPE_SIGNED_INT;
+    e->nm_value.nm_signed_int = value;
+  }
+}
+
 /* The value of one event of a gateway, if it has one (a state's): before
  * the event's notification (dispatch_event). s is the gateway's slot. */
 static void dispatch_event_value(struct gateway_slot *s, const char *gateway,
@@ -378,6 +437,7 @@ static void dispatch_event(struct gateway_slot *s, const char *gateway,
                            const struct bm_event *ev)
 {
   notification_t n = {0};
+  struct notif_meta meta = {.n = 0};
   const char *relay = bm_gateway_relay_name(s->gw, ev->relay);
 
   n.time = cdtime();
@@ -415,16 +475,15 @@ static void dispatch_event(struct gateway_slot *s, const char *gateway,
       snprintf(n.message, sizeof(n.message), "relay \"%s\" not switched %s: %s",
                relay, state_name(ev->status), ev->reason);
     INFO(PLUGIN_NAME " plugin: gateway \"%s\": %s", gateway, n.message);
-    plugin_notification_meta_add_string(&n, "outcome", bm_op_name(ev->outcome));
-    plugin_notification_meta_add_string(&n, "reason", ev->reason);
+    notif_meta_string(&n, &meta, "outcome", bm_op_name(ev->outcome));
+    notif_meta_string(&n, &meta, "reason", ev->reason);
   }
-  plugin_notification_meta_add_signed_int(&n, "status", ev->status);
+  notif_meta_int(&n, &meta, "status", ev->status);
   if (ev->corr[0])
-    plugin_notification_meta_add_string(&n, "correlationId", ev->corr);
+    notif_meta_string(&n, &meta, "correlationId", ev->corr);
   if (ev->origin[0])
-    plugin_notification_meta_add_string(&n, "origin", ev->origin);
+    notif_meta_string(&n, &meta, "origin", ev->origin);
   plugin_dispatch_notification(&n);
-  plugin_notification_meta_free(n.meta);
 }
 
 /* ---- the dispatcher ---------------------------------------------------- */
