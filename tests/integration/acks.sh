@@ -13,13 +13,13 @@
 N=40
 LIMIT=3 # s for the N messages; 8 s when each answer waits 200 ms
 
-# notification_lines: N notifications from the device's own hands (another
-# application's correlationIds), flipping the pump off and on, one per line.
+# notification_lines: N notifications from another application (their
+# own correlationIds), flipping the pump off and on, one per line.
 notification_lines() {
   local i
   for ((i = 1; i <= N; i++)); do
-    printf '{"messageType":"notification","appId":"flexyWattApp.1","correlationId":"by-hand-%d","command":"setExtDO","notificationType":"extDOStateChanged","userName":"Local Operator","userId":777,"parameters":{"resourceId":101,"brand":"Bimetri","model":"BMM620","networkId":"26:AA:E0:23:23:5E","organizationId":23456,"output":4,"status":%d}}\n' \
-      "$i" $((i % 2))
+    notif_json "by-hand-$i" 101 4 $((i % 2))
+    echo
   done
 }
 

@@ -175,13 +175,6 @@ wait_converged() {
   bm_wait_for 15 converged >/dev/null && sleep 0.4 && bm_wait_for 5 converged >/dev/null
 }
 
-# notif_json CORR RESOURCE OUTPUT STATUS: an extDOStateChanged notification
-# as the gateway sends it.
-notif_json() {
-  printf '{"messageType":"notification","appId":"flexyWattApp.1","correlationId":"%s","command":"setExtDO","notificationType":"extDOStateChanged","userName":"Flexywatt User","userId":12345,"parameters":{"resourceId":%s,"brand":"Bimetri","model":"BMM620","networkId":"26:AA:E0:23:23:5E","organizationId":23456,"output":%s,"status":%s}}' \
-    "$1" "$2" "$3" "$4"
-}
-
 # redeliver: for each relay, publishes again one notification picked at
 # random among the simulator's older ones for it (all but the last), as a
 # broker or gateway redelivering it late would; REDELIVERED lists them.

@@ -85,6 +85,16 @@ LoadPlugin threshold
 </Plugin>"
 }
 
+# notif_json CORR RESOURCE OUTPUT STATUS: an extDOStateChanged notification
+# as the gateway sends it (the protocol's example shape); CORR "" leaves
+# the correlationId out.
+notif_json() {
+  local corr=
+  [[ -n $1 ]] && corr="\"correlationId\":\"$1\","
+  printf '{"messageType":"notification","appId":"flexyWattApp.1",%s"command":"setExtDO","notificationType":"extDOStateChanged","userName":"Flexywatt User","userId":12345,"parameters":{"resourceId":%s,"brand":"Bimetri","model":"BMM620","networkId":"26:AA:E0:23:23:5E","organizationId":23456,"output":%s,"status":%s}}' \
+    "$corr" "$2" "$3" "$4"
+}
+
 # val METRIC: the value of testhost/bimetri-plant1/METRIC.  Counters
 # (operations-*, DERIVE) are read from the csv plugin's files, which hold
 # what was dispatched, since GETVAL answers a DERIVE's rate; csv writes once

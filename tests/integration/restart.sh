@@ -27,14 +27,6 @@ corr_of() { sed -E 's/.*"correlationId":"([^"]+)".*/\1/' <<<"$1"; }
 log_from() { tail -n "+$1" "$T/collectd.log"; }
 # log_mark: the line number the next collectd.log line will have.
 log_mark() { echo $(($(_bm_lines "$T/collectd.log") + 1)); }
-# notif_json CORR RESOURCE OUTPUT STATUS: an extDOStateChanged notification
-# as the gateway sends it; CORR "" leaves the correlationId out.
-notif_json() {
-  local corr=
-  [[ -n $1 ]] && corr="\"correlationId\":\"$1\","
-  printf '{"messageType":"notification","appId":"flexyWattApp.1",%s"command":"setExtDO","notificationType":"extDOStateChanged","userName":"Flexywatt User","userId":12345,"parameters":{"resourceId":%s,"brand":"Bimetri","model":"BMM620","networkId":"26:AA:E0:23:23:5E","organizationId":23456,"output":%s,"status":%s}}' \
-    "$corr" "$2" "$3" "$4"
-}
 # start_collectd OPTIONS: starts collectd on the plant with these Gateway
 # options (the journal is the default one, so it is kept across starts).
 start_collectd() { bm_start_collectd "$(plant_conf "$1")"; }
