@@ -945,6 +945,7 @@ static bool is_missing_report(const notification_t *n)
 static void manual_refused(const notification_t *in, const char *fmt, ...)
 {
   notification_t n = {0};
+  struct notif_meta meta = {.n = 0};
   va_list ap;
 
   n.severity = NOTIF_FAILURE;
@@ -958,9 +959,8 @@ static void manual_refused(const notification_t *in, const char *fmt, ...)
   vsnprintf(n.message, sizeof(n.message), fmt, ap);
   va_end(ap);
   WARNING(PLUGIN_NAME " plugin: %s", n.message);
-  plugin_notification_meta_add_string(&n, "outcome", "refused");
+  notif_meta_string(&n, &meta, "outcome", "refused");
   plugin_dispatch_notification(&n);
-  plugin_notification_meta_free(n.meta);
 }
 
 /* plugin "bimetri", plugin_instance the Gateway, type "relay_command",

@@ -4,7 +4,8 @@
 # to a program, meta data included, one "name: value" line each. A
 # confirmed command's relay_on carries status and correlationId;
 # a command the gateway refuses ends with a relay_result carrying outcome,
-# reason, status, correlationId and origin, in that order.
+# reason, status, correlationId and origin, in that order; a manual
+# command the plugin refuses, with outcome.
 . "$top_srcdir/tests/integration/plant.sh"
 
 # exec runs programs as a user other than root: nobody gets to the
@@ -69,4 +70,12 @@ status: 1
 correlationId: [0-9a-f]+-[0-9]+
 origin: trigger fan-on: FAILURE from testhost/sensors/humidity$' \
   "relay_result carries outcome, reason, status, correlationId and origin"
+
+# A manual command while ManualControl is off (the default): refused.
+bm_putnotif "severity=okay time=$EPOCHSECONDS host=testhost plugin=bimetri plugin_instance=plant1 type=relay_command type_instance=pump message=\"off\""
+bm_check "the refused manual command ends with a relay_result" bm_wait_for 10 dumped relay_result pump
+refused=$(dumped relay_result pump)
+grep -qx "Severity: FAILURE" <<<"$refused"
+bm_ok $? "a FAILURE"
+bm_is "$(meta_lines "$refused")" "outcome: refused" "it carries outcome refused"
 bm_done
