@@ -245,8 +245,16 @@ static int on_number(void *ctx, const char *s, size_t len)
     return 0;
   errno = 0;
   v->u.number.i = parse_integer(v->u.number.r, len);
-  if (errno == 0)
-    v->u.number.flags |= YAJL_NUMBER_INT_VALID;
+  if (errno == 0) {
+    /* Digits that fit a long long: strtod would round the same integer
+     * the same way (to nearest, as the conversion does), at ten times the
+     * cost; only its -0 keeps the sign. */
+    v->u.number.flags |= YAJL_NUMBER_INT_VALID | YAJL_NUMBER_DOUBLE_VALID;
+    v->u.number.d = (double)v->u.number.i;
+    if (v->u.number.i == 0 && s[0] == '-')
+      v->u.number.d = -0.0;
+    return add_value(t, v);
+  }
   errno = 0;
   v->u.number.d = strtod(v->u.number.r, &end);
   if (errno == 0 && end != NULL && *end == '\0')

@@ -7,7 +7,8 @@
  * Decoding, in order, each step ending the decode at its first error:
  *
  *   1. Size: 1 .. BM_MSG_MAX_SIZE bytes, checked before anything is read.
- *   2. Pre-scan of the raw bytes (one pass, no allocation).  yajl 2.1 is
+ *   2. Pre-scan of the raw bytes (one pass, no allocation; a table of the
+ *      bytes it stops at lets it skip plain runs).  yajl 2.1 is
  *      lenient where the contract is strict, so the pre-scan rejects what
  *      yajl would let through:
  *        - a NUL byte anywhere (the tree's strings are C strings; this
@@ -33,7 +34,8 @@
  *      for duplicate keys (the tree keeps both members).  Comparing all
  *      pairs would be quadratic, and 64 KiB holds ~10^4 keys; instead each
  *      object's key and value arrays, which the tree owns and which are
- *      freed right after the walk, are heap-sorted together by key and
+ *      freed right after the walk, are sorted together by key (insertion
+ *      sort for a message's few members, heap sort for many) and
  *      neighbours compared: O(n log n), no allocation, and lookups by key
  *      still find the right value.
  *   5. messageType selects the envelope; its fields are read in the order
@@ -169,6 +171,23 @@ static size_t utf8_sequence_len(const unsigned char *p, size_t avail)
   return n;
 }
 
+/* The bytes the pre-scan stops at: inside a string (PRESCAN_IN), outside
+ * (PRESCAN_OUT).  Every other byte only moves it on, so it skips runs of
+ * them in a tight loop: most of a message is plain ASCII. */
+#define PRESCAN_IN 1
+#define PRESCAN_OUT 2
+static const unsigned char prescan_class[256] = {
+    [0] = PRESCAN_IN | PRESCAN_OUT,
+    ['"'] = PRESCAN_IN | PRESCAN_OUT,
+    ['\\'] = PRESCAN_IN,
+    ['{'] = PRESCAN_OUT,
+    ['['] = PRESCAN_OUT,
+    ['}'] = PRESCAN_OUT,
+    [']'] = PRESCAN_OUT,
+    ['/'] = PRESCAN_OUT,
+    [0x80 ... 0xFF] = PRESCAN_IN | PRESCAN_OUT,
+};
+
 /* Step 2 of the design comment.  Returns 0, or -1 with the error set. */
 static int msg_prescan(struct msg_dec *d, const unsigned char *p, size_t len)
 {
@@ -176,9 +195,15 @@ static int msg_prescan(struct msg_dec *d, const unsigned char *p, size_t len)
   int depth = 0;
   size_t i = 0;
 
-  while (i < len) {
-    unsigned char c = p[i];
+  for (;;) {
+    unsigned char stop = in_string ? PRESCAN_IN : PRESCAN_OUT;
+    unsigned char c;
 
+    while (i < len && !(prescan_class[p[i]] & stop))
+      i++;
+    if (i == len)
+      return 0;
+    c = p[i];
     if (c == 0) {
       msg_fail(d, "invalid JSON: NUL byte at offset %zu", i);
       return -1;
@@ -201,7 +226,7 @@ static int msg_prescan(struct msg_dec *d, const unsigned char *p, size_t len)
         /* Skip the escaped character unless the loop must check it. */
         if (i + 1 < len && p[i + 1] != 0 && p[i + 1] < 0x80)
           i++;
-      } else if (c == '"') {
+      } else { /* '"' */
         in_string = false;
       }
     } else if (c == '"') {
@@ -214,13 +239,12 @@ static int msg_prescan(struct msg_dec *d, const unsigned char *p, size_t len)
       }
     } else if (c == '}' || c == ']') {
       depth--; /* a negative depth is yajl's to reject */
-    } else if (c == '/') {
+    } else { /* '/' */
       msg_fail(d, "invalid JSON: comment at offset %zu", i);
       return -1;
     }
     i++;
   }
-  return 0;
 }
 
 static void members_swap(yajl_val obj, size_t a, size_t b)
@@ -251,17 +275,59 @@ static void members_sift_down(yajl_val obj, size_t root, size_t n)
   }
 }
 
-/* Heap-sorts an object's members by key, keys and values together. */
+/* Sorts an object's members by key, keys and values together: by
+ * insertion up to MEMBERS_FEW members (a message's objects: fewer
+ * comparisons, no call), by heap sort above, where a hostile payload's
+ * thousands of keys stay O(n log n). */
+#define MEMBERS_FEW 16
 static void members_sort(yajl_val obj)
 {
   size_t n = obj->u.object.len;
 
+  if (n <= MEMBERS_FEW) {
+    const char **keys = obj->u.object.keys;
+    yajl_val *values = obj->u.object.values;
+
+    for (size_t i = 1; i < n; i++) {
+      const char *key = keys[i];
+      yajl_val value = values[i];
+      size_t j = i;
+
+      for (; j > 0 && strcmp(keys[j - 1], key) > 0; j--) {
+        keys[j] = keys[j - 1];
+        values[j] = values[j - 1];
+      }
+      keys[j] = key;
+      values[j] = value;
+    }
+    return;
+  }
   for (size_t i = n / 2; i-- > 0;)
     members_sift_down(obj, i, n);
   for (size_t end = n; end-- > 1;) {
     members_swap(obj, 0, end);
     members_sift_down(obj, 0, end);
   }
+}
+
+/* Writes "path.key" (or "key" when path is empty) into child (size
+ * MSG_PATH_SIZE), cut as snprintf would cut it: only an error message
+ * shows it, and this runs for every nested object of every message. */
+static void msg_path_join(char child[MSG_PATH_SIZE], const char *path,
+                          const char *key)
+{
+  size_t used = 0;
+  const char *parts[3] = {path, path[0] ? "." : "", key};
+
+  for (size_t k = 0; k < 3; k++) {
+    size_t n = strlen(parts[k]);
+
+    if (n > MSG_PATH_SIZE - 1 - used)
+      n = MSG_PATH_SIZE - 1 - used;
+    memcpy(child + used, parts[k], n);
+    used += n;
+  }
+  child[used] = '\0';
 }
 
 /* Step 4: rejects a key that appears twice in any object under v (path
@@ -284,9 +350,7 @@ static int msg_check_keys(struct msg_dec *d, yajl_val v, const char *path)
        * or to descend (most members are scalars: the hot path). */
       if (!dup && !YAJL_IS_OBJECT(value) && !YAJL_IS_ARRAY(value))
         continue;
-      /* A truncated path only shortens an error message. */
-      (void)snprintf(child, sizeof(child), "%s%s%s", path, path[0] ? "." : "",
-                     key);
+      msg_path_join(child, path, key);
       if (dup) {
         msg_fail(d, "field \"%s\": duplicate key", child);
         return -1;
@@ -303,12 +367,15 @@ static int msg_check_keys(struct msg_dec *d, yajl_val v, const char *path)
   return 0;
 }
 
-/* The member `key` of obj, or NULL.  Keys are unique after step 4. */
+/* The member `key` of obj, or NULL.  Keys are unique after step 4.  The
+ * first bytes are compared before the call: most keys differ there. */
 static yajl_val msg_member(yajl_val obj, const char *key)
 {
-  for (size_t i = 0; i < obj->u.object.len; i++)
-    if (strcmp(obj->u.object.keys[i], key) == 0)
+  for (size_t i = 0; i < obj->u.object.len; i++) {
+    const char *k = obj->u.object.keys[i];
+    if (k[0] == key[0] && strcmp(k, key) == 0)
       return obj->u.object.values[i];
+  }
   return NULL;
 }
 

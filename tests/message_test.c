@@ -1314,6 +1314,24 @@ static void test_duplicates(void)
                "duplicate in response data");
   json_edit(base_command, "brand", "\"Bimetri\",\"\":1,\"\":2", json);
   expect_error(json, "field \"\": duplicate key", "duplicate empty key");
+  {
+    /* An error's path is cut at 127 bytes, like any part of it. */
+    char key[151], value[200], want[200];
+    memset(key, 'a', 150);
+    key[150] = '\0';
+    snprintf(value, sizeof(value), "\"Bimetri\",\"%s\":{\"b\":1,\"b\":2}",
+             key);
+    json_edit(base_command, "brand", value, json);
+    snprintf(want, sizeof(want), "field \"%.127s\": duplicate key", key);
+    expect_error(json, want, "duplicate under a 150-byte key: path cut");
+  }
+  /* 18 members: past the insertion sort's 16. */
+  json_edit(base_command, "brand",
+            "\"Bimetri\",\"q1\":1,\"q2\":1,\"q3\":1,\"q4\":1,\"q5\":1,"
+            "\"q6\":1,\"q7\":1,\"q8\":1,\"q9\":1,\"q2\":0",
+            json);
+  expect_error(json, "field \"q2\": duplicate key",
+               "duplicate among 18 members");
   json_edit(base_command, "brand", "\"Bimetri\",\"resourceId\":1", json);
   is_int(decode(json, &msg), 0, "same key in different objects is fine");
   is_int(msg.u.command.parameters.resource_id, 101,
