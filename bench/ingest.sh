@@ -33,7 +33,10 @@
 # INGEST_LOG=logfile logs with collectd's logfile plugin instead (LogLevel
 # info), which also writes every notification, opening the file for each.
 # INGEST_PUB_INFLIGHT sets the publisher's messages in flight (default 20;
-# 0: no limit).
+# 0: no limit). INGEST_CPU=1 adds the rows "consumer CPU per message": the
+# CPU time of each consumer's process over its runs, per message (ours and
+# the mqtt plugin: collectd's, from its threads' schedstat; mosquitto_sub
+# and the paho script: from `times`, in 10 ms ticks, so only for long runs).
 set -u -o pipefail
 
 work=$1
@@ -187,10 +190,20 @@ rate() { # T0_NS T1_NS
   awk -v a="$1" -v b="$2" -v n="$n" 'BEGIN { printf "%.6g\n", n / ((b - a) / 1e9) }'
 }
 
+# CPU ns of the processes a subshell waited for, from what its `times` wrote
+# (its second line: the children's user and system time, in 10 ms ticks:
+# enough over the long run's seconds, too coarse for 20,000 messages).
+children_cpu_ns() { # TIMES_FILE
+  awk 'NR == 2 { t = 0
+    for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
+    printf "%.0f\n", t * 1e9 }' "$1"
+}
+
 # One run through collectd: messages FILE on TOPIC, counted in COUNTFILE.
 run_collectd() { # QOS TOPIC FILE COUNTFILE NAME
-  local base t0 t1
+  local base t0 t1 c0 c1
   base=$(bench_count_of "$4")
+  c0=$(bench_cpu_ns "$cpid")
   t0=$(publish "$port" "$2" "$1" "$3") ||
     { say "$5: ingest_pub failed"; return 1; }
   t1=$("$build/bm_wait" "$4" $((base + n)) 10) || {
@@ -198,7 +211,8 @@ run_collectd() { # QOS TOPIC FILE COUNTFILE NAME
     grep -v 'Notification:' "$work/collectd.log" | tail -n 5 >&2
     return 1
   }
-  rate "$t0" "$t1"
+  c1=$(bench_cpu_ns "$cpid")
+  echo "$(rate "$t0" "$t1") $((c1 - c0))"
 }
 
 run_ours() { run_collectd "$1" "$topic" "$work/messages" "$work/ours.count" "plugin"; }
@@ -206,21 +220,31 @@ run_mqtt() { run_collectd "$1" - "$work/mqtt_messages" "$work/mqtt.count" "mqtt 
 
 run_sub() { # QOS
   local t0 t1 sub
-  timeout 30 mosquitto_sub -h 127.0.0.1 -p "$port" -q "$1" -t "$peer_topic" \
-    -C "$n" >/dev/null &
+  (
+    timeout 30 mosquitto_sub -h 127.0.0.1 -p "$port" -q "$1" \
+      -t "$peer_topic" -C "$n" >/dev/null
+    rc=$?
+    times >"$work/sub.times"
+    exit $rc
+  ) &
   sub=$!
   sleep 0.3 # subscribed (mosquitto_sub has no ready signal)
   t0=$(publish "$port" "$peer_topic" "$1" "$work/messages") ||
     { say "mosquitto_sub peer: ingest_pub failed"; kill "$sub"; return 1; }
   wait "$sub" || { say "mosquitto_sub did not get all"; return 1; }
   t1=$(now_ns)
-  rate "$t0" "$t1"
+  echo "$(rate "$t0" "$t1") $(children_cpu_ns "$work/sub.times")"
 }
 
 run_paho() { # QOS
   local t0 t1 out=$work/paho.out
-  timeout 60 "$py" "$repo/bench/paho_consumer.py" "$port" "$peer_topic" "$1" \
-    "$n" >"$out" &
+  (
+    timeout 60 "$py" "$repo/bench/paho_consumer.py" "$port" "$peer_topic" \
+      "$1" "$n" >"$out"
+    rc=$?
+    times >"$work/paho.times"
+    exit $rc
+  ) &
   local c=$!
   for _ in $(seq 100); do
     grep -qs ready "$out" && break
@@ -230,7 +254,7 @@ run_paho() { # QOS
     { say "paho peer: ingest_pub failed"; kill "$c"; return 1; }
   wait "$c" || { say "paho script did not get all"; return 1; }
   t1=$(sed -n 2p "$out")
-  rate "$t0" "$t1"
+  echo "$(rate "$t0" "$t1") $(children_cpu_ns "$work/paho.times")"
 }
 
 
@@ -245,7 +269,7 @@ peer_label() {
 echo "$BENCH_ROW_HEADER"
 for qos in ${INGEST_QOS:-0 1 2}; do
   start_collectd "$qos" || exit 1
-  declare -A got=() failed=()
+  declare -A got=() cpu=() failed=()
   who=(ours "${peers[@]}")
   lost=0
   for ((r = 0; r < runs && !lost; r++)); do
@@ -264,8 +288,9 @@ for qos in ${INGEST_QOS:-0 1 2}; do
         lost=1
         break
       }
-      got[$w]+="$v "
-      line+=" $w $v/s"
+      got[$w]+="${v% *} "
+      cpu[$w]+="$(awk -v c="${v#* }" -v n="$n" 'BEGIN { printf "%.6g", c / n / 1000 }') "
+      line+=" $w ${v% *}/s"
     done
     ((lost)) || say "$line"
   done
@@ -291,5 +316,18 @@ for qos in ${INGEST_QOS:-0 1 2}; do
       printf "ingest %dk notifications QoS %d,messages/s,higher,%s,%s,%s,%d,%.4g,%s,%s\n",
         n / 1000, q, o, label, p, pruns, r, t, (ok ? "yes" : "no") }'
   done
-  unset got failed
+  if [[ ${INGEST_CPU:-} == 1 ]]; then
+    say "QoS $qos: CPU us per message: $(for w in "${who[@]}"; do echo -n "$w ${cpu[$w]:-}; "; done)"
+    so=$(bench_stats ${cpu[ours]})
+    for w in "${peers[@]}"; do
+      [[ -n ${cpu[$w]:-} ]] || continue
+      sp=$(bench_stats ${cpu[$w]})
+      awk -v q="$qos" -v n="$n" -v o="$so" -v p="$sp" \
+        -v label="$(peer_label "$w")" -v pruns="$(wc -w <<<"${cpu[$w]}")" 'BEGIN {
+        split(o, a, ","); split(p, b, ",")
+        printf "consumer CPU per message ingest %dk QoS %d,us,lower,%s,%s,%s,%d,%.4g,,\n",
+          n / 1000, q, o, label, p, pruns, a[1] / b[1] }'
+    done
+  fi
+  unset got cpu failed
 done
