@@ -377,7 +377,8 @@ struct notif_meta {
 };
 
 /* Appends entry name to n's meta data (in order), leaving its value to
- * the caller; NULL when the list is full (a bug: logged). */
+ * the caller; NULL when the list is full (a bug: logged). m starts zeroed
+ * (struct notif_meta m = {.n = 0}): its entries are used as they are. */
 static notification_meta_t *notif_meta_add(notification_t *n,
                                            struct notif_meta *m,
                                            const char *name)
@@ -389,7 +390,6 @@ static notification_meta_t *notif_meta_add(notification_t *n,
     return NULL;
   }
   e = &m->entry[m->n];
-  memset(e, 0, sizeof(*e));
   sstrncpy(e->name, name, sizeof(e->name));
   if (m->n > 0)
     m->entry[m->n - 1].next = e;
