@@ -190,6 +190,21 @@ rate() { # T0_NS T1_NS
   awk -v a="$1" -v b="$2" -v n="$n" 'BEGIN { printf "%.6g\n", n / ((b - a) / 1e9) }'
 }
 
+# timed_child TIMES_FILE CMD...: runs CMD and waits for it, then writes the
+# `times` of the shell running it to TIMES_FILE; returns CMD's status. Run
+# in the background, as a subshell of its own: a TERM to it ends CMD too.
+timed_child() {
+  local times=$1 child rc
+  shift
+  "$@" &
+  child=$!
+  trap 'kill "$child" 2>/dev/null' TERM
+  wait "$child"
+  rc=$?
+  times >"$times"
+  return "$rc"
+}
+
 # CPU ns of the processes a subshell waited for, from what its `times` wrote
 # (its second line: the children's user and system time, in 10 ms ticks:
 # enough over the long run's seconds, too coarse for 20,000 messages).
@@ -220,13 +235,8 @@ run_mqtt() { run_collectd "$1" - "$work/mqtt_messages" "$work/mqtt.count" "mqtt 
 
 run_sub() { # QOS
   local t0 t1 sub
-  (
-    timeout 30 mosquitto_sub -h 127.0.0.1 -p "$port" -q "$1" \
-      -t "$peer_topic" -C "$n" >/dev/null
-    rc=$?
-    times >"$work/sub.times"
-    exit $rc
-  ) &
+  timed_child "$work/sub.times" timeout 30 mosquitto_sub -h 127.0.0.1 \
+    -p "$port" -q "$1" -t "$peer_topic" -C "$n" >/dev/null &
   sub=$!
   sleep 0.3 # subscribed (mosquitto_sub has no ready signal)
   t0=$(publish "$port" "$peer_topic" "$1" "$work/messages") ||
@@ -238,13 +248,8 @@ run_sub() { # QOS
 
 run_paho() { # QOS
   local t0 t1 out=$work/paho.out
-  (
-    timeout 60 "$py" "$repo/bench/paho_consumer.py" "$port" "$peer_topic" \
-      "$1" "$n" >"$out"
-    rc=$?
-    times >"$work/paho.times"
-    exit $rc
-  ) &
+  timed_child "$work/paho.times" timeout 60 "$py" \
+    "$repo/bench/paho_consumer.py" "$port" "$peer_topic" "$1" "$n" >"$out" &
   local c=$!
   for _ in $(seq 100); do
     grep -qs ready "$out" && break
