@@ -25,11 +25,19 @@
 #                  (topic collectd/benchhost/mqttpeer/gauge-rN, "N:0|1")
 #                  until bm_count saw them all;
 #   paho script    bench/paho_consumer.py (paho-mqtt + json, a dict of
-#                  relay states) on its own topic, until its last message.
+#                  relay states) on its own topic, until its last message;
+#   collectd floor bench/bm_floor.c, in the same collectd: the same messages
+#                  on a topic of its own, a value dispatched for each
+#                  without reading it (libmosquitto and collectd's dispatch
+#                  alone) until bm_count saw them all: no peer to beat but
+#                  the floor under any collectd plugin, ours included; its
+#                  ratio to mosquitto_sub is the most a collectd plugin
+#                  reaches on the machine.
 # The plugin subscribes at the QoS under test (its QoS option), as the
 # peers do. The four take turns at going first. Prints bench/run's CSV
 # rows (header first); progress on stderr. INGEST_QOS (default "0 1 2")
-# picks the QoS levels; INGEST_PEERS (default "sub mqtt paho") the peers;
+# picks the QoS levels; INGEST_PEERS (default "sub mqtt paho floor") the
+# peers;
 # INGEST_LOG=logfile logs with collectd's logfile plugin instead (LogLevel
 # info), which also writes every notification, opening the file for each.
 # INGEST_PUB_INFLIGHT sets the publisher's messages in flight (default 20;
@@ -49,8 +57,9 @@ gwsim=$repo/build/bimetri-gwsim
 py=/usr/bin/python3
 topic=application/third-party/flexyWattApp/1
 peer_topic=application/third-party/benchPeerApp/1 # collectd does not see it
+floor_topic=application/third-party/benchFloorApp/1 # bm_floor's alone
 nrelays=100
-peers=(${INGEST_PEERS:-sub mqtt paho})
+peers=(${INGEST_PEERS:-sub mqtt paho floor})
 BENCH_NAME=ingest
 . "$repo/bench/lib.sh"
 
@@ -58,7 +67,8 @@ now_ns() { date +%s%N; }
 # ingest_pub, bounded (see above): prints the time of its first publish.
 publish() { timeout 60 "$build/ingest_pub" "$@"; }
 
-bench_need "$so" "$gwsim" "$build/ingest_pub" "$build/bm_count.so" "$build/bm_wait"
+bench_need "$so" "$gwsim" "$build/ingest_pub" "$build/bm_count.so" "$build/bm_wait" \
+  "$build/bm_floor.so"
 ((n % (2 * nrelays) == 0)) || { say "MESSAGES must be a multiple of $((2 * nrelays))"; exit 2; }
 
 # ---- the broker: unlimited queues, no limit on the messages in flight to
@@ -84,6 +94,7 @@ bench_token "$gwsim" || exit 1
 mkdir -p "$work/plugins"
 cp "$so" "$work/plugins/bimetri.so"
 cp "$build/bm_count.so" "$work/plugins/bm_count.so"
+cp "$build/bm_floor.so" "$work/plugins/bm_floor.so"
 log=${INGEST_LOG:-syslog}
 case $log in
 syslog | logfile) ;;
@@ -131,6 +142,15 @@ LoadPlugin bm_count
   $log_line
   Count "bimetri" "bool" "$work/ours.count"
   Count "mqttpeer" "gauge" "$work/mqtt.count"
+  Count "bmfloor" "bool" "$work/floor.count"
+</Plugin>
+LoadPlugin bm_floor
+<Plugin bm_floor>
+  Host "127.0.0.1"
+  Port $port
+  Topic "$floor_topic"
+  QoS $1
+  Relays $nrelays
 </Plugin>
 LoadPlugin mqtt
 <Plugin mqtt>
@@ -161,7 +181,8 @@ EOF2
   cpid=$!
   pids+=("$cpid")
   for _ in $(seq 200); do
-    grep -qs 'subscribed' "$work/collectd.log" && {
+    # bimetri's "subscribed to" and bm_floor's
+    (($(grep -cs 'subscribed to' "$work/collectd.log") >= 2)) && {
       sleep 0.5 # the mqtt plugin has no log line of its own for that
       return 0
     }
@@ -232,6 +253,7 @@ run_collectd() { # QOS TOPIC FILE COUNTFILE NAME
 
 run_ours() { run_collectd "$1" "$topic" "$work/messages" "$work/ours.count" "plugin"; }
 run_mqtt() { run_collectd "$1" - "$work/mqtt_messages" "$work/mqtt.count" "mqtt plugin"; }
+run_floor() { run_collectd "$1" "$floor_topic" "$work/messages" "$work/floor.count" "floor plugin"; }
 
 run_sub() { # QOS
   local t0 t1 sub
@@ -268,6 +290,7 @@ peer_label() {
   sub) echo "mosquitto_sub >/dev/null" ;;
   mqtt) echo "collectd mqtt plugin" ;;
   paho) echo "paho-mqtt+json script" ;;
+  floor) echo "collectd floor (a value per message; no decode)" ;;
   esac
 }
 
@@ -317,9 +340,10 @@ for qos in ${INGEST_QOS:-0 1 2}; do
       split(o, a, ","); split(p, b, ",")
       r = a[1] / b[1]
       if (w == "sub") { t = ">= 90% of peer"; ok = r >= 0.9 }
+      else if (w == "floor") { t = "" }
       else { t = "ahead of peer"; ok = r > 1 }
       printf "ingest %dk notifications QoS %d,messages/s,higher,%s,%s,%s,%d,%.4g,%s,%s\n",
-        n / 1000, q, o, label, p, pruns, r, t, (ok ? "yes" : "no") }'
+        n / 1000, q, o, label, p, pruns, r, t, (t == "" ? "" : ok ? "yes" : "no") }'
   done
   if [[ ${INGEST_CPU:-} == 1 ]]; then
     say "QoS $qos: CPU us per message: $(for w in "${who[@]}"; do echo -n "$w ${cpu[$w]:-}; "; done)"
