@@ -181,8 +181,9 @@ EOF2
   cpid=$!
   pids+=("$cpid")
   for _ in $(seq 200); do
-    # bimetri's "subscribed to" and bm_floor's
-    (($(grep -cs 'subscribed to' "$work/collectd.log") >= 2)) && {
+    # bimetri's "subscribed to" and bm_floor's (no file yet: no count)
+    subscribed=$(grep -cs 'subscribed to' "$work/collectd.log")
+    ((${subscribed:-0} >= 2)) && {
       sleep 0.5 # the mqtt plugin has no log line of its own for that
       return 0
     }
