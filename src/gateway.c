@@ -378,11 +378,13 @@ static void journal_failed(bm_gateway_t *gw, const char *what, char *why,
  * command whose record could not be made durable is never published. */
 static void journal_events(bm_gateway_t *gw)
 {
-  bool commands = false, failed = false;
+  bool commands = false, failed = false, cut;
   char why[160] = "";
+  struct bm_journal_mark turn;
 
   if (!gw->journal)
     return;
+  bm_journal_mark(gw->journal, &turn);
   for (size_t i = 0; i < gw->events.n; i++) {
     struct bm_event *ev = &gw->events.ev[i];
     struct bm_relay_view v;
@@ -410,8 +412,17 @@ static void journal_events(bm_gateway_t *gw)
     return;
 
   /* Nothing promised durable leaves unrecorded: every new command of this
-   * turn fails instead, and a best-effort TIMEOUT record keeps a restart
-   * from resuming one whose COMMAND record did make it. */
+   * turn fails instead, and the turn's records are cut off the file (a
+   * failed fsync leaves them in it, and so may an earlier flush of a long
+   * turn), so that a restart cannot resume a command reported not sent;
+   * the other records of the turn come back with the rewrite from the
+   * table (journal_behind). Only when the cut fails too, a best-effort
+   * TIMEOUT record for each (a failed journal refuses it). */
+  cut = bm_journal_cut(gw->journal, &turn) == 0;
+  if (!cut)
+    BM_ERROR("gateway \"%s\": the commands of this turn stay in the journal "
+             "\"%s\": a restart before its rewrite may send them",
+             gw->conf.name, gw->conf.journal_file);
   for (size_t i = 0; i < gw->events.n; i++) {
     struct bm_event *ev = &gw->events.ev[i];
     struct bm_jrec rec;
@@ -421,11 +432,13 @@ static void journal_events(bm_gateway_t *gw)
     pthread_mutex_lock(&gw->lock);
     bm_relay_table_abort(gw->table, ev->relay, ev->corr);
     pthread_mutex_unlock(&gw->lock);
-    memset(&rec, 0, sizeof(rec));
-    rec.type = BM_JREC_TIMEOUT;
-    rec.time_ms = now_wall_ms();
-    bm_str_copy(rec.u.timeout.corr, sizeof(rec.u.timeout.corr), ev->corr);
-    (void)bm_journal_append(gw->journal, &rec); /* already failing: no log */
+    if (!cut) {
+      memset(&rec, 0, sizeof(rec));
+      rec.type = BM_JREC_TIMEOUT;
+      rec.time_ms = now_wall_ms();
+      bm_str_copy(rec.u.timeout.corr, sizeof(rec.u.timeout.corr), ev->corr);
+      (void)bm_journal_append(gw->journal, &rec); /* already failing: no log */
+    }
     ev->kind = BM_EV_END;
     ev->outcome = BM_OP_FAILED;
     ev->severity = BM_SEV_FAILURE;

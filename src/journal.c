@@ -1223,12 +1223,34 @@ void bm_journal_set_io(bm_journal_t *j, const struct bm_journal_io *io)
     j->io.rename = io->rename;
 }
 
+/* Cuts the file back to size bytes (what names the records cut, for the
+ * log).  Returns 0, or -1 with errno set: then the journal is failed (the
+ * records may be in the file) and the failure logged. */
+static int cut_file(bm_journal_t *j, uint64_t size, const char *what)
+{
+  int rc;
+
+  do
+    rc = j->io.ftruncate(j->fd, (off_t)size);
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    int saved = errno;
+    j->failed = true;
+    BM_ERROR("cannot cut %s off journal \"%s\" at %" PRIu64 " bytes: %s; "
+             "refusing appends until the next compaction",
+             what, j->path, size, strerror(saved));
+    errno = saved;
+    return -1;
+  }
+  return 0;
+}
+
 /* Writes n bytes of records at the end of the file.  On failure cuts off
  * whatever part of them reached it (or, when even that fails, makes the
  * journal failed) and returns -1 with the write's errno. */
 static int write_records(bm_journal_t *j, const unsigned char *buf, size_t n)
 {
-  int saved, rc;
+  int saved;
 
   if (write_all(&j->io, j->fd, buf, n, j->size) == 0) {
     j->size += n;
@@ -1236,15 +1258,7 @@ static int write_records(bm_journal_t *j, const unsigned char *buf, size_t n)
     return 0;
   }
   saved = errno;
-  do
-    rc = j->io.ftruncate(j->fd, (off_t)j->size);
-  while (rc < 0 && errno == EINTR);
-  if (rc < 0) {
-    j->failed = true;
-    BM_ERROR("cannot cut a failed append off journal \"%s\" at %" PRIu64
-             " bytes: %s; refusing appends until the next compaction",
-             j->path, j->size, strerror(errno));
-  }
+  (void)cut_file(j, j->size, "a failed append"); /* logged */
   errno = saved;
   return -1;
 }
@@ -1349,6 +1363,29 @@ int bm_journal_sync(bm_journal_t *j)
 uint64_t bm_journal_size(const bm_journal_t *j)
 {
   return j->size + j->batch_fill;
+}
+
+void bm_journal_mark(const bm_journal_t *j, struct bm_journal_mark *m)
+{
+  m->size = j->size + j->batch_fill;
+  m->seq = j->next_seq;
+}
+
+int bm_journal_cut(bm_journal_t *j, const struct bm_journal_mark *m)
+{
+  assert(m->size <= j->size + j->batch_fill && m->seq <= j->next_seq);
+  if (m->size >= j->size) { /* all of them still buffered */
+    j->batch_fill = (size_t)(m->size - j->size);
+    j->next_seq = m->seq;
+    return 0;
+  }
+  j->batch_fill = 0;
+  if (cut_file(j, m->size, "records") < 0)
+    return -1;
+  j->size = m->size;
+  j->next_seq = m->seq;
+  j->dirty = true;
+  return 0;
 }
 
 void bm_journal_set_limit(bm_journal_t *j, uint64_t bytes)

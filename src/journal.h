@@ -312,6 +312,26 @@ int bm_journal_sync(bm_journal_t *j);
  * records included). */
 uint64_t bm_journal_size(const bm_journal_t *j);
 
+/* A point of the journal to cut back to (bm_journal_cut): where the next
+ * record appended goes, and its sequence number. A value type. */
+struct bm_journal_mark {
+  uint64_t size; /* bm_journal_size */
+  uint64_t seq;  /* seq of the next record */
+};
+
+/* Where the next record appended will go. */
+void bm_journal_mark(const bm_journal_t *j, struct bm_journal_mark *m);
+
+/* Takes back every record appended since m was marked on j (no compaction
+ * in between): buffered ones are dropped, written ones cut off the file
+ * with ftruncate, and their sequence numbers are given again. A failed
+ * journal is cut too, and stays failed (what reached the disk before is
+ * still unknown). This is how a loop turn whose records could not all be
+ * made durable keeps a restart from finding its commands. Returns 0, or
+ * -1 with errno set when the file could not be cut: then whole records of
+ * them may still be in it, and the journal is failed. */
+int bm_journal_cut(bm_journal_t *j, const struct bm_journal_mark *m);
+
 /* Sets the size bound of bm_journal_needs_compaction (default
  * BM_JOURNAL_DEFAULT_LIMIT). */
 void bm_journal_set_limit(bm_journal_t *j, uint64_t bytes);

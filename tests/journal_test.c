@@ -1772,6 +1772,136 @@ static void test_sync(void)
   remove_journal(path);
 }
 
+/* Reads path back: does it hold exactly want[0..n), numbered from 1? */
+static bool holds_exactly(const char *path, const struct bm_jrec *want,
+                          size_t n)
+{
+  struct coll c = {0};
+  char err[256];
+  bool same = bm_journal_read(path, collect, &c, NULL, err, sizeof(err)) == 0 &&
+              coll_matches(&c, want, n, 1);
+
+  coll_reset(&c);
+  free(c.v);
+  free(c.seq);
+  return same;
+}
+
+/* A turn's records taken back: after a failed fsync (still in the file),
+ * while buffered, after a long turn's early flush, and when the cut
+ * itself fails. */
+static void test_cut(void)
+{
+  char path[PATH_MAX];
+  static struct bm_jrec before[3], turn[120];
+  struct bm_journal_mark m;
+  bm_journal_t *j;
+  int bad = 0;
+
+  for (unsigned i = 0; i < 3; i++)
+    before[i] = make_rec(BM_JREC_CONFIRM, i, false);
+  for (unsigned i = 0; i < 120; i++)
+    turn[i] = make_rec(BM_JREC_COMMAND, 10 + i, true);
+
+  /* The failed fsync of a turn with commands: cut off, the journal failed
+   * still, and a reader (a restart) finds the records before it alone. */
+  in_dir(path, "cut");
+  remove_journal(path);
+  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_ALWAYS)))
+    return;
+  for (int i = 0; i < 3; i++)
+    bad += bm_journal_append(j, &before[i]) != 0;
+  bad += bm_journal_sync(j) != 0;
+  bm_journal_mark(j, &m);
+  bad += bm_journal_append_buffered(j, &turn[0]) != 0;
+  bad += bm_journal_append_buffered(j, &turn[1]) != 0;
+  io.fail_fsync_at = io.fsync_calls + 1;
+  ok(bm_journal_sync(j) == -1 && bm_journal_is_failed(j),
+     "a turn's fsync fails: the journal is failed");
+  ok(holds_exactly(path, before, 3) == false,
+     "... and the turn's two records are in the file");
+  is_int(bm_journal_cut(j, &m), 0, "the turn is cut off");
+  ok(bm_journal_is_failed(j), "... the journal still failed");
+  ok(bm_journal_size(j) == m.size, "... its size the mark's");
+  ok(holds_exactly(path, before, 3), "... the file holds the 3 records "
+                                     "before the turn alone");
+  (void)bm_journal_close(j); /* -1: failed */
+
+  /* Cut while buffered: no ftruncate, the numbers given again. */
+  remove_journal(path);
+  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_NONE)))
+    return;
+  for (int i = 0; i < 2; i++)
+    bad += bm_journal_append(j, &before[i]) != 0;
+  bm_journal_mark(j, &m);
+  bad += bm_journal_append_buffered(j, &turn[0]) != 0;
+  bad += bm_journal_append_buffered(j, &turn[1]) != 0;
+  is_int(bm_journal_cut(j, &m), 0, "a buffered turn is cut");
+  is_int(io.ftruncate_calls, 0, "... without touching the file");
+  bad += bm_journal_append_buffered(j, &before[2]) != 0;
+  bad += bm_journal_flush(j) != 0;
+  ok(holds_exactly(path, before, 3), "... and the next record takes the "
+                                     "first cut one's number");
+  jclose(j);
+
+  /* A long turn: its first 32 KiB written by an early flush, a later
+   * flush failing (ENOSPC). The cut takes back the written part too. */
+  remove_journal(path);
+  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_NONE)))
+    return;
+  for (int i = 0; i < 3; i++)
+    bad += bm_journal_append(j, &before[i]) != 0;
+  bm_journal_mark(j, &m);
+  io.pwrite_errno = ENOSPC;
+  {
+    int early = 0, failed = 0;
+    for (int i = 0; i < 120; i++) { /* well over 32 KiB */
+      int w = io.pwrite_calls;
+      if (bm_journal_append_buffered(j, &turn[i]) != 0)
+        failed++;
+      if (io.pwrite_calls > w && !io.fail_pwrite_at) {
+        early++;
+        io.fail_pwrite_at = io.pwrite_calls + 1; /* the next write fails */
+      }
+    }
+    if (bm_journal_flush(j) != 0)
+      failed++;
+    ok(early == 1 && failed == 1,
+       "a long turn: one early flush written, a later write failing "
+       "(%d early, %d failed)", early, failed);
+  }
+  ok(!holds_exactly(path, before, 3), "... the early flush's records are "
+                                      "in the file");
+  io.fail_pwrite_at = 0;
+  is_int(bm_journal_cut(j, &m), 0, "the whole turn is cut");
+  ok(holds_exactly(path, before, 3), "... the file holds the records "
+                                     "before it alone");
+  ok(!bm_journal_is_failed(j), "... and the journal goes on");
+  bad += bm_journal_append(j, &turn[0]) != 0;
+  {
+    struct bm_jrec want[4] = {before[0], before[1], before[2], turn[0]};
+    ok(holds_exactly(path, want, 4), "... numbering on from the cut");
+  }
+  jclose(j);
+
+  /* The cut fails: the journal is failed, and says so. */
+  remove_journal(path);
+  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_NONE)))
+    return;
+  bad += bm_journal_append(j, &before[0]) != 0;
+  bm_journal_mark(j, &m);
+  bad += bm_journal_append(j, &turn[0]) != 0;
+  io.fail_ftruncate_at = io.ftruncate_calls + 1;
+  log_reset();
+  ok(bm_journal_cut(j, &m) == -1 && errno == EIO, "a cut that fails is -1");
+  ok(bm_journal_is_failed(j), "... the journal failed");
+  ok(log_lines == 1 && contains(log_last, "cannot cut records off journal"),
+     "... logged (%s)", log_last);
+  (void)bm_journal_close(j);
+  is_int(bad, 0, "every append that should succeed did");
+  remove_journal(path);
+}
+
 /* After a failed flush: buffers and flushes recs[*n] (fault injection
  * off), and tells whether the file replays recs[0..*n] numbered from 1,
  * the lost records' numbers given again. */
@@ -2360,6 +2490,7 @@ int main(void)
   test_append_failures();
   test_sync();
   test_buffered();
+  test_cut();
   test_reader();
   test_bad_paths();
   test_random();

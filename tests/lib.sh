@@ -880,9 +880,6 @@ _bm_make_plugin_dir() {
   fi
 }
 
-# _bm_sanitizer_env: prints VAR=value words for `env` so that an
-# uninstrumented collectd can load a bimetri.so built with
-# --enable-sanitizers (the ASan runtime must come first).
 # bm_plugin_is_asan: true when the built bimetri.so is instrumented with
 # AddressSanitizer (configure --enable-sanitizers).
 bm_plugin_is_asan() {
@@ -905,15 +902,21 @@ bm_skip_all() {
   exit 0
 }
 
+# _bm_sanitizer_env: prints VAR=value words for `env` so that an
+# uninstrumented collectd can load a bimetri.so built with
+# --enable-sanitizers (the ASan runtime must come first), and preloads the
+# shared objects of BM_COLLECTD_PRELOAD (space-separated) after it.
 _bm_sanitizer_env() {
-  local so=$T/plugins/bimetri.so lib
-  [[ -f $so ]] || return 0
-  [[ $(ldd "$so" 2>/dev/null) == *libasan* ]] || return 0
-  lib=$(gcc -print-file-name=libasan.so 2>/dev/null)
-  [[ -f $lib ]] || return 0
-  echo "LD_PRELOAD=$lib"
-  # collectd itself is not leak-clean; the unit tests check the plugin's.
-  echo "ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}"
+  local so=$T/plugins/bimetri.so lib preload=${BM_COLLECTD_PRELOAD:-}
+  if [[ -f $so && $(ldd "$so" 2>/dev/null) == *libasan* ]]; then
+    lib=$(gcc -print-file-name=libasan.so 2>/dev/null)
+    if [[ -f $lib ]]; then
+      preload="$lib${preload:+ $preload}" # the sanitizer's runtime first
+      # collectd itself is not leak-clean; the unit tests check the plugin's.
+      echo "ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}"
+    fi
+  fi
+  [[ -z $preload ]] || echo "LD_PRELOAD=$preload"
 }
 
 # _bm_startup_timeout: seconds collectd gets to start or stop: 20, or 90
