@@ -36,5 +36,10 @@ void bm_log(int level, const char *fmt, ...)
   va_start(ap, fmt);
   vsnprintf(line, sizeof(line), fmt, ap);
   va_end(ap);
+  /* One call, one line: a newline in text from a message, a file or a
+   * command's output must not start a line of its own (forged). */
+  for (char *p = line; *p; p++)
+    if ((unsigned char)*p < 0x20 || *p == 0x7f)
+      *p = '?';
   log_sink(level, line, log_ctx);
 }

@@ -386,9 +386,26 @@ static const char *msg_key_of(const char *field)
   return dot ? dot + 1 : field;
 }
 
+/* Makes a decoded string printable in place, keeping its length: what
+ * its escapes decoded to that would not print becomes '?': control
+ * characters ("\n" would start a line of its own in a log or a
+ * notification) and the bytes of a lone low surrogate (yajl decodes
+ * "\uDC00" to ED B0 80, which is not UTF-8; raw surrogates are refused
+ * by the pre-scan). */
+static void msg_printable(char *s)
+{
+  for (unsigned char *p = (unsigned char *)s; *p; p++) {
+    if (*p < 0x20 || *p == 0x7f)
+      *p = '?';
+    else if (p[0] == 0xED && p[1] >= 0xA0 && p[1] <= 0xBF && p[2])
+      p[0] = p[1] = p[2] = '?';
+  }
+}
+
 /* Reads the string member named by the last part of `field` from obj into
- * dst (size dstsize, at least 1).  Sets *present (may be NULL).  Returns 0,
- * or -1 when it is missing though required, not a string, or too long. */
+ * dst (size dstsize, at least 1), printable (msg_printable).  Sets *present
+ * (may be NULL).  Returns 0, or -1 when it is missing though required, not
+ * a string, or too long. */
 static int take_string(struct msg_dec *d, yajl_val obj, const char *field,
                        bool required, char *dst, size_t dstsize,
                        bool *present)
@@ -415,6 +432,7 @@ static int take_string(struct msg_dec *d, yajl_val obj, const char *field,
     return -1;
   }
   memcpy(dst, v->u.string, n + 1);
+  msg_printable(dst);
   return 0;
 }
 

@@ -1,7 +1,8 @@
 /*
  * log_test.c - unit tests of the log module (src/log.h): lines reach the
- * installed sink with their level, truncated at 1 KiB; lines above the
- * maximum level are dropped before the sink; NULL restores the default.
+ * installed sink with their level, truncated at 1 KiB, control characters
+ * replaced; lines above the maximum level are dropped before the sink;
+ * NULL restores the default.
  */
 #include "log.h"
 
@@ -53,8 +54,14 @@ int main(void)
   BM_INFO("%s", big);
   is_int((int)strlen(last_line), 1023, "a line longer than 1 KiB is truncated");
 
+  BM_WARNING("gateway \"%s\": reason \"%s\"", "gw",
+             "busy\n[error] bimetri plugin: forged\r\x1b[2J\x7f\t.");
+  is_str(last_line,
+         "gateway \"gw\": reason \"busy?[error] bimetri plugin: forged??[2J??.\"",
+         "control characters become '?': one call, one line");
+
   bm_log_set_sink(NULL, NULL);
   BM_DEBUG("to stderr");
-  is_int(calls, 5, "NULL restores the default sink: ours sees no more lines");
+  is_int(calls, 6, "NULL restores the default sink: ours sees no more lines");
   return done_testing();
 }
