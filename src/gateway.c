@@ -1112,12 +1112,15 @@ static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
     /* One without a correlationId is the device's own news: the relay_on/off
      * notification of its change says it all, so its line would only double
      * the log at the rate the devices speak. */
-    bm_log(n->has_correlation_id ? BM_LOG_INFO : BM_LOG_DEBUG,
-           "gateway \"%s\": received notification %s correlationId \"%s\" "
-            "resourceId %lld output %d status %d",
-            gw->conf.name, n->notification_type,
-            n->has_correlation_id ? n->correlation_id : "",
-            (long long)n->state.resource_id, n->state.output, n->state.status);
+    if (n->has_state)
+      bm_log(n->has_correlation_id ? BM_LOG_INFO : BM_LOG_DEBUG,
+             "gateway \"%s\": received notification %s correlationId \"%s\" "
+             "resourceId %lld output %d status %d",
+             gw->conf.name, n->notification_type,
+             n->has_correlation_id ? n->correlation_id : "",
+             (long long)n->state.resource_id, n->state.output,
+             n->state.status);
+    /* else: no state to show; BM_APPLY_IGNORED below says what it was */
   }
   if (res == BM_APPLY_DUPLICATE)
     BM_INFO("gateway \"%s\": correlationId \"%s\" already applied: duplicate "

@@ -45,6 +45,15 @@ bm_pub "$APP_TOPIC" '{"messageType":"notification","appId":"flexyWattApp.1","not
 bm_check "a notification for an unknown relay counts as unknown" wait_val operations-unknown 1 5
 bm_is "$(val bool-pump)" 1 "and changes no relay"
 
+# Another kind of notification (no relay state) is ignored, counted as
+# unknown (its warning is rate-limited with the ones above), and not
+# logged with a state it did not carry.
+bm_pub "$APP_TOPIC" '{"messageType":"notification","appId":"flexyWattApp.1","correlationId":"dev-7","notificationType":"deviceOnline","parameters":{"resourceId":101}}' 1
+bm_check "a notification of another type counts as unknown" wait_val operations-unknown 2 5
+bm_is "$(count "$T/collectd.log" 'received notification deviceOnline')" 0 \
+  "and not as if it had a state (resourceId 0 output 0 status 0)"
+bm_is "$(val bool-pump)" 1 "it changes no relay"
+
 # The simulator's own unsolicited changes, flipping the pump: the desired
 # state (on, from the Trigger) wins again each time (drift is corrected).
 bm_stop_gwsim
