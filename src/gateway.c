@@ -1705,11 +1705,28 @@ static void start_connect(bm_gateway_t *gw)
   gw->session = SESSION_CONNECTING;
 }
 
-/* Holds (on) or lets go (off) what is written to the broker's socket. */
-static void cork(int sock, int on)
+/* Holds (on) what is written to the broker's socket, or lets it go (off).
+ * While held, a crash (the kernel closing the socket of a dead process)
+ * resets the connection instead of sending what is held: libmosquitto
+ * 2.0 acknowledges a QoS 1 message (PUBACK) before its callback sees it,
+ * and the turn's journal write comes after, so an acknowledgement that
+ * left with the crash's FIN would tell the broker that a message whose
+ * state reached no journal was delivered, and it would never come again.
+ * Reset, the broker sends it again to the restarted plugin. (TCP_CORK
+ * holds 200 ms at most: a turn whose journal write takes longer gives its
+ * acknowledgements away early.) Off: sent at once, and a close is a
+ * normal one again (a DISCONNECT is never thrown away). */
+static void hold(int sock, int on)
 {
-  if (sock >= 0)
-    (void)setsockopt(sock, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+  struct linger lg = {.l_onoff = on, .l_linger = 0};
+
+  if (sock < 0)
+    return;
+  if (on)
+    (void)setsockopt(sock, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  (void)setsockopt(sock, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+  if (!on)
+    (void)setsockopt(sock, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 }
 
 /* Reads what the socket holds: libmosquitto reads one packet a call at
@@ -1732,8 +1749,9 @@ static void cork(int sock, int on)
  * resends its QoS 2 PUBLISHes in flight, and a broker that refuses QoS 2
  * (Aedes) closes the connection on the PUBLISH; sent in one segment, the
  * SUBSCRIBE was never answered and the session never became ready
- * (qos1_broker.sh). When the connection was lost meanwhile, uncorking its
- * descriptor (closed, maybe reused) at worst flushes another socket early. */
+ * (qos1_broker.sh). Held also against a crash before the turn's journal
+ * write (see hold). When the connection was lost meanwhile, its descriptor
+ * (closed, maybe reused by another plugin) is left alone. */
 static int read_packets(bm_gateway_t *gw)
 {
   int rc = MOSQ_ERR_SUCCESS;
@@ -1741,7 +1759,7 @@ static int read_packets(bm_gateway_t *gw)
                  ? mosquitto_socket(gw->mosq)
                  : -1;
 
-  cork(sock, 1);
+  hold(sock, 1);
   for (int i = 0; i < 256; i++) {
     errno = 0;
     rc = mosquitto_loop_read(gw->mosq, 1);
@@ -1749,7 +1767,8 @@ static int read_packets(bm_gateway_t *gw)
       break;
   }
   run_events(gw);
-  cork(sock, 0);
+  if (sock >= 0 && mosquitto_socket(gw->mosq) == sock)
+    hold(sock, 0);
   return rc;
 }
 

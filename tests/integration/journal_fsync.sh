@@ -2,14 +2,14 @@
 # A journal whose fsync fails (a failing disk: EIO), then a crash before
 # the plugin could rewrite it: the command of the failed turn is reported
 # not sent, is never published, and its record is cut off the file, so the
-# restart does not resume it. (tests/failsync.c, preloaded into collectd,
+# restart does not resume it. (tests/faultfs.c, preloaded into collectd,
 # fails fsync on the journal's files while $T/failing exists.)
 . "$top_srcdir/tests/integration/plant.sh"
 
-shim=$top_builddir/tests/.libs/failsync.so
+shim=$top_builddir/tests/.libs/faultfs.so
 [[ -f $shim ]] || bm_bail "$shim is not built (make check builds it)"
-export BM_COLLECTD_PRELOAD=$shim BM_FAILSYNC_MATCH=$T/plant1.journal \
-  BM_FAILSYNC_WHEN=$T/failing
+export BM_COLLECTD_PRELOAD=$shim BM_FAULT_MATCH=$T/plant1.journal \
+  BM_FAULT_WHEN=$T/failing BM_FAULT_FSYNC_EIO=1
 
 plant_token
 bm_start_broker

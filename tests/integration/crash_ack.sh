@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# A crash between a QoS 1 notification's arrival and its journal record:
+# libmosquitto has already acknowledged it (PUBACK), but the plugin holds
+# the acknowledgement back until the record is written, and a crash resets
+# the connection instead of sending it. So the broker delivers the
+# notification again to the restarted plugin, and the relay's state is the
+# device's, not the journal's older one. (tests/faultfs.c, preloaded into
+# collectd, stalls the journal's writes 150 ms while $T/stall exists,
+# creating $T/in-write first: the test kills collectd inside that write.)
+. "$top_srcdir/tests/integration/plant.sh"
+
+shim=$top_builddir/tests/.libs/faultfs.so
+[[ -f $shim ]] || bm_bail "$shim is not built (make check builds it)"
+export BM_COLLECTD_PRELOAD=$shim BM_FAULT_MATCH=$T/plant1.journal \
+  BM_FAULT_WHEN=$T/stall BM_FAULT_WRITE_STALL_MS=150 BM_FAULT_MARK=$T/in-write
+
+fan() { # STATUS: the device's own change of the fan, at QoS 1
+  bm_pub "$APP_TOPIC" "{\"messageType\":\"notification\",\"appId\":\"flexyWattApp.1\",\"command\":\"setExtDO\",\"notificationType\":\"extDOStateChanged\",\"userName\":\"Field Technician\",\"userId\":1,\"parameters\":{\"resourceId\":102,\"output\":1,\"status\":$1}}" 1
+}
+
+plant_token
+bm_start_broker
+bm_start_gwsim --secret-file "$T/secret" --delay 0
+bm_start_collectd "$(plant_conf "JournalFile \"$T/plant1.journal\"
+    QoS 1")"
+bm_check "the plugin is connected and subscribed" bm_wait_for 10 val_is current_connections 1
+fan 1
+bm_check "the fan is on, journaled" wait_val bool-fan 1 10
+
+# The fan goes off; the plugin dies while writing that to its journal.
+touch "$T/stall"
+fan 0
+bm_check "the plugin is inside the notification's journal write" \
+  bm_wait_for 5 test -e "$T/in-write"
+bm_kill_collectd
+rm -f "$T/stall"
+bm_is "$(count "$T/collectd.log" 'relay "fan" is off')" 0 \
+  "the crash came before the change was dispatched"
+
+_bm_launch_collectd || bm_bail "collectd did not restart (see $T/collectd.log)"
+bm_check "after the restart the plugin is connected again" bm_wait_for 10 val_is current_connections 1
+bm_check "the broker delivered the notification again: the fan is off" wait_val bool-fan 0 10
+bm_check "its relay_off notification came with it" \
+  bm_wait_log "$T/collectd.log" 'relay "fan" is off \(was on\), unsolicited' 5
+bm_stop_collectd
+bm_done
