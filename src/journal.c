@@ -837,18 +837,42 @@ static int make_parents(const char *path, char *err, size_t errlen)
   return 0;
 }
 
-/* Locks fd for this journal alone.  Returns 0, or -1 with err filled. */
+/* Locks fd, opened from path, for this journal alone, and checks that it
+ * is still the file at path: another process's compaction may have renamed
+ * its new file over path between our open and our lock, and closed (so
+ * unlocked) the old one, which would then be ours, a file no one reads
+ * again.  Returns 0; 1 when fd is no longer path's file (not locked; the
+ * caller opens path again); or -1 with err filled. */
 static int lock_file(int fd, const char *path, char *err, size_t errlen)
 {
-  if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-    return 0;
-  if (errno == EWOULDBLOCK)
-    set_err(err, errlen, "journal \"%s\" is in use by another open journal",
-            path);
-  else
-    set_err(err, errlen, "cannot lock journal \"%s\": %s", path,
+  struct stat mine, now;
+  bool gone;
+
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    if (errno == EWOULDBLOCK)
+      set_err(err, errlen, "journal \"%s\" is in use by another open journal",
+              path);
+    else
+      set_err(err, errlen, "cannot lock journal \"%s\": %s", path,
+              strerror(errno));
+    return -1;
+  }
+  if (fstat(fd, &mine) < 0) {
+    set_err(err, errlen, "cannot stat journal \"%s\": %s", path,
             strerror(errno));
-  return -1;
+    return -1;
+  }
+  gone = stat(path, &now) < 0;
+  if (gone && errno != ENOENT) {
+    set_err(err, errlen, "cannot stat journal \"%s\": %s", path,
+            strerror(errno));
+    return -1;
+  }
+  if (gone || mine.st_dev != now.st_dev || mine.st_ino != now.st_ino) {
+    (void)flock(fd, LOCK_UN);
+    return 1;
+  }
+  return 0;
 }
 
 /* Writes the first free <path>.corrupt[.N] name into out.  Returns 0, or
@@ -944,9 +968,18 @@ static int journal_create(bm_journal_t *j, char *err, size_t errlen)
     goto cleanup;
   }
   /* Another process may open the new, empty file before the lock: it then
-   * owns the journal, and this open fails. */
-  if (lock_file(fd, j->path, err, errlen) < 0)
+   * owns the journal, and this open fails; or replace it at once (its
+   * compaction): then too. */
+  switch (lock_file(fd, j->path, err, errlen)) {
+  case 0:
+    break;
+  case 1:
+    set_err(err, errlen, "journal \"%s\" is in use by another open journal",
+            j->path);
     goto cleanup;
+  default:
+    goto cleanup;
+  }
   locked = true;
   header_encode(hdr, &h);
   if (write_all(&libc_io, fd, hdr, sizeof(hdr), 0) < 0 ||
@@ -1171,7 +1204,28 @@ bm_journal_t *bm_journal_open(const char *path,
   if (make_parents(path, err, errlen) < 0)
     goto cleanup;
 
-  fd = open(path, O_RDWR | O_CLOEXEC);
+  /* Opened again when the file was replaced before we held its lock (a
+   * few times at most: another process compacting in a loop is a bug). */
+  for (int tries = 0;; tries++) {
+    int rc;
+
+    fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+      break;
+    if ((rc = lock_file(fd, path, err, errlen)) <= 0) {
+      if (rc < 0)
+        goto cleanup;
+      break;
+    }
+    (void)close(fd); /* read nothing, wrote nothing */
+    fd = -1;
+    if (tries == 3) {
+      set_err(err, errlen, "journal \"%s\" was replaced by another "
+                           "process each time it was opened",
+              path);
+      goto cleanup;
+    }
+  }
   if (fd < 0 && errno == ENOENT) {
     if (journal_create(j, err, errlen) < 0)
       goto cleanup;
@@ -1180,8 +1234,6 @@ bm_journal_t *bm_journal_open(const char *path,
             strerror(errno));
     goto cleanup;
   } else {
-    if (lock_file(fd, path, err, errlen) < 0)
-      goto cleanup;
     if (journal_recover(j, &fd, replay_cb, ctx, err, errlen) < 0)
       goto cleanup;
     if (fd >= 0) {

@@ -24,7 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "crc32c.h"
@@ -1902,6 +1904,118 @@ static void test_cut(void)
   remove_journal(path);
 }
 
+/* --- a compaction by another process, between open and lock ----------- */
+
+/* journal.c's flock resolves to this one: while race_left > 0, each call
+ * first puts a fresh copy of race_from (or of race_path itself when
+ * race_from is "") over race_path, as another process's compaction
+ * renames its new file over the journal after this one opened it. */
+static char race_path[PATH_MAX], race_from[PATH_MAX];
+static int race_left, race_done;
+
+static int copy_file(const char *from, const char *to)
+{
+  char buf[65536];
+  int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc = -1;
+  ssize_t n;
+
+  if (in < 0)
+    return -1;
+  if ((out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+    goto done;
+  while ((n = read(in, buf, sizeof(buf))) > 0)
+    if (write(out, buf, (size_t)n) != n)
+      goto done;
+  rc = n == 0 ? 0 : -1;
+done:
+  close(in);
+  if (out >= 0 && close(out) < 0)
+    rc = -1;
+  return rc;
+}
+
+int flock(int fd, int op)
+{
+  if (race_left > 0 && (op & LOCK_EX)) {
+    char tmp[PATH_MAX + 8];
+    race_left--;
+    snprintf(tmp, sizeof(tmp), "%s.race", race_path);
+    if (copy_file(race_from[0] ? race_from : race_path, tmp) == 0 &&
+        rename(tmp, race_path) == 0)
+      race_done++;
+  }
+  return (int)syscall(SYS_flock, fd, op);
+}
+
+/* Opening while another process compacts: the file opened is replaced
+ * before it is locked; the journal is the new file, never the old one. */
+static void test_open_race(void)
+{
+  char path[PATH_MAX], other[PATH_MAX], err[256];
+  static struct bm_jrec old_recs[2], new_recs[4];
+  struct coll c = {0};
+  bm_journal_t *j;
+  int bad = 0;
+
+  for (unsigned i = 0; i < 2; i++)
+    old_recs[i] = make_rec(BM_JREC_CONFIRM, 100 + i, false);
+  for (unsigned i = 0; i < 4; i++)
+    new_recs[i] = make_rec(BM_JREC_COMMAND, 200 + i, false);
+  in_dir(path, "race");
+  in_dir(other, "race-new");
+  remove_journal(path);
+  remove_journal(other);
+  /* The journal as this process finds it, and the compacted one that
+   * replaces it (three records, a fourth appended below). */
+  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_NONE)))
+    return;
+  for (int i = 0; i < 2; i++)
+    bad += bm_journal_append(j, &old_recs[i]) != 0;
+  jclose(j);
+  if (!(j = open_hooked(other, BM_JOURNAL_SYNC_NONE)))
+    return;
+  for (int i = 0; i < 3; i++)
+    bad += bm_journal_append(j, &new_recs[i]) != 0;
+  jclose(j);
+
+  snprintf(race_path, sizeof(race_path), "%s", path);
+  snprintf(race_from, sizeof(race_from), "%s", other);
+  race_left = 1;
+  race_done = 0;
+  j = bm_journal_open(path, BM_JOURNAL_SYNC_NONE, collect, &c, err,
+                      sizeof(err));
+  is_int(race_done, 1, "the file was replaced between open and lock");
+  ok(j != NULL, "the open succeeds (%s)", err);
+  ok(coll_matches(&c, new_recs, 3, 1),
+     "... and replays the new file, not the one it opened first (%zu "
+     "records)", c.n);
+  if (j) {
+    bad += bm_journal_append(j, &new_recs[3]) != 0;
+    jclose(j);
+  }
+  ok(holds_exactly(path, new_recs, 4), "... and appends to it");
+  coll_reset(&c);
+
+  /* Replaced at every open: given up after 4, with a clear error. */
+  race_from[0] = '\0';
+  race_left = 100;
+  race_done = 0;
+  j = bm_journal_open(path, BM_JOURNAL_SYNC_NONE, collect, &c, err,
+                      sizeof(err));
+  ok(j == NULL && contains(err, "was replaced by another process each time"),
+     "a file replaced at every open: the open fails (%s)", err);
+  is_int(race_done, 4, "... after 4 tries");
+  race_left = 0;
+  if (j)
+    jclose(j);
+  coll_reset(&c);
+  free(c.v);
+  free(c.seq);
+  is_int(bad, 0, "every append that should succeed did");
+  remove_journal(path);
+  remove_journal(other);
+}
+
 /* After a failed flush: buffers and flushes recs[*n] (fault injection
  * off), and tells whether the file replays recs[0..*n] numbered from 1,
  * the lost records' numbers given again. */
@@ -2491,6 +2605,7 @@ int main(void)
   test_sync();
   test_buffered();
   test_cut();
+  test_open_race();
   test_reader();
   test_bad_paths();
   test_random();
