@@ -697,6 +697,13 @@ static int replay_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
       rp->unknown_relays++;
       break;
     }
+    /* The id of another relay's command confirms nothing here (relay.c,
+     * bm_relay_table_on_notification). */
+    if (cseq) {
+      int owner = bm_idmap_get(&rp->corr, bm_idmap_hash(c->corr));
+      if (owner >= 0 && owner != relay)
+        cseq = 0;
+    }
     sv = &rp->saved[relay];
     if (rp->has_pending[relay] && strcmp(rp->pending[relay].corr, c->corr) == 0)
       rp->has_pending[relay] = false;

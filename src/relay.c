@@ -1087,8 +1087,15 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
   }
 
   /* One of ours that the ring has forgotten: the ordering rule still holds
-   * (the sequence applied last only grows, so an applied one is <= it). */
+   * (the sequence applied last only grows, so an applied one is <= it).
+   * Unless it is the id of a command of another relay, still known: a
+   * faulty gateway's report, whose state is this relay's, but which
+   * confirms no command of this relay (a confirmation would raise the
+   * sequence applied and drop this relay's own late confirmations). */
   uint64_t seq = own_seq(t, n->correlation_id);
+  int owner = bm_idmap_get(&t->by_corr, hash);
+  if (seq && owner >= 0 && owner != relay)
+    seq = 0;
   if (seq) {
     if (seq <= r->confirmed_seq) {
       t->stats.ops[BM_OP_DUPLICATE]++;

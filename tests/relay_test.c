@@ -1929,6 +1929,40 @@ static void test_foreign(void)
   bm_relay_table_free(t);
 }
 
+/* A notification naming the correlationId of another relay's command
+ * (a faulty gateway): the state is this relay's, applied as somebody
+ * else's change; it confirms nothing, and the other relay's command is
+ * still pending. */
+static void test_other_relays_id(void)
+{
+  bm_relay_table_t *t = table_new(&POLICY, "t");
+  struct bm_events ev = {0};
+  char corr[BM_MSG_ID_SIZE];
+
+  bm_relay_table_add(t, "pump", 101, 4);
+  bm_relay_table_add(t, "fan", 102, 1);
+  command(t, 0, 1, 100, corr, &ev);
+  is_str(corr, "t-1", "the pump's command t-1");
+  struct bm_notification n = notification(corr, 102, 1, 1);
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(t, &n, 100.5, &ev), BM_APPLY_OK,
+         "a notification for the fan naming t-1 applies");
+  is_int(view_of(t, 1).confirmed, 1, "the fan is on");
+  ok(applied_is(nth(&ev, 0), 1, "t-1", 0, 1, -1),
+     "APPLIED to the fan with sequence 0: no command of the fan's");
+  is_int(op_count(t, BM_OP_UNSOLICITED), 1, "counted as unsolicited");
+  is_int(op_count(t, BM_OP_CONFIRMED), 0, "nothing confirmed");
+  is_int(view_of(t, 0).pending, 1, "the pump's command is still pending");
+  n = notification(corr, 101, 4, 1);
+  bm_events_clear(&ev);
+  is_int(bm_relay_table_on_notification(t, &n, 101, &ev), BM_APPLY_OK,
+         "the pump's own notification of t-1 then confirms it");
+  is_int(op_count(t, BM_OP_CONFIRMED), 1, "confirmed");
+  is_int(view_of(t, 0).pending, 0, "nothing pending");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
 static void test_unknown(void)
 {
   bm_relay_table_t *t = table_new(&POLICY, "t");
@@ -4361,6 +4395,7 @@ int main(int argc, char **argv)
   test_reorder();
   test_unsolicited();
   test_foreign();
+  test_other_relays_id();
   test_unknown();
   test_republish();
   test_republish_deadlines();

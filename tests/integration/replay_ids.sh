@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The journal's replay judges a correlationId as the live run did: an id
 # shaped like the plugin's own ("<16 hex>-<n>") but numbered beyond any
-# command it sent is someone else's, before a restart and after. (Replay
+# command it sent is someone else's, before a restart and after; so is
+# the id of another relay's command. (Replay
 # once took it for the plugin's own command n: the relay's applied
 # sequence jumped to n, and after the restart every late confirmation of
 # the plugin's real commands was dropped as a duplicate, the relay's state
@@ -9,9 +10,10 @@
 . "$top_srcdir/tests/integration/plant.sh"
 
 FOREIGN=0000000000000000-999999999
-notif() { # STATUS CORRELATION_ID
-  echo "{\"messageType\":\"notification\",\"appId\":\"flexyWattApp.1\",\"correlationId\":\"$2\",\"command\":\"setExtDO\",\"notificationType\":\"extDOStateChanged\",\"userName\":\"test\",\"userId\":12345,\"parameters\":{\"resourceId\":101,\"output\":4,\"status\":$1}}"
+notif_for() { # RESOURCE_ID OUTPUT STATUS CORRELATION_ID ("": none)
+  echo "{\"messageType\":\"notification\",\"appId\":\"flexyWattApp.1\",${4:+\"correlationId\":\"$4\",}\"command\":\"setExtDO\",\"notificationType\":\"extDOStateChanged\",\"userName\":\"test\",\"userId\":12345,\"parameters\":{\"resourceId\":$1,\"output\":$2,\"status\":$3}}"
 }
+notif() { notif_for 101 4 "$1" "$2"; } # the pump: STATUS CORRELATION_ID
 
 plant_token
 bm_start_broker
@@ -47,5 +49,19 @@ bm_check "it times out unconfirmed" \
 bm_pub "$APP_TOPIC" "$(notif 0 "$corr")" 1
 bm_check "the late confirmation is applied: the pump is off" wait_val bool-pump 0 10
 bm_is "$(count "$T/collectd.log" "already applied: duplicate")" 0 "nothing was dropped as a duplicate"
+
+# A faulty report: the fan's state, naming the pump's command. The fan's
+# state is applied as someone else's change, before a restart and after:
+# so the fan's next change by hand is no drift from a command of ours.
+bm_pub "$APP_TOPIC" "$(notif_for 102 1 1 "$corr")" 1
+bm_check "the fan is on" wait_val bool-fan 1 10
+bm_restart_collectd
+bm_check "after another restart the plugin is connected again" bm_wait_for 10 val_is current_connections 1
+bm_check "the journal restores the fan on" wait_val bool-fan 1 10
+bm_pub "$APP_TOPIC" "$(notif_for 102 1 0 "")" 1
+bm_check "the fan is switched off by hand" wait_val bool-fan 0 10
+sleep 1
+bm_is "$(count "$T/collectd.log" 'relay "fan" is off, but our last confirmed command')" 0 \
+  "no relay_drift: the fan's state never came from a command of ours"
 bm_stop_collectd
 bm_done
