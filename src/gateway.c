@@ -1070,6 +1070,7 @@ static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
 {
   char err[256];
   enum bm_apply res = BM_APPLY_OK;
+  bool own_id = false; /* an unknown response's id is one of ours */
   double now = now_mono();
 
   if (len > BM_MSG_MAX_SIZE) {
@@ -1099,9 +1100,13 @@ static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
   }
 
   pthread_mutex_lock(&gw->lock);
-  if (gw->msg.type == BM_MSG_RESPONSE)
+  if (gw->msg.type == BM_MSG_RESPONSE) {
     res = bm_relay_table_on_response(gw->table, &gw->msg.u.response, now,
                                      &gw->events);
+    own_id = res == BM_APPLY_UNKNOWN_ID &&
+             bm_relay_table_is_own_id(gw->table,
+                                      gw->msg.u.response.correlation_id);
+  }
   else
     res = bm_relay_table_on_notification(gw->table, &gw->msg.u.notification,
                                          now, &gw->events);
@@ -1136,6 +1141,12 @@ static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
             gw->msg.type == BM_MSG_RESPONSE
                 ? gw->msg.u.response.correlation_id
                 : gw->msg.u.notification.correlation_id);
+  else if (res == BM_APPLY_UNKNOWN_ID && own_id)
+    /* A late or repeated answer to a command that ended long ago (or
+     * before a restart): expected now and then, not a fault. */
+    BM_INFO("gateway \"%s\": commandResponse for correlationId \"%s\", an "
+            "earlier command of this plugin no longer followed: ignored",
+            gw->conf.name, gw->msg.u.response.correlation_id);
   else if (res == BM_APPLY_UNKNOWN_ID)
     complain(gw, "commandResponse for correlationId \"%s\", which is not a "
                  "command of this plugin",

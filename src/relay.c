@@ -819,6 +819,11 @@ static uint64_t own_seq(const bm_relay_table_t *t, const char *corr)
   return seq <= t->seq ? seq : 0;
 }
 
+bool bm_relay_table_is_own_id(const bm_relay_table_t *t, const char *corr)
+{
+  return own_seq(t, corr) != 0;
+}
+
 static struct recent_cmd *find_recent(struct relay *r, uint64_t hash)
 {
   for (int i = 0; r->ids && i < RECENT_CMDS; i++)

@@ -371,5 +371,9 @@ void bm_relay_table_raise_seq(bm_relay_table_t *t, uint64_t seq);
 /* The command sequence in a correlationId of this plugin's form
  * "<16 hex digits>-<n>", from this run or an earlier one, or 0. */
 uint64_t bm_relay_corr_seq(const char *corr);
+/* True when corr is the id of a command t issued, tracked or long
+ * forgotten: this plugin's form, or this run's prefix, with a sequence no
+ * higher than the last one issued (bm_relay_table_last_seq). */
+bool bm_relay_table_is_own_id(const bm_relay_table_t *t, const char *corr);
 
 #endif

@@ -1959,6 +1959,13 @@ static void test_other_relays_id(void)
          "the pump's own notification of t-1 then confirms it");
   is_int(op_count(t, BM_OP_CONFIRMED), 1, "confirmed");
   is_int(view_of(t, 0).pending, 0, "nothing pending");
+  ok(bm_relay_table_is_own_id(t, "t-1"), "t-1 is an id of ours");
+  ok(bm_relay_table_is_own_id(t, HEX_A "-1"),
+     "so is an earlier run's id of our form, issued up to here");
+  ok(!bm_relay_table_is_own_id(t, "t-2") &&
+         !bm_relay_table_is_own_id(t, HEX_A "-2"),
+     "an id numbered beyond the last command is not");
+  ok(!bm_relay_table_is_own_id(t, "otherApp-1"), "nor another one");
   bm_events_release(&ev);
   bm_relay_table_free(t);
 }

@@ -63,5 +63,13 @@ bm_check "the fan is switched off by hand" wait_val bool-fan 0 10
 sleep 1
 bm_is "$(count "$T/collectd.log" 'relay "fan" is off, but our last confirmed command')" 0 \
   "no relay_drift: the fan's state never came from a command of ours"
+
+# A late answer to the pump's command of the run before: ours, no longer
+# followed after the restart, so no fault to warn about.
+bm_pub "$APP_TOPIC" "{\"messageType\":\"commandResponse\",\"correlationId\":\"$corr\",\"result\":\"sent\",\"reason\":\"Command Queued\"}" 1
+bm_check "a late answer to a command of an earlier run is recognised as ours" \
+  bm_wait_log "$T/collectd.log" "correlationId \"$corr\", an earlier command of this plugin no longer followed: ignored" 5
+bm_is "$(count "$T/collectd.log" "\"$corr\", which is not a command of this plugin")" 0 \
+  "and not called somebody else's"
 bm_stop_collectd
 bm_done
