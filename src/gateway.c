@@ -618,7 +618,7 @@ struct replay {
 static void replay_switch(struct replay *rp, struct bm_relay_saved *sv,
                           int64_t ms)
 {
-  double at = rp->mono - (double)(rp->wall_ms - ms) / 1000.0;
+  double at = rp->mono - ((double)rp->wall_ms - (double)ms) / 1000.0;
 
   if (sv->n_switches == BM_RELAY_SWITCHES) {
     memmove(&sv->switches[0], &sv->switches[1],
@@ -798,7 +798,8 @@ static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
     if (!rp.has_pending[i])
       continue;
     /* Deadlines count from the original publish, on our monotonic clock. */
-    rp.pending[i].published_at = mono - (double)(wall - rp.published_ms[i]) / 1000.0;
+    rp.pending[i].published_at =
+        mono - ((double)wall - (double)rp.published_ms[i]) / 1000.0;
     if (bm_relay_table_resume(gw->table, (int)i, &rp.pending[i]) == 0)
       resumed++;
   }

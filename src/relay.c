@@ -1290,7 +1290,11 @@ int bm_relay_table_resume(bm_relay_table_t *t, int relay,
   }
   p->seq = c->seq;
   p->status = c->status;
-  p->attempt = c->attempt > 0 ? c->attempt : 1;
+  /* An attempt beyond the budget (a journal of a larger Retries, or a
+   * crafted one) is the last: a failure then gives up. */
+  p->attempt = c->attempt < 1                         ? 1
+               : c->attempt > t->policy.retries + 1 ? t->policy.retries + 1
+                                                      : c->attempt;
   p->acked = c->acked;
   p->resumed = true;
   p->published_at = c->published_at;
@@ -1483,6 +1487,10 @@ enum bm_request bm_relay_table_override(bm_relay_table_t *t, int relay,
 
 void bm_relay_table_raise_seq(bm_relay_table_t *t, uint64_t seq)
 {
+  /* No run issues 2^63 commands: a larger one is a crafted journal's, and
+   * would make the sequence wrap to 0 ("not ours"). */
+  if (seq > BM_RELAY_SEQ_MAX)
+    seq = BM_RELAY_SEQ_MAX;
   if (seq > t->seq)
     t->seq = seq;
 }

@@ -365,7 +365,9 @@ int bm_relay_table_resume(bm_relay_table_t *t, int relay,
  * pending. */
 bool bm_relay_table_abort(bm_relay_table_t *t, int relay, const char *corr);
 /* The highest command sequence issued; raise_seq makes the next command's
- * sequence larger than seq (sequences never go back across restarts). */
+ * sequence larger than seq (sequences never go back across restarts), seq
+ * taken as BM_RELAY_SEQ_MAX when larger. */
+#define BM_RELAY_SEQ_MAX (UINT64_C(1) << 63)
 uint64_t bm_relay_table_last_seq(const bm_relay_table_t *t);
 void bm_relay_table_raise_seq(bm_relay_table_t *t, uint64_t seq);
 /* The command sequence in a correlationId of this plugin's form

@@ -3235,6 +3235,32 @@ static void test_raise_seq(void)
   bm_relay_table_tick(t, 2, &ev);
   is_str(first_kind(&ev, BM_EV_PUBLISH)->corr, HEX_A "-12",
          "the sequence went on at 12");
+  /* A crafted journal's sequence near 2^64 would wrap the next to 0. */
+  bm_relay_table_raise_seq(t, UINT64_MAX);
+  ok(bm_relay_table_last_seq(t) == BM_RELAY_SEQ_MAX,
+     "raise_seq(2^64-1) raises to BM_RELAY_SEQ_MAX (2^63) only");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
+/* A resumed command's attempt beyond the Retries budget (a journal of a
+ * larger Retries, or a crafted INT32_MAX) is the last one: its timeout
+ * gives up, and nothing overflows. */
+static void test_resume_attempt_bound(void)
+{
+  struct bm_events ev = {0};
+  struct bm_command_saved c = saved_cmd(HEX_A "-1", 1, 1, INT32_MAX, false,
+                                        100, "test"),
+                          got;
+  bm_relay_table_t *t = resumed_table(&c);
+
+  memset(&got, 0, sizeof(got));
+  ok(bm_relay_table_pending_of(t, 0, &got), "resumed");
+  is_int(got.attempt, POLICY.retries + 1, "... as the last attempt the "
+                                          "budget allows");
+  bm_relay_table_tick(t, 200, &ev);
+  is_str(kinds(&ev), "END,END", "its timeout ends it, then the relay gives up");
+  ok(nth(&ev, 1)->outcome == BM_OP_GAVE_UP, "gave up");
   bm_events_release(&ev);
   bm_relay_table_free(t);
 }
@@ -4417,6 +4443,7 @@ int main(int argc, char **argv)
   test_pending_of();
   test_resume();
   test_raise_seq();
+  test_resume_attempt_bound();
   test_abort();
   test_corr_seq();
   if (argc > 2) { /* relay_test STEPS SEED: reproduce one seed */
