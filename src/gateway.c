@@ -618,7 +618,12 @@ struct replay {
 static void replay_switch(struct replay *rp, struct bm_relay_saved *sv,
                           int64_t ms)
 {
-  double at = rp->mono - ((double)rp->wall_ms - (double)ms) / 1000.0;
+  /* Kept within ten years before now (a crafted journal's time, or a
+   * broken clock's: snapshot_emit turns the times back into int64
+   * milliseconds, which must not overflow; the limits look back a day at
+   * most, bimetri-ctl shows the last as "since"). */
+  double ago = fmin(fmax((double)rp->wall_ms - (double)ms, 0.0), 3.15576e11);
+  double at = rp->mono - ago / 1000.0;
 
   if (sv->n_switches == BM_RELAY_SWITCHES) {
     memmove(&sv->switches[0], &sv->switches[1],
