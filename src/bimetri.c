@@ -333,11 +333,13 @@ static void dispatch_gauge(const char *gateway, const char *type,
   vl.values = &v;
   vl.values_len = 1;
   vl.interval = values_interval; /* not the read callback's (sliced) one */
-  sstrncpy(vl.plugin, PLUGIN_NAME, sizeof(vl.plugin));
-  sstrncpy(vl.plugin_instance, gateway, sizeof(vl.plugin_instance));
-  sstrncpy(vl.type, type, sizeof(vl.type));
+  /* bm_str_copy, not sstrncpy: vl is zeroed, and strncpy's padding wrote
+   * the whole 128 bytes of each field (a value per message at ingest). */
+  bm_str_copy(vl.plugin, sizeof(vl.plugin), PLUGIN_NAME);
+  bm_str_copy(vl.plugin_instance, sizeof(vl.plugin_instance), gateway);
+  bm_str_copy(vl.type, sizeof(vl.type), type);
   if (type_instance)
-    sstrncpy(vl.type_instance, type_instance, sizeof(vl.type_instance));
+    bm_str_copy(vl.type_instance, sizeof(vl.type_instance), type_instance);
   plugin_dispatch_values(&vl);
 }
 
@@ -441,10 +443,10 @@ static void dispatch_event(struct gateway_slot *s, const char *gateway,
   const char *relay = bm_gateway_relay_name(s->gw, ev->relay);
 
   n.time = cdtime();
-  sstrncpy(n.host, hostname_g, sizeof(n.host));
-  sstrncpy(n.plugin, PLUGIN_NAME, sizeof(n.plugin));
-  sstrncpy(n.plugin_instance, gateway, sizeof(n.plugin_instance));
-  sstrncpy(n.type_instance, relay, sizeof(n.type_instance));
+  bm_str_copy(n.host, sizeof(n.host), hostname_g); /* n is zeroed */
+  bm_str_copy(n.plugin, sizeof(n.plugin), PLUGIN_NAME);
+  bm_str_copy(n.plugin_instance, sizeof(n.plugin_instance), gateway);
+  bm_str_copy(n.type_instance, sizeof(n.type_instance), relay);
 
   if (ev->kind == BM_EV_DRIFT) {
     n.severity = NOTIF_WARNING;
@@ -455,13 +457,27 @@ static void dispatch_event(struct gateway_slot *s, const char *gateway,
              relay, state_name(ev->status), state_name(ev->previous));
     WARNING(PLUGIN_NAME " plugin: gateway \"%s\": %s", gateway, n.message);
   } else if (ev->kind == BM_EV_STATE) {
+    /* One per state change, at ingest rates: built piece by piece, the
+     * text snprintf's format "relay \"%s\" is %s (was %s)%s%s%s" made
+     * (8% of the dispatcher's time went to that snprintf). */
+    char *m = n.message;
+    size_t at = 0, size = sizeof(n.message);
+
     n.severity = NOTIF_OKAY;
-    sstrncpy(n.type, ev->status ? "relay_on" : "relay_off", sizeof(n.type));
-    snprintf(n.message, sizeof(n.message),
-             "relay \"%s\" is %s (was %s)%s%s%s", relay,
-             state_name(ev->status), state_name(ev->previous),
-             ev->corr[0] ? ", correlationId \"" : ", unsolicited",
-             ev->corr, ev->corr[0] ? "\"" : "");
+    bm_str_copy(n.type, sizeof(n.type), ev->status ? "relay_on" : "relay_off");
+    at = bm_str_append(m, size, at, "relay \"");
+    at = bm_str_append(m, size, at, relay);
+    at = bm_str_append(m, size, at, "\" is ");
+    at = bm_str_append(m, size, at, state_name(ev->status));
+    at = bm_str_append(m, size, at, " (was ");
+    at = bm_str_append(m, size, at, state_name(ev->previous));
+    if (ev->corr[0]) {
+      at = bm_str_append(m, size, at, "), correlationId \"");
+      at = bm_str_append(m, size, at, ev->corr);
+      (void)bm_str_append(m, size, at, "\"");
+    } else {
+      (void)bm_str_append(m, size, at, "), unsolicited");
+    }
   } else {
     n.severity = ev->severity == BM_SEV_FAILURE ? NOTIF_FAILURE : NOTIF_WARNING;
     sstrncpy(n.type, "relay_result", sizeof(n.type));

@@ -24,4 +24,24 @@ static inline void bm_str_copy(char *dst, size_t size, const char *src)
   dst[n] = '\0';
 }
 
+/* Appends src (NULL reads as "") to the string ending at dst[at] in dst
+ * of `size` bytes (size >= 1, at < size), cut where it would not fit and
+ * always NUL-terminated, as snprintf cuts; returns the new end.  For a
+ * message built piece by piece on a hot path, without the format
+ * parsing. */
+static inline size_t bm_str_append(char *dst, size_t size, size_t at,
+                                   const char *src)
+{
+  size_t n;
+
+  if (src == NULL)
+    src = "";
+  n = strlen(src);
+  if (n > size - 1 - at)
+    n = size - 1 - at;
+  memcpy(dst + at, src, n);
+  dst[at + n] = '\0';
+  return at + n;
+}
+
 #endif
