@@ -106,6 +106,9 @@ enum bm_result bm_result_parse(const char *name)
 struct msg_dec {
   char *err;
   size_t errlen;
+  bool unprintable; /* the pre-scan saw an escape or a DEL in a string:
+                     * decoded strings may hold what msg_printable
+                     * replaces (without, none can) */
 };
 
 static void __attribute__((format(printf, 2, 3)))
@@ -180,6 +183,7 @@ static const unsigned char prescan_class[256] = {
     [0] = PRESCAN_IN | PRESCAN_OUT,
     ['"'] = PRESCAN_IN | PRESCAN_OUT,
     ['\\'] = PRESCAN_IN,
+    [0x7f] = PRESCAN_IN,
     ['{'] = PRESCAN_OUT,
     ['['] = PRESCAN_OUT,
     ['}'] = PRESCAN_OUT,
@@ -218,7 +222,10 @@ static int msg_prescan(struct msg_dec *d, const unsigned char *p, size_t len)
       continue;
     }
     if (in_string) {
-      if (c == '\\') {
+      if (c == 0x7f) {
+        d->unprintable = true;
+      } else if (c == '\\') {
+        d->unprintable = true;
         if (len - i >= 6 && memcmp(p + i + 1, "u0000", 5) == 0) {
           msg_fail(d, "invalid JSON: \\u0000 in a string at offset %zu", i);
           return -1;
@@ -432,7 +439,8 @@ static int take_string(struct msg_dec *d, yajl_val obj, const char *field,
     return -1;
   }
   memcpy(dst, v->u.string, n + 1);
-  msg_printable(dst);
+  if (d->unprintable)
+    msg_printable(dst);
   return 0;
 }
 

@@ -653,6 +653,17 @@ static void test_escaping(void)
          0, "escaped lone surrogates decode");
   is_str(msg.u.response.correlation_id, "a???b?c???d",
          "  each byte of a lone low one a '?', a lone high one '?' (yajl)");
+  /* Without any escape: a raw DEL (JSON allows it) is replaced too; a raw
+   * control character is not JSON at all. */
+  is_int(decode("{\"messageType\":\"commandResponse\",\"correlationId\":"
+                "\"c-1\",\"result\":\"sent\",\"reason\":\"a\x7f" "b\"}",
+                &msg),
+         0, "a raw DEL in a string decodes");
+  is_str(msg.u.response.reason, "a?b", "  as '?'");
+  ok(decode("{\"messageType\":\"commandResponse\",\"correlationId\":"
+            "\"c-1\",\"result\":\"sent\",\"reason\":\"a\nb\"}",
+            &msg) != 0,
+     "a raw newline in a string is an error (%s)", err);
 }
 
 /* ---- round trips -------------------------------------------------- */
