@@ -121,6 +121,7 @@ struct bm_gateway {
 };
 
 static void client_reset(bm_gateway_t *gw);
+static void hold(int sock, int on);
 
 static double now_mono(void)
 {
@@ -802,9 +803,13 @@ static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
     known += rp.saved[i].confirmed >= 0;
     if (!rp.has_pending[i])
       continue;
-    /* Deadlines count from the original publish, on our monotonic clock. */
+    /* Deadlines count from the original publish, on our monotonic clock;
+     * a publish time in the future is now, one more than ten years ago
+     * ten years ago (a crafted journal's: journal_compact turns it back
+     * into int64 milliseconds). */
     rp.pending[i].published_at =
-        mono - ((double)wall - (double)rp.published_ms[i]) / 1000.0;
+        mono - fmin(fmax((double)wall - (double)rp.published_ms[i], 0.0),
+                    3.15576e11) / 1000.0;
     if (bm_relay_table_resume(gw->table, (int)i, &rp.pending[i]) == 0)
       resumed++;
   }
@@ -1395,8 +1400,14 @@ static void client_reset(bm_gateway_t *gw)
   BM_WARNING("gateway \"%s\": %d publication%s the broker never acknowledged "
              "dropped with the client's state; reconnecting afresh",
              gw->conf.name, gw->unacked, gw->unacked == 1 ? "" : "s");
-  if (gw->session != SESSION_IDLE)
+  if (gw->session != SESSION_IDLE) {
+    /* Called in read_packets' turn (a give-up), the socket may be held:
+     * let go first, or the close would reset the connection and drop the
+     * DISCONNECT and this turn's PUBLISHes and acknowledgements (its
+     * journal records are written by now). */
+    hold(mosquitto_socket(gw->mosq), 0);
     mosquitto_disconnect(gw->mosq);
+  }
   if (mosquitto_reinitialise(gw->mosq, gw->conf.client_id, false, gw) !=
           MOSQ_ERR_SUCCESS ||
       client_setup(gw, err, sizeof(err)) != 0)

@@ -1425,17 +1425,27 @@ void bm_journal_mark(const bm_journal_t *j, struct bm_journal_mark *m)
 
 int bm_journal_cut(bm_journal_t *j, const struct bm_journal_mark *m)
 {
-  assert(m->size <= j->size + j->batch_fill && m->seq <= j->next_seq);
-  if (m->size >= j->size) { /* all of them still buffered */
-    j->batch_fill = (size_t)(m->size - j->size);
-    j->next_seq = m->seq;
+  uint64_t to;
+
+  if (!j->failed && m->size >= j->size) {
+    /* Nothing after the mark reached the file: drop what is buffered
+     * after it (a failed flush may have dropped it all already). */
+    if (m->size <= j->size + j->batch_fill) {
+      j->batch_fill = (size_t)(m->size - j->size);
+      j->next_seq = m->seq;
+    }
     return 0;
   }
+  /* Written after the mark; or, the journal failed, maybe whole records
+   * past its known end too (a write whose own cut failed): cut the file
+   * back to the mark, or to that end when the mark lies beyond it. */
   j->batch_fill = 0;
-  if (cut_file(j, m->size, "records") < 0)
+  to = m->size < j->size ? m->size : j->size;
+  if (cut_file(j, to, "records") < 0)
     return -1;
-  j->size = m->size;
-  j->next_seq = m->seq;
+  j->size = to;
+  if (to == m->size)
+    j->next_seq = m->seq;
   j->dirty = true;
   return 0;
 }

@@ -325,7 +325,9 @@ void bm_journal_mark(const bm_journal_t *j, struct bm_journal_mark *m);
 /* Takes back every record appended since m was marked on j (no compaction
  * in between): buffered ones are dropped, written ones cut off the file
  * with ftruncate, and their sequence numbers are given again. A failed
- * journal is cut too, and stays failed (what reached the disk before is
+ * journal is cut too, always with ftruncate (a write whose own cut failed
+ * may have left whole records past its known end; to that end when the
+ * mark lies beyond it), and stays failed (what reached the disk before is
  * still unknown). This is how a loop turn whose records could not all be
  * made durable keeps a restart from finding its commands. Returns 0, or
  * -1 with errno set when the file could not be cut: then whole records of

@@ -1308,8 +1308,7 @@ int bm_relay_table_resume(bm_relay_table_t *t, int relay,
     free(r->origin);
     r->origin = copy;
   }
-  if (c->seq > t->seq)
-    t->seq = c->seq;
+  bm_relay_table_raise_seq(t, c->seq); /* bounded, as a journal's SEQ */
   want_deadline(t, relay,
                 p->acked ? p->confirm_deadline
                          : fmin(p->ack_deadline, p->confirm_deadline));

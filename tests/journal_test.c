@@ -1886,6 +1886,33 @@ static void test_cut(void)
   }
   jclose(j);
 
+  /* A write that fails half-way, and whose own cut fails: the journal is
+   * failed with part of a record past its known end. The turn's cut
+   * removes it all the same. */
+  remove_journal(path);
+  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_NONE)))
+    return;
+  bad += bm_journal_append(j, &before[0]) != 0;
+  bm_journal_mark(j, &m);
+  bad += bm_journal_append_buffered(j, &turn[0]) != 0;
+  io.short_max = 16;                         /* 16 bytes reach the file, */
+  io.fail_pwrite_at = io.pwrite_calls + 2;   /* then the write fails, */
+  io.pwrite_errno = EIO;
+  io.fail_ftruncate_at = io.ftruncate_calls + 1; /* and so does its cut */
+  ok(bm_journal_flush(j) == -1 && bm_journal_is_failed(j),
+     "a flush failing half-way with its cut: the journal is failed");
+  {
+    struct stat st;
+    ok(stat(path, &st) == 0 && (uint64_t)st.st_size == m.size + 16,
+       "... 16 bytes of a record past the mark");
+    io.short_max = 0;
+    io.fail_pwrite_at = 0;
+    is_int(bm_journal_cut(j, &m), 0, "the turn is cut");
+    ok(stat(path, &st) == 0 && (uint64_t)st.st_size == m.size,
+       "... the file ends at the mark again");
+  }
+  (void)bm_journal_close(j);
+
   /* The cut fails: the journal is failed, and says so. */
   remove_journal(path);
   if (!(j = open_hooked(path, BM_JOURNAL_SYNC_NONE)))
