@@ -218,6 +218,8 @@ static int msg_prescan(struct msg_dec *d, const unsigned char *p, size_t len)
         msg_fail(d, "invalid UTF-8 at offset %zu", i);
         return -1;
       }
+      if (c == 0xC2 && p[i + 1] < 0xA0)
+        d->unprintable = true; /* a C1 control character, U+0080..U+009F */
       i += n;
       continue;
     }
@@ -337,6 +339,8 @@ static void msg_path_join(char child[MSG_PATH_SIZE], const char *path,
   child[used] = '\0';
 }
 
+static void msg_printable(char *s);
+
 /* Step 4: rejects a key that appears twice in any object under v (path
  * names v in error messages, "" for the top level).  Sorts every object's
  * members.  Recursion depth is bounded by the pre-scan. */
@@ -359,6 +363,7 @@ static int msg_check_keys(struct msg_dec *d, yajl_val v, const char *path)
         continue;
       msg_path_join(child, path, key);
       if (dup) {
+        msg_printable(child); /* the keys are the sender's */
         msg_fail(d, "field \"%s\": duplicate key", child);
         return -1;
       }
@@ -396,7 +401,8 @@ static const char *msg_key_of(const char *field)
 /* Makes a decoded string printable in place, keeping its length: what
  * its escapes decoded to that would not print becomes '?': control
  * characters ("\n" would start a line of its own in a log or a
- * notification) and the bytes of a lone low surrogate (yajl decodes
+ * notification; C1 ones too, U+0080..U+009F) and the bytes of a lone low
+ * surrogate (yajl decodes
  * "\uDC00" to ED B0 80, which is not UTF-8; raw surrogates are refused
  * by the pre-scan). */
 static void msg_printable(char *s)
@@ -404,6 +410,8 @@ static void msg_printable(char *s)
   for (unsigned char *p = (unsigned char *)s; *p; p++) {
     if (*p < 0x20 || *p == 0x7f)
       *p = '?';
+    else if (p[0] == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F)
+      p[0] = p[1] = '?'; /* C1 controls: U+009B is a terminal's CSI */
     else if (p[0] == 0xED && p[1] >= 0xA0 && p[1] <= 0xBF && p[2])
       p[0] = p[1] = p[2] = '?';
   }

@@ -31,8 +31,9 @@
  * UTF-8 that is not RFC 3629's (overlong forms, surrogates) and nesting
  * deeper than 64 levels are errors too.  What a string's escapes decode
  * to that would not print is kept, as '?' (one per byte): control
- * characters ("\n", "\u001b": the strings end up in log lines and
- * notifications, one line each) and the bytes of an escaped lone low
+ * characters, C0 and C1 ("\n", "\u001b", "\u009b", raw or escaped: the
+ * strings end up in log lines and notifications, one line each, and in
+ * terminals) and the bytes of an escaped lone low
  * surrogate ("\uDC00"; yajl itself turns a lone high one into '?').
  * Keys the envelope does not define are ignored (the gateway may add
  * fields).  On any error out->type is 0 and nothing else of `out` may be

@@ -660,6 +660,24 @@ static void test_escaping(void)
                 &msg),
          0, "a raw DEL in a string decodes");
   is_str(msg.u.response.reason, "a?b", "  as '?'");
+  is_int(decode("{\"messageType\":\"commandResponse\",\"correlationId\":"
+                "\"c-1\",\"result\":\"sent\",\"reason\":\"a\xc2\x9b" "2Jb "
+                "\xc2\xa0\xc3\xa9\"}",
+                &msg),
+         0, "a raw C1 control (U+009B, CSI) decodes");
+  is_str(msg.u.response.reason, "a??2Jb \xc2\xa0\xc3\xa9",
+         "  as '?' per byte; U+00A0 and U+00E9 stay");
+  is_int(decode("{\"messageType\":\"commandResponse\",\"correlationId\":"
+                "\"c-1\",\"result\":\"sent\",\"reason\":\"a\\u0085b\"}",
+                &msg),
+         0, "an escaped C1 control (U+0085, NEL) decodes");
+  is_str(msg.u.response.reason, "a??b", "  as '?' per byte");
+  ok(decode("{\"messageType\":\"commandResponse\",\"correlationId\":"
+            "\"c-1\",\"result\":\"sent\",\"data\":{\"k\\n\\u001b\":1,"
+            "\"k\\n\\u001b\":2}}",
+            &msg) != 0 &&
+         strcmp(err, "field \"data.k??\": duplicate key") == 0,
+     "a duplicate key is named printable (%s)", err);
   ok(decode("{\"messageType\":\"commandResponse\",\"correlationId\":"
             "\"c-1\",\"result\":\"sent\",\"reason\":\"a\nb\"}",
             &msg) != 0,

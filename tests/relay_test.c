@@ -3263,6 +3263,14 @@ static void test_resume_attempt_bound(void)
   ok(nth(&ev, 1)->outcome == BM_OP_GAVE_UP, "gave up");
   bm_events_release(&ev);
   bm_relay_table_free(t);
+
+  /* Its sequence is bounded as a SEQ record's is (raise_seq). */
+  c = saved_cmd(HEX_A "-18446744073709551615", UINT64_MAX, 1, 1, false, 100,
+                "test");
+  t = resumed_table(&c);
+  ok(bm_relay_table_last_seq(t) == BM_RELAY_SEQ_MAX,
+     "a resumed command numbered 2^64-1 raises the sequence to 2^63 only");
+  bm_relay_table_free(t);
 }
 
 /* A command whose journal record could not be made durable is aborted
