@@ -5,6 +5,8 @@
 
 #include <stdio.h>
 
+#include "str.h"
+
 static void bm_log_stderr(int level, const char *line, void *ctx)
 {
   (void)ctx;
@@ -38,8 +40,6 @@ void bm_log(int level, const char *fmt, ...)
   va_end(ap);
   /* One call, one line: a newline in text from a message, a file or a
    * command's output must not start a line of its own (forged). */
-  for (char *p = line; *p; p++)
-    if ((unsigned char)*p < 0x20 || *p == 0x7f)
-      *p = '?';
+  bm_str_printable(line);
   log_sink(level, line, log_ctx);
 }

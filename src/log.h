@@ -32,8 +32,8 @@ void bm_log_set_max_level(int level);
 
 /* Formats one line and hands it to the sink, unless its level is above the
  * maximum (bm_log_set_max_level).  Never fails visibly: a line
- * longer than 1 KiB is truncated.  Control characters (a newline in a
- * message's text) become '?': one call, one line. */
+ * longer than 1 KiB is truncated.  What would not print (a newline in a
+ * message's text: bm_str_printable) becomes '?': one call, one line. */
 void bm_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

@@ -66,6 +66,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "jtree.h"
+#include "str.h"
 
 #define MSG_MAX_DEPTH BM_JTREE_MAX_DEPTH /* nesting of objects and arrays */
 #define MSG_YAJL_ERR_SIZE 256
@@ -107,7 +108,7 @@ struct msg_dec {
   char *err;
   size_t errlen;
   bool unprintable; /* the pre-scan saw an escape or a DEL in a string:
-                     * decoded strings may hold what msg_printable
+                     * decoded strings may hold what bm_str_printable
                      * replaces (without, none can) */
 };
 
@@ -125,9 +126,9 @@ msg_fail(struct msg_dec *d, const char *fmt, ...)
 }
 
 /* Copies at most MSG_ECHO_MAX bytes of an unexpected value into dst (size
- * MSG_ECHO_MAX + 1) for an error message: control characters become '?'
- * so the message stays one line, and a cut never splits a UTF-8
- * character. */
+ * MSG_ECHO_MAX + 1) for an error message; a cut never splits a UTF-8
+ * character.  src is a string take_string read: printable already, so
+ * the message stays one line. */
 static void msg_echo(char dst[MSG_ECHO_MAX + 1], const char *src)
 {
   size_t n = strnlen(src, MSG_ECHO_MAX + 1);
@@ -137,8 +138,7 @@ static void msg_echo(char dst[MSG_ECHO_MAX + 1], const char *src)
     while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
       n--;
   }
-  for (size_t i = 0; i < n; i++)
-    dst[i] = (unsigned char)src[i] < 0x20 ? '?' : src[i];
+  memcpy(dst, src, n);
   dst[n] = '\0';
 }
 
@@ -339,8 +339,6 @@ static void msg_path_join(char child[MSG_PATH_SIZE], const char *path,
   child[used] = '\0';
 }
 
-static void msg_printable(char *s);
-
 /* Step 4: rejects a key that appears twice in any object under v (path
  * names v in error messages, "" for the top level).  Sorts every object's
  * members.  Recursion depth is bounded by the pre-scan. */
@@ -363,7 +361,7 @@ static int msg_check_keys(struct msg_dec *d, yajl_val v, const char *path)
         continue;
       msg_path_join(child, path, key);
       if (dup) {
-        msg_printable(child); /* the keys are the sender's */
+        bm_str_printable(child); /* the keys are the sender's */
         msg_fail(d, "field \"%s\": duplicate key", child);
         return -1;
       }
@@ -398,27 +396,8 @@ static const char *msg_key_of(const char *field)
   return dot ? dot + 1 : field;
 }
 
-/* Makes a decoded string printable in place, keeping its length: what
- * its escapes decoded to that would not print becomes '?': control
- * characters ("\n" would start a line of its own in a log or a
- * notification; C1 ones too, U+0080..U+009F) and the bytes of a lone low
- * surrogate (yajl decodes
- * "\uDC00" to ED B0 80, which is not UTF-8; raw surrogates are refused
- * by the pre-scan). */
-static void msg_printable(char *s)
-{
-  for (unsigned char *p = (unsigned char *)s; *p; p++) {
-    if (*p < 0x20 || *p == 0x7f)
-      *p = '?';
-    else if (p[0] == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F)
-      p[0] = p[1] = '?'; /* C1 controls: U+009B is a terminal's CSI */
-    else if (p[0] == 0xED && p[1] >= 0xA0 && p[1] <= 0xBF && p[2])
-      p[0] = p[1] = p[2] = '?';
-  }
-}
-
 /* Reads the string member named by the last part of `field` from obj into
- * dst (size dstsize, at least 1), printable (msg_printable).  Sets *present
+ * dst (size dstsize, at least 1), printable (bm_str_printable).  Sets *present
  * (may be NULL).  Returns 0, or -1 when it is missing though required, not
  * a string, or too long. */
 static int take_string(struct msg_dec *d, yajl_val obj, const char *field,
@@ -448,7 +427,7 @@ static int take_string(struct msg_dec *d, yajl_val obj, const char *field,
   }
   memcpy(dst, v->u.string, n + 1);
   if (d->unprintable)
-    msg_printable(dst);
+    bm_str_printable(dst);
   return 0;
 }
 

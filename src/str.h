@@ -44,4 +44,23 @@ static inline size_t bm_str_append(char *dst, size_t size, size_t at,
   return at + n;
 }
 
+/* Makes s printable in place, keeping its length: what would not print
+ * becomes '?', one per byte: C0 control characters and DEL (a newline
+ * would start a line of its own in a log or a notification), C1 ones
+ * (U+0080..U+009F as UTF-8; U+009B is a terminal's CSI), and the bytes of
+ * a UTF-8-encoded surrogate (ED A0..BF xx: not UTF-8; yajl decodes an
+ * escaped lone low surrogate "\uDC00" to them).  For text from a message,
+ * a file or a command, put in a log line or a notification. */
+static inline void bm_str_printable(char *s)
+{
+  for (unsigned char *p = (unsigned char *)s; *p; p++) {
+    if (*p < 0x20 || *p == 0x7f)
+      *p = '?';
+    else if (p[0] == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F)
+      p[0] = p[1] = '?';
+    else if (p[0] == 0xED && p[1] >= 0xA0 && p[1] <= 0xBF && p[2])
+      p[0] = p[1] = p[2] = '?';
+  }
+}
+
 #endif

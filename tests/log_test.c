@@ -55,10 +55,10 @@ int main(void)
   is_int((int)strlen(last_line), 1023, "a line longer than 1 KiB is truncated");
 
   BM_WARNING("gateway \"%s\": reason \"%s\"", "gw",
-             "busy\n[error] bimetri plugin: forged\r\x1b[2J\x7f\t.");
+             "busy\n[error] bimetri plugin: forged\r\x1b[2J\x7f\t.\xc2\x9b" "1m");
   is_str(last_line,
-         "gateway \"gw\": reason \"busy?[error] bimetri plugin: forged??[2J??.\"",
-         "control characters become '?': one call, one line");
+         "gateway \"gw\": reason \"busy?[error] bimetri plugin: forged??[2J??.??1m\"",
+         "control characters, C0 and C1, become '?': one call, one line");
 
   bm_log_set_sink(NULL, NULL);
   BM_DEBUG("to stderr");
