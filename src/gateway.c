@@ -379,7 +379,7 @@ static void journal_failed(bm_gateway_t *gw, const char *what, char *why,
  * command whose record could not be made durable is never published. */
 static void journal_events(bm_gateway_t *gw)
 {
-  bool commands = false, failed = false, cut;
+  bool commands = false, failed = false;
   char why[160] = "";
   struct bm_journal_mark turn;
 
@@ -417,29 +417,21 @@ static void journal_events(bm_gateway_t *gw)
    * failed fsync leaves them in it, and so may an earlier flush of a long
    * turn), so that a restart cannot resume a command reported not sent;
    * the other records of the turn come back with the rewrite from the
-   * table (journal_behind). Only when the cut fails too, a best-effort
-   * TIMEOUT record for each (a failed journal refuses it). */
-  cut = bm_journal_cut(gw->journal, &turn) == 0;
-  if (!cut)
+   * table (journal_behind). A cut that fails leaves the journal failed,
+   * refusing any record (a TIMEOUT for each included) until that rewrite:
+   * said once. */
+  if (bm_journal_cut(gw->journal, &turn) != 0)
     BM_ERROR("gateway \"%s\": the commands of this turn stay in the journal "
              "\"%s\": a restart before its rewrite may send them",
              gw->conf.name, gw->conf.journal_file);
   for (size_t i = 0; i < gw->events.n; i++) {
     struct bm_event *ev = &gw->events.ev[i];
-    struct bm_jrec rec;
 
     if (ev->kind != BM_EV_PUBLISH || ev->republish)
       continue;
     pthread_mutex_lock(&gw->lock);
     bm_relay_table_abort(gw->table, ev->relay, ev->corr);
     pthread_mutex_unlock(&gw->lock);
-    if (!cut) {
-      memset(&rec, 0, sizeof(rec));
-      rec.type = BM_JREC_TIMEOUT;
-      rec.time_ms = now_wall_ms();
-      bm_str_copy(rec.u.timeout.corr, sizeof(rec.u.timeout.corr), ev->corr);
-      (void)bm_journal_append(gw->journal, &rec); /* already failing: no log */
-    }
     ev->kind = BM_EV_END;
     ev->outcome = BM_OP_FAILED;
     ev->severity = BM_SEV_FAILURE;
@@ -616,15 +608,22 @@ struct replay {
   int64_t wall_ms;  /* journal's wall times into monotonic ones */
 };
 
+/* A journal's wall time (ms) on our monotonic clock, kept within ten
+ * years before now: a time in the future is now (a crafted journal's
+ * times, or a broken clock's; snapshot_emit and journal_compact turn them
+ * back into int64 milliseconds, which must not overflow; the switch limits
+ * look back a day at most, bimetri-ctl shows the last switch as "since"). */
+static double replay_mono(const struct replay *rp, int64_t ms)
+{
+  double ago = fmin(fmax((double)rp->wall_ms - (double)ms, 0.0), 3.15576e11);
+
+  return rp->mono - ago / 1000.0;
+}
+
 static void replay_switch(struct replay *rp, struct bm_relay_saved *sv,
                           int64_t ms)
 {
-  /* Kept within ten years before now (a crafted journal's time, or a
-   * broken clock's: snapshot_emit turns the times back into int64
-   * milliseconds, which must not overflow; the limits look back a day at
-   * most, bimetri-ctl shows the last as "since"). */
-  double ago = fmin(fmax((double)rp->wall_ms - (double)ms, 0.0), 3.15576e11);
-  double at = rp->mono - ago / 1000.0;
+  double at = replay_mono(rp, ms);
 
   if (sv->n_switches == BM_RELAY_SWITCHES) {
     memmove(&sv->switches[0], &sv->switches[1],
@@ -768,15 +767,13 @@ static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
 {
   struct replay rp;
   size_t n = bm_relay_table_size(gw->table);
-  double mono = now_mono();
-  int64_t wall = now_wall_ms();
   unsigned long known = 0, resumed = 0;
   int status = -1;
 
   memset(&rp, 0, sizeof(rp));
   rp.gw = gw;
-  rp.mono = mono;
-  rp.wall_ms = wall;
+  rp.mono = now_mono();
+  rp.wall_ms = now_wall_ms();
   rp.saved = bm_calloc(n + 1, sizeof(*rp.saved));
   rp.pending = bm_calloc(n + 1, sizeof(*rp.pending));
   rp.published_ms = bm_calloc(n + 1, sizeof(*rp.published_ms));
@@ -803,13 +800,8 @@ static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
     known += rp.saved[i].confirmed >= 0;
     if (!rp.has_pending[i])
       continue;
-    /* Deadlines count from the original publish, on our monotonic clock;
-     * a publish time in the future is now, one more than ten years ago
-     * ten years ago (a crafted journal's: journal_compact turns it back
-     * into int64 milliseconds). */
-    rp.pending[i].published_at =
-        mono - fmin(fmax((double)wall - (double)rp.published_ms[i], 0.0),
-                    3.15576e11) / 1000.0;
+    /* Deadlines count from the original publish, on our monotonic clock. */
+    rp.pending[i].published_at = replay_mono(&rp, rp.published_ms[i]);
     if (bm_relay_table_resume(gw->table, (int)i, &rp.pending[i]) == 0)
       resumed++;
   }

@@ -1098,9 +1098,9 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
    * confirms no command of this relay (a confirmation would raise the
    * sequence applied and drop this relay's own late confirmations). */
   uint64_t seq = own_seq(t, n->correlation_id);
-  int owner = bm_idmap_get(&t->by_corr, hash);
-  if (seq && owner >= 0 && owner != relay)
-    seq = 0;
+  if (seq && bm_idmap_get(&t->by_corr, hash) >= 0)
+    seq = 0; /* still known, so another relay's: this relay's pending
+              * command and its ring of recent ones were looked at above */
   if (seq) {
     if (seq <= r->confirmed_seq) {
       t->stats.ops[BM_OP_DUPLICATE]++;
