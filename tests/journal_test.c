@@ -1783,10 +1783,25 @@ static bool holds_exactly(const char *path, const struct bm_jrec *want,
   bool same = bm_journal_read(path, collect, &c, NULL, err, sizeof(err)) == 0 &&
               coll_matches(&c, want, n, 1);
 
-  coll_reset(&c);
-  free(c.v);
-  free(c.seq);
+  coll_release(&c);
   return same;
+}
+
+/* path holding recs[0..n) (build), opened again with the fault hooks
+ * (open_hooked: NULL, a failed test point, when it cannot be). */
+static bm_journal_t *open_holding(const char *path,
+                                  enum bm_journal_sync_mode mode,
+                                  const struct bm_jrec *recs, size_t n)
+{
+  uint64_t off[8];
+  size_t len;
+
+  if (n >= sizeof(off) / sizeof(off[0])) {
+    fprintf(stderr, "open_holding: at most 7 records\n");
+    exit(99);
+  }
+  free(build(path, recs, n, off, &len));
+  return open_hooked(path, mode);
 }
 
 /* A turn's records taken back: after a failed fsync (still in the file),
@@ -1808,12 +1823,8 @@ static void test_cut(void)
   /* The failed fsync of a turn with commands: cut off, the journal failed
    * still, and a reader (a restart) finds the records before it alone. */
   in_dir(path, "cut");
-  remove_journal(path);
-  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_ALWAYS)))
+  if (!(j = open_holding(path, BM_JOURNAL_SYNC_ALWAYS, before, 3)))
     return;
-  for (int i = 0; i < 3; i++)
-    bad += bm_journal_append(j, &before[i]) != 0;
-  bad += bm_journal_sync(j) != 0;
   bm_journal_mark(j, &m);
   bad += bm_journal_append_buffered(j, &turn[0]) != 0;
   bad += bm_journal_append_buffered(j, &turn[1]) != 0;
@@ -1830,11 +1841,8 @@ static void test_cut(void)
   (void)bm_journal_close(j); /* -1: failed */
 
   /* Cut while buffered: no ftruncate, the numbers given again. */
-  remove_journal(path);
-  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_NONE)))
+  if (!(j = open_holding(path, BM_JOURNAL_SYNC_NONE, before, 2)))
     return;
-  for (int i = 0; i < 2; i++)
-    bad += bm_journal_append(j, &before[i]) != 0;
   bm_journal_mark(j, &m);
   bad += bm_journal_append_buffered(j, &turn[0]) != 0;
   bad += bm_journal_append_buffered(j, &turn[1]) != 0;
@@ -1848,11 +1856,8 @@ static void test_cut(void)
 
   /* A long turn: its first 32 KiB written by an early flush, a later
    * flush failing (ENOSPC). The cut takes back the written part too. */
-  remove_journal(path);
-  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_NONE)))
+  if (!(j = open_holding(path, BM_JOURNAL_SYNC_NONE, before, 3)))
     return;
-  for (int i = 0; i < 3; i++)
-    bad += bm_journal_append(j, &before[i]) != 0;
   bm_journal_mark(j, &m);
   io.pwrite_errno = ENOSPC;
   {
@@ -1889,10 +1894,8 @@ static void test_cut(void)
   /* A write that fails half-way, and whose own cut fails: the journal is
    * failed with part of a record past its known end. The turn's cut
    * removes it all the same. */
-  remove_journal(path);
-  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_NONE)))
+  if (!(j = open_holding(path, BM_JOURNAL_SYNC_NONE, before, 1)))
     return;
-  bad += bm_journal_append(j, &before[0]) != 0;
   bm_journal_mark(j, &m);
   bad += bm_journal_append_buffered(j, &turn[0]) != 0;
   io.short_max = 16;                         /* 16 bytes reach the file, */
@@ -1901,23 +1904,17 @@ static void test_cut(void)
   io.fail_ftruncate_at = io.ftruncate_calls + 1; /* and so does its cut */
   ok(bm_journal_flush(j) == -1 && bm_journal_is_failed(j),
      "a flush failing half-way with its cut: the journal is failed");
-  {
-    struct stat st;
-    ok(stat(path, &st) == 0 && (uint64_t)st.st_size == m.size + 16,
-       "... 16 bytes of a record past the mark");
-    io.short_max = 0;
-    io.fail_pwrite_at = 0;
-    is_int(bm_journal_cut(j, &m), 0, "the turn is cut");
-    ok(stat(path, &st) == 0 && (uint64_t)st.st_size == m.size,
-       "... the file ends at the mark again");
-  }
+  ok(fsize(path) == (long long)m.size + 16,
+     "... 16 bytes of a record past the mark");
+  io.short_max = 0;
+  io.fail_pwrite_at = 0;
+  is_int(bm_journal_cut(j, &m), 0, "the turn is cut");
+  ok(fsize(path) == (long long)m.size, "... the file ends at the mark again");
   (void)bm_journal_close(j);
 
   /* The cut fails: the journal is failed, and says so. */
-  remove_journal(path);
-  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_NONE)))
+  if (!(j = open_holding(path, BM_JOURNAL_SYNC_NONE, before, 1)))
     return;
-  bad += bm_journal_append(j, &before[0]) != 0;
   bm_journal_mark(j, &m);
   bad += bm_journal_append(j, &turn[0]) != 0;
   io.fail_ftruncate_at = io.ftruncate_calls + 1;
@@ -1940,36 +1937,20 @@ static void test_cut(void)
 static char race_path[PATH_MAX], race_from[PATH_MAX];
 static int race_left, race_done;
 
-static int copy_file(const char *from, const char *to)
-{
-  char buf[65536];
-  int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc = -1;
-  ssize_t n;
-
-  if (in < 0)
-    return -1;
-  if ((out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
-    goto done;
-  while ((n = read(in, buf, sizeof(buf))) > 0)
-    if (write(out, buf, (size_t)n) != n)
-      goto done;
-  rc = n == 0 ? 0 : -1;
-done:
-  close(in);
-  if (out >= 0 && close(out) < 0)
-    rc = -1;
-  return rc;
-}
-
 int flock(int fd, int op)
 {
   if (race_left > 0 && (op & LOCK_EX)) {
     char tmp[PATH_MAX + 8];
     race_left--;
     snprintf(tmp, sizeof(tmp), "%s.race", race_path);
-    if (copy_file(race_from[0] ? race_from : race_path, tmp) == 0 &&
-        rename(tmp, race_path) == 0)
-      race_done++;
+    size_t len;
+    unsigned char *bytes = slurp(race_from[0] ? race_from : race_path, &len);
+    if (bytes) {
+      spit(tmp, bytes, len);
+      free(bytes);
+      if (rename(tmp, race_path) == 0)
+        race_done++;
+    }
   }
   return (int)syscall(SYS_flock, fd, op);
 }
@@ -1982,6 +1963,8 @@ static void test_open_race(void)
   static struct bm_jrec old_recs[2], new_recs[4];
   struct coll c = {0};
   bm_journal_t *j;
+  uint64_t off[4];
+  size_t len;
   int bad = 0;
 
   for (unsigned i = 0; i < 2; i++)
@@ -1990,20 +1973,10 @@ static void test_open_race(void)
     new_recs[i] = make_rec(BM_JREC_COMMAND, 200 + i, false);
   in_dir(path, "race");
   in_dir(other, "race-new");
-  remove_journal(path);
-  remove_journal(other);
   /* The journal as this process finds it, and the compacted one that
    * replaces it (three records, a fourth appended below). */
-  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_NONE)))
-    return;
-  for (int i = 0; i < 2; i++)
-    bad += bm_journal_append(j, &old_recs[i]) != 0;
-  jclose(j);
-  if (!(j = open_hooked(other, BM_JOURNAL_SYNC_NONE)))
-    return;
-  for (int i = 0; i < 3; i++)
-    bad += bm_journal_append(j, &new_recs[i]) != 0;
-  jclose(j);
+  free(build(path, old_recs, 2, off, &len));
+  free(build(other, new_recs, 3, off, &len));
 
   snprintf(race_path, sizeof(race_path), "%s", path);
   snprintf(race_from, sizeof(race_from), "%s", other);
@@ -2035,9 +2008,7 @@ static void test_open_race(void)
   race_left = 0;
   if (j)
     jclose(j);
-  coll_reset(&c);
-  free(c.v);
-  free(c.seq);
+  coll_release(&c);
   is_int(bad, 0, "every append that should succeed did");
   remove_journal(path);
   remove_journal(other);
