@@ -14,22 +14,18 @@ shim=$top_builddir/tests/.libs/faultfs.so
 export BM_COLLECTD_PRELOAD=$shim BM_FAULT_MATCH=$T/plant1.journal \
   BM_FAULT_WHEN=$T/stall BM_FAULT_WRITE_STALL_MS=150 BM_FAULT_MARK=$T/in-write
 
-fan() { # STATUS: the device's own change of the fan, at QoS 1
-  bm_pub "$APP_TOPIC" "{\"messageType\":\"notification\",\"appId\":\"flexyWattApp.1\",\"command\":\"setExtDO\",\"notificationType\":\"extDOStateChanged\",\"userName\":\"Field Technician\",\"userId\":1,\"parameters\":{\"resourceId\":102,\"output\":1,\"status\":$1}}" 1
-}
-
 plant_token
 bm_start_broker
 bm_start_gwsim --secret-file "$T/secret" --delay 0
 bm_start_collectd "$(plant_conf "JournalFile \"$T/plant1.journal\"
     QoS 1")"
 bm_check "the plugin is connected and subscribed" bm_wait_for 10 val_is current_connections 1
-fan 1
+bm_pub "$APP_TOPIC" "$(notif_json "" 102 1 1)" 1 # by hand, at QoS 1
 bm_check "the fan is on, journaled" wait_val bool-fan 1 10
 
 # The fan goes off; the plugin dies while writing that to its journal.
 touch "$T/stall"
-fan 0
+bm_pub "$APP_TOPIC" "$(notif_json "" 102 1 0)" 1
 # The kill must land within the stall (150 ms) and TCP_CORK's 200 ms:
 # polled every 5 ms with no fork but sleep's, not by bm_wait_for (100 ms).
 for ((i = 0; i < 1000; i++)); do

@@ -10,10 +10,6 @@
 . "$top_srcdir/tests/integration/plant.sh"
 
 FOREIGN=0000000000000000-999999999
-notif_for() { # RESOURCE_ID OUTPUT STATUS CORRELATION_ID ("": none)
-  echo "{\"messageType\":\"notification\",\"appId\":\"flexyWattApp.1\",${4:+\"correlationId\":\"$4\",}\"command\":\"setExtDO\",\"notificationType\":\"extDOStateChanged\",\"userName\":\"test\",\"userId\":12345,\"parameters\":{\"resourceId\":$1,\"output\":$2,\"status\":$3}}"
-}
-notif() { notif_for 101 4 "$1" "$2"; } # the pump: STATUS CORRELATION_ID
 
 plant_token
 bm_start_broker
@@ -28,7 +24,7 @@ bm_start_collectd "$(plant_conf "JournalFile \"$T/plant1.journal\"
 bm_check "the plugin is connected and subscribed" bm_wait_for 10 val_is current_connections 1
 
 # Someone else switches the pump on, with an id shaped like ours.
-bm_pub "$APP_TOPIC" "$(notif 1 "$FOREIGN")" 1
+bm_pub "$APP_TOPIC" "$(notif_json "$FOREIGN" 101 4 1)" 1
 bm_check "the foreign change is applied (pump on)" wait_val bool-pump 1 10
 bm_check "... as someone else's change (operations-unsolicited 1)" \
   wait_val operations-unsolicited 1 15
@@ -46,19 +42,19 @@ bm_like "$corr" '^[0-9a-f]{16}-[0-9]+$' "its correlationId is ours ($corr)"
 bm_check "it times out unconfirmed" \
   bm_wait_log "$T/collectd.log" "correlationId \"$corr\", attempt 1\\) ended: no notification within 1 s" 10
 # ... and is confirmed late: the device did switch.
-bm_pub "$APP_TOPIC" "$(notif 0 "$corr")" 1
+bm_pub "$APP_TOPIC" "$(notif_json "$corr" 101 4 0)" 1
 bm_check "the late confirmation is applied: the pump is off" wait_val bool-pump 0 10
 bm_is "$(count "$T/collectd.log" "already applied: duplicate")" 0 "nothing was dropped as a duplicate"
 
 # A faulty report: the fan's state, naming the pump's command. The fan's
 # state is applied as someone else's change, before a restart and after:
 # so the fan's next change by hand is no drift from a command of ours.
-bm_pub "$APP_TOPIC" "$(notif_for 102 1 1 "$corr")" 1
+bm_pub "$APP_TOPIC" "$(notif_json "$corr" 102 1 1)" 1
 bm_check "the fan is on" wait_val bool-fan 1 10
 bm_restart_collectd
 bm_check "after another restart the plugin is connected again" bm_wait_for 10 val_is current_connections 1
 bm_check "the journal restores the fan on" wait_val bool-fan 1 10
-bm_pub "$APP_TOPIC" "$(notif_for 102 1 0 "")" 1
+bm_pub "$APP_TOPIC" "$(notif_json "" 102 1 0)" 1
 bm_check "the fan is switched off by hand" wait_val bool-fan 0 10
 sleep 1
 bm_is "$(count "$T/collectd.log" 'relay "fan" is off, but our last confirmed command')" 0 \
