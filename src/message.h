@@ -31,9 +31,10 @@
  * UTF-8 that is not RFC 3629's (overlong forms, surrogates) and nesting
  * deeper than 64 levels are errors too.  What a string holds that would
  * not print is kept as '?', one per byte (bm_str_printable): control
- * characters, C0 and C1, raw or escaped ("\n", "\u001b", "\u009b": the
- * strings end up in log lines and notifications, one line each, and in
- * terminals), and the bytes of an escaped lone low surrogate ("\uDC00";
+ * characters, C0 ones escaped (raw, they are invalid JSON), C1 ones and
+ * DEL raw or escaped ("\n", "\u001b", "\u009b": the strings end up in
+ * log lines and notifications, one line each, and in terminals), and the
+ * bytes of an escaped lone low surrogate ("\uDC00";
  * yajl itself turns a lone high one into '?').  Keys the envelope does
  * not define are ignored (the gateway may add fields).  On any error out->type is 0 and nothing else of `out` may be
  * used, and `err` names the field and what was wrong with it.
