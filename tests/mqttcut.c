@@ -1,16 +1,18 @@
 /*
  * mqttcut.c - a loopback TCP proxy for MQTT that drops the connection right
  * after forwarding each PUBLISH a client sends: the broker fault "a broker
- * that drops the connection after every PUBLISH", for the tests.
+ * that drops the connection after every PUBLISH", for the tests.  Or, given
+ * SWALLOW, one that never cuts but loses the client's PUBLISHes whose bytes
+ * contain SWALLOW: the broker never sees them and never acknowledges them.
  *
- * Usage: mqttcut LISTEN_PORT BROKER_PORT [SECONDS]
+ * Usage: mqttcut LISTEN_PORT BROKER_PORT [SECONDS [SWALLOW]]
  *
  * Listens on 127.0.0.1:LISTEN_PORT; each connection is relayed to
  * 127.0.0.1:BROKER_PORT.  Bytes from the client are parsed as MQTT packets
  * (fixed header: type in the high nibble, remaining length as a variable
  * byte integer); after a whole PUBLISH (type 3) has been forwarded, both
- * sides are closed.  One connection at a time; prints one line per cut to
- * stdout.  Exits after SECONDS (default 300).
+ * sides are closed.  One connection at a time; prints one line per cut
+ * (or per PUBLISH swallowed) to stdout.  Exits after SECONDS (default 300).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -69,8 +71,10 @@ static int write_all(int fd, const unsigned char *p, size_t n)
   return 0;
 }
 
-/* Relays one client until it or the broker closes, or a PUBLISH passed. */
-static void relay(int client, int broker, unsigned long *cuts)
+/* Relays one client until it or the broker closes, or a PUBLISH passed
+ * (without swallow; with it, drops the PUBLISHes that contain it). */
+static void relay(int client, int broker, const char *swallow,
+                  unsigned long *cuts)
 {
   unsigned char buf[65536];
   size_t have = 0; /* client bytes not yet forwarded (a partial packet) */
@@ -111,11 +115,16 @@ static void relay(int client, int broker, unsigned long *cuts)
         break;
       }
       type = buf[0] >> 4;
-      if (write_all(broker, buf, i + len) != 0)
+      if (type == 3 && swallow &&
+          memmem(buf, i + len, swallow, strlen(swallow))) {
+        printf("swallowed PUBLISH %lu\n", ++*cuts);
+        fflush(stdout);
+      } else if (write_all(broker, buf, i + len) != 0) {
         return;
+      }
       memmove(buf, buf + i + len, have - (i + len));
       have -= i + len;
-      if (type == 3) {
+      if (type == 3 && !swallow) {
         (*cuts)++;
         printf("cut after PUBLISH %lu\n", *cuts);
         fflush(stdout);
@@ -133,7 +142,8 @@ int main(int argc, char **argv)
   unsigned long cuts = 0;
 
   if (argc < 3) {
-    fprintf(stderr, "usage: mqttcut LISTEN_PORT BROKER_PORT [SECONDS]\n");
+    fprintf(stderr,
+            "usage: mqttcut LISTEN_PORT BROKER_PORT [SECONDS [SWALLOW]]\n");
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
@@ -151,7 +161,7 @@ int main(int argc, char **argv)
       close(client);
       continue;
     }
-    relay(client, broker, &cuts);
+    relay(client, broker, argc > 4 ? argv[4] : NULL, &cuts);
     close(client);
     close(broker);
   }
