@@ -2621,6 +2621,14 @@ static void watch_message(struct session *s, const struct mosquitto_message *msg
     break;
   }
   }
+  if (err[0] != '\0') { /* a bad spare field, read as absent (message.h) */
+    if (opt_json) {
+      jl_str("ignored", err);
+    } else {
+      line_add(&l, " ignored=");
+      line_quoted(&l, err);
+    }
+  }
   OPENSSL_cleanse(m, sizeof(*m));
   if (opt_json)
     jl_end();

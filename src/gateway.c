@@ -1101,6 +1101,16 @@ static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
       memset(&gw->msg.u.command, 0, sizeof(gw->msg.u.command));
     return;
   }
+  if (err[0] != '\0') { /* a bad field the plugin does not use (message.h) */
+    const char *corr = gw->msg.type == BM_MSG_RESPONSE
+                           ? gw->msg.u.response.correlation_id
+                           : gw->msg.u.notification.correlation_id;
+    complain(gw, "took a %s%s%s%s without its %s",
+             gw->msg.type == BM_MSG_RESPONSE ? "commandResponse"
+                                             : "notification",
+             corr[0] ? " (correlationId \"" : "", corr, corr[0] ? "\")" : "",
+             err);
+  }
 
   pthread_mutex_lock(&gw->lock);
   if (gw->msg.type == BM_MSG_RESPONSE) {

@@ -110,6 +110,7 @@ struct msg_dec {
   bool unprintable; /* the pre-scan saw an escape or a DEL in a string:
                      * decoded strings may hold what bm_str_printable
                      * replaces (without, none can) */
+  bool noted;       /* err holds a spare field's error (message.h) */
 };
 
 static void __attribute__((format(printf, 2, 3)))
@@ -503,6 +504,40 @@ static int take_object(struct msg_dec *d, yajl_val obj, const char *field,
   return 0;
 }
 
+/* The spare fields of an answer (message.h): read like the others, but a
+ * bad one reads as absent and the decode goes on, its error kept in err as
+ * the decode's note (the first one: later spare errors are not written). */
+static struct msg_dec *spare(struct msg_dec *d, struct msg_dec *scratch)
+{
+  *scratch = *d;
+  if (d->noted) {
+    scratch->err = NULL;
+    scratch->errlen = 0;
+  }
+  return scratch;
+}
+
+static void spare_string(struct msg_dec *d, yajl_val obj, const char *field,
+                         char *dst, size_t dstsize)
+{
+  struct msg_dec scratch;
+
+  if (take_string(spare(d, &scratch), obj, field, false, dst, dstsize, NULL))
+    d->noted = true; /* dst is left empty */
+}
+
+static void spare_int(struct msg_dec *d, yajl_val obj, const char *field,
+                      int64_t *dst, bool *present)
+{
+  struct msg_dec scratch;
+
+  if (take_int(spare(d, &scratch), obj, field, false, BM_MSG_MAX_SAFE_INT,
+               dst, present)) {
+    *present = false; /* *dst is 0 */
+    d->noted = true;
+  }
+}
+
 /* resourceId, output and status of a "parameters" object. */
 static int take_ext_do(struct msg_dec *d, yajl_val params,
                        struct bm_ext_do *out)
@@ -550,6 +585,7 @@ static int decode_response(struct msg_dec *d, yajl_val top,
 {
   char result[BM_MSG_STR_SIZE];
   yajl_val data = NULL;
+  struct msg_dec scratch;
 
   memset(r, 0, sizeof(*r));
 
@@ -563,26 +599,20 @@ static int decode_response(struct msg_dec *d, yajl_val top,
     msg_fail(d, "field \"result\": unknown value \"%s\"", echo);
     return -1;
   }
-  if (take_string(d, top, "reason", false, r->reason, sizeof(r->reason),
-                  NULL) ||
-      take_object(d, top, "data", false, &data))
-    return -1;
+  spare_string(d, top, "reason", r->reason, sizeof(r->reason));
+  if (take_object(spare(d, &scratch), top, "data", false, &data))
+    d->noted = true;
   r->has_data = data != NULL;
   if (data == NULL)
     return 0;
-  if (take_string(d, data, "data.command", false, r->data_command,
-                  sizeof(r->data_command), NULL) ||
-      take_int(d, data, "data.resourceId", false, BM_MSG_MAX_SAFE_INT,
-               &r->resource_id, &r->has_resource_id) ||
-      take_int(d, data, "data.userId", false, BM_MSG_MAX_SAFE_INT,
-               &r->user_id, &r->has_user_id) ||
-      take_string(d, data, "data.brand", false, r->brand, sizeof(r->brand),
-                  NULL) ||
-      take_string(d, data, "data.model", false, r->model, sizeof(r->model),
-                  NULL) ||
-      take_string(d, data, "data.networkId", false, r->network_id,
-                  sizeof(r->network_id), NULL))
-    return -1;
+  spare_string(d, data, "data.command", r->data_command,
+               sizeof(r->data_command));
+  spare_int(d, data, "data.resourceId", &r->resource_id, &r->has_resource_id);
+  spare_int(d, data, "data.userId", &r->user_id, &r->has_user_id);
+  spare_string(d, data, "data.brand", r->brand, sizeof(r->brand));
+  spare_string(d, data, "data.model", r->model, sizeof(r->model));
+  spare_string(d, data, "data.networkId", r->network_id,
+               sizeof(r->network_id));
   return 0;
 }
 
@@ -597,32 +627,26 @@ static int decode_notification(struct msg_dec *d, yajl_val top,
                   NULL) ||
       take_string(d, top, "correlationId", false, n->correlation_id,
                   sizeof(n->correlation_id), NULL) ||
-      take_string(d, top, "command", false, n->command, sizeof(n->command),
-                  NULL) ||
       take_string(d, top, "notificationType", true, n->notification_type,
-                  sizeof(n->notification_type), NULL) ||
-      take_string(d, top, "userName", false, n->user_name,
-                  sizeof(n->user_name), NULL) ||
-      take_int(d, top, "userId", false, BM_MSG_MAX_SAFE_INT, &n->user_id,
-               &n->has_user_id))
+                  sizeof(n->notification_type), NULL))
     return -1;
+  spare_string(d, top, "command", n->command, sizeof(n->command));
+  spare_string(d, top, "userName", n->user_name, sizeof(n->user_name));
+  spare_int(d, top, "userId", &n->user_id, &n->has_user_id);
   /* "same-as-request-or-omitted": an empty id is no id. */
   n->has_correlation_id = n->correlation_id[0] != '\0';
   n->has_state = strcmp(n->notification_type, "extDOStateChanged") == 0;
   if (!n->has_state)
     return 0;
   if (take_object(d, top, "parameters", true, &params) ||
-      take_ext_do(d, params, &n->state) ||
-      take_string(d, params, "parameters.brand", false, n->brand,
-                  sizeof(n->brand), NULL) ||
-      take_string(d, params, "parameters.model", false, n->model,
-                  sizeof(n->model), NULL) ||
-      take_string(d, params, "parameters.networkId", false, n->network_id,
-                  sizeof(n->network_id), NULL) ||
-      take_int(d, params, "parameters.organizationId", false,
-               BM_MSG_MAX_SAFE_INT, &n->organization_id,
-               &n->has_organization_id))
+      take_ext_do(d, params, &n->state))
     return -1;
+  spare_string(d, params, "parameters.brand", n->brand, sizeof(n->brand));
+  spare_string(d, params, "parameters.model", n->model, sizeof(n->model));
+  spare_string(d, params, "parameters.networkId", n->network_id,
+               sizeof(n->network_id));
+  spare_int(d, params, "parameters.organizationId", &n->organization_id,
+            &n->has_organization_id);
   return 0;
 }
 

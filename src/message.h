@@ -36,8 +36,17 @@
  * log lines and notifications, one line each, and in terminals), and the
  * bytes of an escaped lone low surrogate ("\uDC00";
  * yajl itself turns a lone high one into '?').  Keys the envelope does
- * not define are ignored (the gateway may add fields).  On any error out->type is 0 and nothing else of `out` may be
- * used, and `err` names the field and what was wrong with it.
+ * not define are ignored (the gateway may add fields).  On any error
+ * out->type is 0 and nothing else of `out` may be used, and `err` names the
+ * field and what was wrong with it.
+ *
+ * Spare fields: those of a commandResponse or notification that the plugin
+ * never acts on (reason, data and its members; command, userName, userId
+ * and parameters' brand, model, networkId, organizationId) are read by the
+ * same rule, but a bad one does not fail the decode: it reads as absent
+ * (empty, has_... false, data NULL) and the decode succeeds with `err`
+ * naming it, as for an error (the first such field).  A state is never lost
+ * over a field the plugin does not use; the caller reports the field.
  *
  *   resourceId, userId, organizationId : 0 .. 2^53-1 (JSON-safe integer)
  *   output                             : 0 .. 65535
@@ -159,7 +168,8 @@ struct bm_msg {
 };
 
 /* Decodes one MQTT payload (not NUL-terminated; `len` bytes) into `out`.
- * Returns 0 on success.  Returns -1 when the payload is malformed, oversized
+ * Returns 0 on success, `err` (if not NULL) then empty or naming a bad spare
+ * field.  Returns -1 when the payload is malformed, oversized
  * or of an unknown messageType; then `err` (if not NULL) holds a one-line
  * reason of at most errlen-1 bytes naming the field, e.g.
  * "field \"parameters.status\": expected 0 or 1".  Never reads past len,

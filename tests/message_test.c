@@ -209,14 +209,26 @@ static void expect_edit_error(const char *src, const char *key,
   is_str(err, want, "  error for %s=%s", key, value ? value : "(removed)");
 }
 
-/* Expects src with key edited to decode. */
+/* Expects src with key edited, a bad spare field (message.h), to decode
+ * without it, err naming it as `want`. */
+static void expect_edit_spare(const char *src, const char *key,
+                              const char *value, const char *want)
+{
+  json_edit(src, key, value, json);
+  int rc = decode(json, &msg);
+  is_int(rc, 0, "%s=%s taken without it", key, value ? value : "(removed)");
+  is_str(err, want, "  note for %s=%s", key, value ? value : "(removed)");
+}
+
+/* Expects src with key edited to decode, err empty. */
 static void expect_edit_ok(const char *src, const char *key,
                            const char *value)
 {
   json_edit(src, key, value, json);
   int rc = decode(json, &msg);
-  if (!ok(rc == 0, "%s=%s accepted", key, value ? value : "(removed)"))
-    diag("error: %s", err);
+  if (!ok(rc == 0 && err[0] == '\0', "%s=%s accepted", key,
+          value ? value : "(removed)"))
+    diag("rc %d, err \"%s\"", rc, err);
 }
 
 static void expect_error(const char *payload, const char *want,
@@ -996,13 +1008,13 @@ static void test_string_lengths(void)
   is_str(msg.u.command.correlation_id, repeat('A', 127),
          "  escaped characters count once");
   snprintf(value, sizeof(value), "\"%s\"", repeat('r', BM_MSG_STR_SIZE));
-  expect_edit_error(base_sent, "reason", value,
+  expect_edit_spare(base_sent, "reason", value,
                     "field \"reason\": longer than 255 bytes");
-  expect_edit_error(base_sent, "model", value,
+  expect_edit_spare(base_sent, "model", value,
                     "field \"data.model\": longer than 255 bytes");
-  expect_edit_error(base_notification, "userName", value,
+  expect_edit_spare(base_notification, "userName", value,
                     "field \"userName\": longer than 255 bytes");
-  expect_edit_error(base_notification, "networkId", value,
+  expect_edit_spare(base_notification, "networkId", value,
                     "field \"parameters.networkId\": longer than 255 bytes");
 }
 
@@ -1026,26 +1038,26 @@ static void test_response_errors(void)
                     "field \"result\": unknown value \"queued\"");
   expect_edit_error(base_sent, "result", "\"\"",
                     "field \"result\": unknown value \"\"");
-  expect_edit_error(base_sent, "reason", "5",
+  expect_edit_spare(base_sent, "reason", "5",
                     "field \"reason\": expected a string");
-  expect_edit_error(base_sent, "data", "[]",
+  expect_edit_spare(base_sent, "data", "[]",
                     "field \"data\": expected an object");
-  expect_edit_error(base_sent, "data", "\"x\"",
+  expect_edit_spare(base_sent, "data", "\"x\"",
                     "field \"data\": expected an object");
-  expect_edit_error(base_sent, "command", "7",
+  expect_edit_spare(base_sent, "command", "7",
                     "field \"data.command\": expected a string");
-  expect_edit_error(base_sent, "resourceId", "\"101\"",
+  expect_edit_spare(base_sent, "resourceId", "\"101\"",
                     "field \"data.resourceId\": expected an integer");
-  expect_edit_error(base_sent, "resourceId", "-2",
+  expect_edit_spare(base_sent, "resourceId", "-2",
                     "field \"data.resourceId\": out of range "
                     "0..9007199254740991");
-  expect_edit_error(base_sent, "brand", "false",
+  expect_edit_spare(base_sent, "brand", "false",
                     "field \"data.brand\": expected a string");
-  expect_edit_error(base_sent, "networkId", "null",
+  expect_edit_spare(base_sent, "networkId", "null",
                     "field \"data.networkId\": expected a string");
-  expect_edit_error(base_not_send, "userId", "12345.0",
+  expect_edit_spare(base_not_send, "userId", "12345.0",
                     "field \"data.userId\": expected an integer");
-  expect_edit_error(base_not_send, "userId", "\"12345\"",
+  expect_edit_spare(base_not_send, "userId", "\"12345\"",
                     "field \"data.userId\": expected an integer");
 
   expect_edit_ok(base_sent, "reason", NULL);
@@ -1094,21 +1106,21 @@ static void test_notification_errors(void)
                     "field \"parameters.status\": expected 0 or 1");
   expect_edit_error(base_notification, "output", "70000",
                     "field \"parameters.output\": out of range 0..65535");
-  expect_edit_error(base_notification, "organizationId", "-5",
+  expect_edit_spare(base_notification, "organizationId", "-5",
                     "field \"parameters.organizationId\": out of range "
                     "0..9007199254740991");
-  expect_edit_error(base_notification, "organizationId", "\"23456\"",
+  expect_edit_spare(base_notification, "organizationId", "\"23456\"",
                     "field \"parameters.organizationId\": expected an "
                     "integer");
-  expect_edit_error(base_notification, "model", "620",
+  expect_edit_spare(base_notification, "model", "620",
                     "field \"parameters.model\": expected a string");
-  expect_edit_error(base_notification, "userId", "\"12345\"",
+  expect_edit_spare(base_notification, "userId", "\"12345\"",
                     "field \"userId\": expected an integer");
-  expect_edit_error(base_notification, "userId", "1.2345e4",
+  expect_edit_spare(base_notification, "userId", "1.2345e4",
                     "field \"userId\": expected an integer");
-  expect_edit_error(base_notification, "userName", "{}",
+  expect_edit_spare(base_notification, "userName", "{}",
                     "field \"userName\": expected a string");
-  expect_edit_error(base_notification, "command", "null",
+  expect_edit_spare(base_notification, "command", "null",
                     "field \"command\": expected a string");
   expect_edit_error(base_notification, "correlationId", "100",
                     "field \"correlationId\": expected a string");
@@ -1147,6 +1159,68 @@ static void test_notification_errors(void)
             json2);
   expect_edit_ok(json2, "parameters", "7");
   ok(!n->has_state, "  notificationType is case-sensitive");
+}
+
+static void test_spare_fields(void)
+{
+  struct bm_notification *n = &msg.u.notification;
+  struct bm_response *r = &msg.u.response;
+  char value[BM_MSG_STR_SIZE + 8];
+
+  diag("spare fields: a bad one costs only itself");
+  snprintf(value, sizeof(value), "\"%s\"", repeat('u', BM_MSG_STR_SIZE));
+  expect_edit_spare(base_notification, "userName", value,
+                    "field \"userName\": longer than 255 bytes");
+  is_int(msg.type, BM_MSG_NOTIFICATION, "  a notification");
+  is_str(n->user_name, "", "  userName read as absent");
+  ok(n->has_state && n->state.resource_id == 101 && n->state.output == 4 &&
+         n->state.status == 1,
+     "  its state is whole: resourceId 101 output 4 status 1");
+  is_str(n->correlation_id, "100", "  its correlationId too");
+  ok(n->has_user_id && n->user_id == 12345, "  and the other spare fields");
+  is_str(n->brand, "Bimetri", "  (brand)");
+
+  expect_edit_spare(base_notification, "userId", "null",
+                    "field \"userId\": expected an integer");
+  ok(!n->has_user_id && n->user_id == 0, "  userId read as absent");
+  ok(n->has_state && n->state.status == 1, "  state kept");
+
+  json_edit(base_notification, "userName", "{}", json2);
+  expect_edit_spare(json2, "model", "620",
+                    "field \"userName\": expected a string");
+  is_str(n->model, "", "  two bad spare fields: the first one is named, both "
+                       "read as absent");
+  is_str(n->network_id, "26:AA:E0:23:23:5E", "  a good one next to them kept");
+
+  json_edit(base_notification, "userName", "{}", json2);
+  expect_edit_error(json2, "status", "2",
+                    "field \"parameters.status\": expected 0 or 1");
+  json_edit(base_notification, "status", "2", json2);
+  expect_edit_error(json2, "model", "620",
+                    "field \"parameters.status\": expected 0 or 1");
+
+  json_edit(base_sent, "reason", "5", json2);
+  expect_edit_spare(json2, "data", "[]",
+                    "field \"reason\": expected a string");
+  ok(msg.type == BM_MSG_RESPONSE && r->result == BM_RESULT_SENT,
+     "  a commandResponse with its result");
+  is_str(r->correlation_id, "100", "  and its correlationId");
+  ok(r->reason[0] == '\0' && !r->has_data, "  reason and data read as absent");
+  expect_edit_spare(base_sent, "model", "620",
+                    "field \"data.model\": expected a string");
+  ok(r->has_data && r->has_resource_id && r->resource_id == 101 &&
+         r->model[0] == '\0',
+     "  a bad member of data: the rest of data kept");
+
+  json_edit(base_notification, "userName", "{}", json);
+  is_int(bm_msg_decode(json, strlen(json), &msg, NULL, 0), 0,
+         "a bad spare field without an err buffer: taken");
+
+  diag("spare fields: a commandMessage has none");
+  expect_edit_error(base_command, "userId", "null",
+                    "field \"userId\": expected an integer");
+  expect_edit_error(base_command, "brand", "7",
+                    "field \"brand\": expected a string");
 }
 
 static void test_envelope_errors(void)
@@ -1527,6 +1601,7 @@ int main(void)
   test_string_lengths();
   test_response_errors();
   test_notification_errors();
+  test_spare_fields();
   test_envelope_errors();
   test_utf8();
   test_duplicates();
