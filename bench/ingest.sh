@@ -33,7 +33,7 @@
 #                  the floor under any collectd plugin, ours included; its
 #                  ratio to mosquitto_sub is the most a collectd plugin
 #                  reaches on the machine.
-# The plugin subscribes at the QoS under test (its QoS option), as the
+# The plugin subscribes at the QoS under test (its SubscribeQoS), as the
 # peers do. The four take turns at going first. Prints bench/run's CSV
 # rows (header first); progress on stderr. INGEST_QOS (default "0 1 2")
 # picks the QoS levels; INGEST_PEERS (default "sub mqtt paho floor") the
@@ -174,6 +174,7 @@ LoadPlugin bimetri
     OrganizationId 23456
     TokenFile "$work/token"
     QoS $1
+    SubscribeQoS $1
 $relays  </Gateway>
 </Plugin>
 EOF2

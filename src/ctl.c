@@ -1010,7 +1010,8 @@ static void on_connect(struct mosquitto *m, void *obj, int rc, int flags,
   }
   s->state = SESS_SUBSCRIBING;
   for (int i = 0; i < s->ntopics; i++) {
-    rc = mosquitto_subscribe(m, &s->mids[i], s->topics[i], s->g->c.qos);
+    rc = mosquitto_subscribe(m, &s->mids[i], s->topics[i],
+                             bm_gateway_sub_qos(&s->g->c));
     if (rc != MOSQ_ERR_SUCCESS) {
       snprintf(why, sizeof(why), "cannot subscribe to \"%s\": %s",
                s->topics[i], mosquitto_strerror(rc));
@@ -1039,10 +1040,10 @@ static void on_subscribe(struct mosquitto *m, void *obj, int mid, int count,
       mosquitto_disconnect(m);
       return;
     }
-    if (granted[0] < s->g->c.qos)
+    if (granted[0] < bm_gateway_sub_qos(&s->g->c))
       BM_WARNING("the broker granted QoS %d for \"%s\", below the %d asked: "
                  "duplicates may arrive",
-                 granted[0], s->topics[i], s->g->c.qos);
+                 granted[0], s->topics[i], bm_gateway_sub_qos(&s->g->c));
     if (++s->subacks == s->ntopics && s->state == SESS_SUBSCRIBING)
       s->state = SESS_READY;
   }

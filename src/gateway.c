@@ -979,13 +979,25 @@ static void session_lost(bm_gateway_t *gw, const char *why)
   BM_WARNING("gateway \"%s\": connection to %s:%d lost (%s); reconnecting in "
              "%g s",
              gw->conf.name, gw->conf.host, gw->conf.port, why, gw->backoff);
+  /* A broker that takes QoS 1 at most closes the connection on a QoS 2
+   * PUBLISH. Certain when it granted the subscription less than asked;
+   * otherwise (we asked no more than it granted) a likely reason. */
   if (gw->granted_qos >= 0 && gw->granted_qos < gw->conf.qos &&
-      gw->unacked > 0 && now - gw->published_at < 2.0)
-    BM_ERROR("gateway \"%s\": the broker closed the connection right after a "
-             "QoS %d publication; it subscribed us at QoS %d only, so it "
-             "refuses QoS %d: set \"QoS %d\" in the Gateway block",
-             gw->conf.name, gw->conf.qos, gw->granted_qos, gw->conf.qos,
-             gw->granted_qos);
+      gw->unacked > 0 && now - gw->published_at < 2.0) {
+    if (gw->granted_qos < bm_gateway_sub_qos(&gw->conf))
+      BM_ERROR("gateway \"%s\": the broker closed the connection right after "
+               "a QoS %d publication; it subscribed us at QoS %d only, so it "
+               "refuses QoS %d: set \"QoS %d\" in the Gateway block",
+               gw->conf.name, gw->conf.qos, gw->granted_qos, gw->conf.qos,
+               gw->granted_qos);
+    else
+      BM_WARNING("gateway \"%s\": the broker closed the connection right "
+                 "after a QoS %d publication; a broker that takes QoS %d at "
+                 "most (AWS IoT Core, Azure IoT Hub) does that: if it goes "
+                 "on, set \"QoS %d\" in the Gateway block",
+                 gw->conf.name, gw->conf.qos, gw->granted_qos,
+                 gw->granted_qos);
+  }
   gw->backoff = fmin(gw->backoff * 2, BACKOFF_MAX);
   set_ready(gw, false);
 }
@@ -1006,7 +1018,7 @@ static void on_connect(struct mosquitto *m, void *obj, int rc, int flags,
     return;
   }
   gw->session_present = (flags & 1) != 0;
-  rc = mosquitto_subscribe(m, &mid, gw->topic, gw->conf.qos);
+  rc = mosquitto_subscribe(m, &mid, gw->topic, bm_gateway_sub_qos(&gw->conf));
   if (rc != MOSQ_ERR_SUCCESS) {
     BM_ERROR("gateway \"%s\": cannot subscribe to \"%s\": %s", gw->conf.name,
              gw->topic, mosquitto_strerror(rc));
@@ -1037,10 +1049,11 @@ static void on_subscribe(struct mosquitto *m, void *obj, int mid, int count,
           "(granted QoS %d, session %s)",
           gw->conf.name, gw->conf.host, gw->conf.port, gw->conf.client_id,
           gw->topic, granted[0], gw->session_present ? "resumed" : "new");
-  if (granted[0] < gw->conf.qos && granted[0] != gw->granted_qos)
+  if (granted[0] < bm_gateway_sub_qos(&gw->conf) &&
+      granted[0] != gw->granted_qos)
     BM_WARNING("gateway \"%s\": broker granted QoS %d below the requested %d: "
                "duplicates are expected and ignored",
-               gw->conf.name, granted[0], gw->conf.qos);
+               gw->conf.name, granted[0], bm_gateway_sub_qos(&gw->conf));
   gw->granted_qos = granted[0];
   gw->session = SESSION_READY;
   gw->ready_at = now_mono();
@@ -1776,7 +1789,7 @@ static void hold(int sock, int on)
  * timers and the wake-up counter are seen between bursts; then the events
  * of them all, so that the hooks see a batch.
  *
- * At QoS 1 and 2 libmosquitto answers every message at once (PUBACK,
+ * Subscribed at QoS 1 or 2, libmosquitto answers every message at once (PUBACK,
  * PUBREC, PUBCOMP: 4 bytes each, one segment each under TCP_NODELAY), and
  * the broker spends a read on each. The socket is corked for the burst
  * and the turn's commands, so they leave together when it is uncorked
@@ -1792,7 +1805,7 @@ static void hold(int sock, int on)
 static int read_packets(bm_gateway_t *gw)
 {
   int rc = MOSQ_ERR_SUCCESS;
-  int sock = gw->conf.qos > 0 && gw->session == SESSION_READY
+  int sock = bm_gateway_sub_qos(&gw->conf) > 0 && gw->session == SESSION_READY
                  ? mosquitto_socket(gw->mosq)
                  : -1;
 

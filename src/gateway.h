@@ -73,7 +73,9 @@ struct bm_gateway_conf {
   bool tls_verify_hostname;
   bool tls_verify_peer;
   char command_topic[BM_GW_STR_SIZE];
-  int qos;                       /* 0, 1 or 2 */
+  int qos;                       /* 0, 1 or 2: of the commands */
+  int sub_qos;                   /* 0, 1 or 2: of the subscription; -1
+                                    unset (bm_gateway_sub_qos) */
   int protocol_version;          /* 3 (3.1), 4 (3.1.1) or 5 */
   int session_expiry;            /* s, MQTT 5: how long the broker keeps
                                     our session after a disconnect */
@@ -82,6 +84,17 @@ struct bm_gateway_conf {
   bool journal_sync;             /* fsync commands before they leave */
   uint64_t journal_limit;        /* bytes before a compaction */
 };
+
+/* The subscription's QoS: SubscribeQoS, by default 1 (or QoS when that is
+ * 0). Of what comes in, QoS 1 is the level a crash loses nothing at:
+ * libmosquitto takes a QoS 2 message over only at the broker's PUBREL, a
+ * turn after it acknowledged it (docs/journal.md). */
+static inline int bm_gateway_sub_qos(const struct bm_gateway_conf *c)
+{
+  if (c->sub_qos >= 0)
+    return c->sub_qos;
+  return c->qos < 1 ? c->qos : 1;
+}
 
 /* Called from the gateway thread, without the gateway's mutex held. */
 /* A request handed to the gateway thread without waiting for it: see

@@ -389,6 +389,7 @@ void bm_plugconf_gateway_defaults(struct bm_gateway_conf *c, const char *name)
   snprintf(c->brand, sizeof(c->brand), "Bimetri");
   snprintf(c->command_topic, sizeof(c->command_topic), "resource/commands");
   c->qos = 2;
+  c->sub_qos = -1; /* unset: see bm_gateway_sub_qos */
   c->policy.ack_timeout = 10;
   c->policy.command_timeout = 30;
   c->policy.retries = 2;
@@ -613,6 +614,9 @@ static int gateway_option(const struct reader *rd, const char *block,
   } else if (strcasecmp(k, "QoS") == 0) {
     if ((rc = conf_int(rd, block, o, 0, 2, &v)) == 0)
       c->qos = (int)v;
+  } else if (strcasecmp(k, "SubscribeQoS") == 0) {
+    if ((rc = conf_int(rd, block, o, 0, 2, &v)) == 0)
+      c->sub_qos = (int)v;
   } else if (strcasecmp(k, "AckTimeout") == 0) {
     if ((rc = conf_number(rd, block, o, 0.1, 86400, false, &d)) == 0)
       c->policy.ack_timeout = d;

@@ -132,6 +132,7 @@ static void test_defaults(void)
   is_str(c->brand, "Bimetri", "Brand Bimetri");
   is_str(c->command_topic, "resource/commands", "CommandTopic");
   is_int(c->qos, 2, "QoS 2");
+  is_int(bm_gateway_sub_qos(c), 1, "SubscribeQoS 1");
   ok(c->policy.ack_timeout == 10 && c->policy.command_timeout == 30,
      "AckTimeout 10, CommandTimeout 30");
   is_int(c->policy.retries, 2, "Retries 2");
@@ -228,6 +229,7 @@ static void test_full(void)
   ok(c->policy.max_per_minute == 600 && c->policy.retries == 0 &&
          c->policy.retry_backoff == 0.5 && c->qos == 1 && c->keepalive == 5,
      "policy, QoS, KeepAlive");
+  is_int(bm_gateway_sub_qos(c), 1, "SubscribeQoS 1 under QoS 1");
   ok(!c->tls_verify_peer && !c->tls_verify_hostname, "TLS verification off");
   ok(pc.gateways[0].relays[0].manual_control &&
          !pc.gateways[0].relays[1].manual_control &&
@@ -280,6 +282,34 @@ static void test_full(void)
                      "Gateway already",
          "is refused");
   bm_plugconf_release(&pc);
+}
+
+/* The subscription's QoS after a Gateway block with `lines`. */
+static int sub_qos_of(const char *lines)
+{
+  struct bm_plugconf pc = BM_PLUGCONF_INIT;
+  char inner[4096];
+  int qos = -2;
+
+  snprintf(inner, sizeof(inner),
+           GW_HEAD("gw") GW_TOKEN "%s\n" RELAY("pump", 101, 4) GW_END, lines);
+  if (add(&pc, inner) == 0 && pc.gateways_n == 1)
+    qos = bm_gateway_sub_qos(&pc.gateways[0].c);
+  else
+    diag("refused: %s", last_error);
+  bm_plugconf_release(&pc);
+  return qos;
+}
+
+static void test_subscribe_qos(void)
+{
+  is_int(sub_qos_of(""), 1, "SubscribeQoS: 1 by default");
+  is_int(sub_qos_of("  QoS 0"), 0, "  0 under QoS 0");
+  is_int(sub_qos_of("  QoS 2"), 1, "  1 under QoS 2");
+  is_int(sub_qos_of("  SubscribeQoS 2"), 2, "  2 when asked");
+  is_int(sub_qos_of("  SubscribeQoS 0\n  QoS 2"), 0, "  0 when asked");
+  is_int(sub_qos_of("  QoS 0\n  SubscribeQoS 1"), 1,
+         "  1 under QoS 0 when asked");
 }
 
 static void test_journal_and_secrets(void)
@@ -402,6 +432,9 @@ static void test_gateway_errors(void)
   refused_opt("a Port out of range", "  Port 70000",
               "<Gateway \"gw\">, option \"Port\": expects an integer from 1 "
               "to 65535, got 70000");
+  refused_opt("a SubscribeQoS out of range", "  SubscribeQoS -1",
+              "<Gateway \"gw\">, option \"SubscribeQoS\": expects an integer "
+              "from 0 to 2, got -1");
   refused_opt("a QoS out of range", "  QoS 3",
               "<Gateway \"gw\">, option \"QoS\": expects an integer from 0 to "
               "2, got 3");
@@ -711,6 +744,7 @@ int main(void)
   bm_log_set_sink(quiet, NULL);
   test_defaults();
   test_full();
+  test_subscribe_qos();
   test_journal_and_secrets();
   test_gateway_errors();
   test_relay_and_token_errors();

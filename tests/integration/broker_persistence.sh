@@ -22,7 +22,7 @@ corr_sim() { awk -v n="$1" '$1 == "cmd" && ++i == n { sub("corr=", "", $2); prin
 # sim_cmds CORR: how many times the simulator received CORR.
 sim_cmds() { count "$T/gwsim.log" "^cmd corr=$1 "; }
 # sessions KIND: how many "session KIND" subscriptions collectd logged.
-sessions() { count "$T/collectd.log" "subscribed to \"$APP_TOPIC\" \(granted QoS 2, session $1\)"; }
+sessions() { count "$T/collectd.log" "subscribed to \"$APP_TOPIC\" \(granted QoS 1, session $1\)"; }
 # gwsim ARGS: (re)starts the simulator with these switches.
 gwsim() {
   bm_stop_gwsim

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A crash between a QoS 1 notification's arrival and its journal record:
+# A crash between a QoS 1 notification's arrival and its journal record (QoS
+# 1: the subscription's default, SubscribeQoS):
 # libmosquitto has already acknowledged it (PUBACK), but the plugin holds
 # the acknowledgement back until the record is written, and a crash resets
 # the connection instead of sending it. So the broker delivers the
@@ -17,9 +18,9 @@ export BM_COLLECTD_PRELOAD=$shim BM_FAULT_MATCH=$T/plant1.journal \
 plant_token
 bm_start_broker
 bm_start_gwsim --secret-file "$T/secret" --delay 0
-bm_start_collectd "$(plant_conf "JournalFile \"$T/plant1.journal\"
-    QoS 1")"
+bm_start_collectd "$(plant_conf "JournalFile \"$T/plant1.journal\"")"
 bm_check "the plugin is connected and subscribed" bm_wait_for 10 val_is current_connections 1
+bm_check "at QoS 1 by default" grep -qE 'subscribed to ".*" \(granted QoS 1, session new\)' "$T/collectd.log"
 bm_pub "$APP_TOPIC" "$(notif_json "" 102 1 1)" 1 # by hand, at QoS 1
 bm_check "the fan is on, journaled" wait_val bool-fan 1 10
 
