@@ -1987,6 +1987,8 @@ static void set_on_message(struct session *s, const struct mosquitto_message *ms
       fprintf(stderr, PROG ": ignored an undecodable message: %s\n", err);
     return;
   }
+  if (opt_verbose && err[0] != '\0') /* a bad spare field (message.h) */
+    fprintf(stderr, PROG ": took a message without its %s\n", err);
   if (m->type == BM_MSG_RESPONSE && !x->got_response &&
       strcmp(m->u.response.correlation_id, x->corr) == 0) {
     x->got_response = true;

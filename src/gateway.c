@@ -65,6 +65,12 @@ struct ask_done {
   char why[160];
 };
 
+/* A kind of complaint logged at most once per COMPLAIN_INTERVAL. */
+struct complaints {
+  double at;                /* mono time of the last one logged, 0: none */
+  unsigned long suppressed; /* since */
+};
+
 struct bm_gateway {
   struct bm_gateway_conf conf;
   struct bm_gateway_hooks hooks;
@@ -116,8 +122,10 @@ struct bm_gateway {
   bm_journal_t *journal;
   bool journal_behind;    /* a turn's records were not all written */
   double journal_heal_at; /* the next rewrite of a journal behind, mono */
-  double complained_at;
-  unsigned long complaints_suppressed;
+  struct complaints complaints; /* messages not taken, and the like */
+  struct complaints spare;   /* messages taken without a bad spare field */
+  int qos_closes; /* closes right after a publication, none acknowledged
+                   * since (session_lost) */
 };
 
 static void client_reset(bm_gateway_t *gw);
@@ -137,29 +145,29 @@ static int64_t now_wall_ms(void)
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Logs a problem with a received message at most once per
- * COMPLAIN_INTERVAL, saying how many were suppressed in between. */
-static void __attribute__((format(printf, 2, 3)))
-complain(bm_gateway_t *gw, const char *fmt, ...)
+/* Logs a problem of kind c at most once per COMPLAIN_INTERVAL, saying how
+ * many were suppressed in between. */
+static void __attribute__((format(printf, 3, 4)))
+complain(bm_gateway_t *gw, struct complaints *c, const char *fmt, ...)
 {
   char line[512];
   va_list ap;
   double now = now_mono();
 
-  if (gw->complained_at > 0 && now - gw->complained_at < COMPLAIN_INTERVAL) {
-    gw->complaints_suppressed++;
+  if (c->at > 0 && now - c->at < COMPLAIN_INTERVAL) {
+    c->suppressed++;
     return;
   }
   va_start(ap, fmt);
   vsnprintf(line, sizeof(line), fmt, ap);
   va_end(ap);
-  if (gw->complaints_suppressed)
+  if (c->suppressed)
     BM_WARNING("gateway \"%s\": %s (and %lu similar since the last report)",
-               gw->conf.name, line, gw->complaints_suppressed);
+               gw->conf.name, line, c->suppressed);
   else
     BM_WARNING("gateway \"%s\": %s", gw->conf.name, line);
-  gw->complained_at = now;
-  gw->complaints_suppressed = 0;
+  c->at = now;
+  c->suppressed = 0;
 }
 
 /* ---- token ------------------------------------------------------------ */
@@ -218,7 +226,8 @@ static void token_update(bm_gateway_t *gw, bool force)
   int rc = bm_token_refresh(gw->token, now, force, err, sizeof(err));
 
   if (rc < 0)
-    complain(gw, "%s; keeping token %s", err, bm_token_fingerprint(gw->token));
+    complain(gw, &gw->complaints, "%s; keeping token %s", err,
+             bm_token_fingerprint(gw->token));
   if (rc == 1) {
     BM_INFO("gateway \"%s\": new token %s", gw->conf.name,
             bm_token_fingerprint(gw->token));
@@ -980,8 +989,9 @@ static void session_lost(bm_gateway_t *gw, const char *why)
              "%g s",
              gw->conf.name, gw->conf.host, gw->conf.port, why, gw->backoff);
   /* A broker that takes QoS 1 at most closes the connection on a QoS 2
-   * PUBLISH. Certain when it granted the subscription less than asked;
-   * otherwise (we asked no more than it granted) a likely reason. */
+   * PUBLISH. Certain when it granted the subscription less than asked.
+   * Subscribed at QoS 1 we cannot tell: a likely reason when it happens
+   * twice with no publication acknowledged since (once is any restart). */
   if (gw->granted_qos >= 0 && gw->granted_qos < gw->conf.qos &&
       gw->unacked > 0 && now - gw->published_at < 2.0) {
     if (gw->granted_qos < bm_gateway_sub_qos(&gw->conf))
@@ -990,13 +1000,13 @@ static void session_lost(bm_gateway_t *gw, const char *why)
                "refuses QoS %d: set \"QoS %d\" in the Gateway block",
                gw->conf.name, gw->conf.qos, gw->granted_qos, gw->conf.qos,
                gw->granted_qos);
-    else
+    else if (gw->conf.qos == 2 && ++gw->qos_closes == 2)
       BM_WARNING("gateway \"%s\": the broker closed the connection right "
-                 "after a QoS %d publication; a broker that takes QoS %d at "
-                 "most (AWS IoT Core, Azure IoT Hub) does that: if it goes "
-                 "on, set \"QoS %d\" in the Gateway block",
-                 gw->conf.name, gw->conf.qos, gw->granted_qos,
-                 gw->granted_qos);
+                 "after a QoS 2 publication twice, and acknowledged none in "
+                 "between; a broker that takes QoS 1 at most (AWS IoT Core, "
+                 "Azure IoT Hub) does that: then set \"QoS 1\" in the "
+                 "Gateway block",
+                 gw->conf.name);
   }
   gw->backoff = fmin(gw->backoff * 2, BACKOFF_MAX);
   set_ready(gw, false);
@@ -1072,6 +1082,7 @@ static void on_publish(struct mosquitto *m, void *obj, int mid, int reason,
   (void)props;
   if (gw->unacked > 0)
     gw->unacked--;
+  gw->qos_closes = 0; /* the broker takes our QoS (session_lost) */
 }
 
 static void on_disconnect(struct mosquitto *m, void *obj, int rc,
@@ -1087,29 +1098,32 @@ static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
   char err[256];
   enum bm_apply res = BM_APPLY_OK;
   bool own_id = false; /* an unknown response's id is one of ours */
+  bool decoded, foreign;
   double now = now_mono();
 
   if (len > BM_MSG_MAX_SIZE) {
     pthread_mutex_lock(&gw->lock);
     bm_relay_table_count_op(gw->table, BM_OP_MALFORMED);
     pthread_mutex_unlock(&gw->lock);
-    complain(gw, "dropped a message of %zu bytes (limit %d)", len,
-             BM_MSG_MAX_SIZE);
+    complain(gw, &gw->complaints, "dropped a message of %zu bytes (limit %d)",
+             len, BM_MSG_MAX_SIZE);
     return;
   }
-  if (bm_msg_decode(payload, len, &gw->msg, err, sizeof(err)) != 0 ||
-      gw->msg.type == BM_MSG_COMMAND ||
-      (gw->msg.type == BM_MSG_NOTIFICATION &&
-       strcmp(gw->msg.u.notification.app_id, gw->app_id) != 0)) {
-    if (gw->msg.type == BM_MSG_COMMAND && err[0] == '\0')
+  decoded = bm_msg_decode(payload, len, &gw->msg, err, sizeof(err)) == 0;
+  foreign = decoded && gw->msg.type == BM_MSG_NOTIFICATION &&
+            strcmp(gw->msg.u.notification.app_id, gw->app_id) != 0;
+  if (!decoded || gw->msg.type == BM_MSG_COMMAND || foreign) {
+    /* err: the decoder's reason, else (decoded) why we drop it */
+    if (decoded && gw->msg.type == BM_MSG_COMMAND)
       snprintf(err, sizeof(err), "a commandMessage on the response topic");
-    else if (gw->msg.type == BM_MSG_NOTIFICATION && err[0] == '\0')
+    else if (foreign)
       snprintf(err, sizeof(err), "notification for appId \"%s\", not ours",
                gw->msg.u.notification.app_id);
     pthread_mutex_lock(&gw->lock);
     bm_relay_table_count_op(gw->table, BM_OP_MALFORMED);
     pthread_mutex_unlock(&gw->lock);
-    complain(gw, "dropped a message on \"%s\": %s", gw->topic, err);
+    complain(gw, &gw->complaints, "dropped a message on \"%s\": %s", gw->topic,
+             err);
     if (gw->msg.type == BM_MSG_COMMAND) /* someone's token: not kept */
       memset(&gw->msg.u.command, 0, sizeof(gw->msg.u.command));
     return;
@@ -1118,7 +1132,7 @@ static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
     const char *corr = gw->msg.type == BM_MSG_RESPONSE
                            ? gw->msg.u.response.correlation_id
                            : gw->msg.u.notification.correlation_id;
-    complain(gw, "took a %s%s%s%s without its %s",
+    complain(gw, &gw->spare, "took a %s%s%s%s without its %s",
              gw->msg.type == BM_MSG_RESPONSE ? "commandResponse"
                                              : "notification",
              corr[0] ? " (correlationId \"" : "", corr, corr[0] ? "\")" : "",
@@ -1174,16 +1188,18 @@ static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
             "earlier command of this plugin no longer followed: ignored",
             gw->conf.name, gw->msg.u.response.correlation_id);
   else if (res == BM_APPLY_UNKNOWN_ID)
-    complain(gw, "commandResponse for correlationId \"%s\", which is not a "
-                 "command of this plugin",
+    complain(gw, &gw->complaints,
+             "commandResponse for correlationId \"%s\", which is not a "
+             "command of this plugin",
              gw->msg.u.response.correlation_id);
   else if (res == BM_APPLY_UNKNOWN_RELAY)
-    complain(gw, "notification for resourceId %lld output %d, which is no "
-                 "configured Relay",
+    complain(gw, &gw->complaints,
+             "notification for resourceId %lld output %d, which is no "
+             "configured Relay",
              (long long)gw->msg.u.notification.state.resource_id,
              gw->msg.u.notification.state.output);
   else if (res == BM_APPLY_IGNORED)
-    complain(gw, "ignored a notification of type \"%s\"",
+    complain(gw, &gw->complaints, "ignored a notification of type \"%s\"",
              gw->msg.u.notification.notification_type);
 }
 
@@ -1196,7 +1212,8 @@ static void receive(bm_gateway_t *gw, const char *topic, const void *payload,
     pthread_mutex_lock(&gw->lock);
     bm_relay_table_count_op(gw->table, BM_OP_MALFORMED);
     pthread_mutex_unlock(&gw->lock);
-    complain(gw, "dropped a message on unexpected topic \"%.64s\"", topic);
+    complain(gw, &gw->complaints,
+             "dropped a message on unexpected topic \"%.64s\"", topic);
     return;
   }
   handle_message(gw, payload, len);
@@ -1411,6 +1428,7 @@ static int client_setup(bm_gateway_t *gw, char *err, size_t errlen)
 static void client_reset(bm_gateway_t *gw)
 {
   char err[256];
+  int rc;
 
   BM_WARNING("gateway \"%s\": %d publication%s the broker never acknowledged "
              "dropped with the client's state; reconnecting afresh",
@@ -1423,10 +1441,13 @@ static void client_reset(bm_gateway_t *gw)
     hold(mosquitto_socket(gw->mosq), 0);
     mosquitto_disconnect(gw->mosq);
   }
-  if (mosquitto_reinitialise(gw->mosq, gw->conf.client_id, false, gw) !=
-          MOSQ_ERR_SUCCESS ||
-      client_setup(gw, err, sizeof(err)) != 0)
-    BM_ERROR("gateway \"%s\": cannot reinitialise the MQTT client", gw->conf.name);
+  if ((rc = mosquitto_reinitialise(gw->mosq, gw->conf.client_id, false, gw)) !=
+      MOSQ_ERR_SUCCESS)
+    BM_ERROR("gateway \"%s\": cannot reinitialise the MQTT client: %s",
+             gw->conf.name, mosquitto_strerror(rc));
+  else if (client_setup(gw, err, sizeof(err)) != 0)
+    BM_ERROR("gateway \"%s\": cannot set the MQTT client up again: %s",
+             gw->conf.name, err);
   if (gw->session != SESSION_IDLE) {
     gw->session = SESSION_IDLE;
     gw->reconnect_at = now_mono() + gw->backoff;

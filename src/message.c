@@ -4,7 +4,8 @@
  * The contract (envelopes, ranges, required fields) is in message.h.  This
  * file adds how it is enforced.
  *
- * Decoding, in order, each step ending the decode at its first error:
+ * Decoding, in order, each step ending the decode at its first error (but
+ * for a spare field's, step 5):
  *
  *   1. Size: 1 .. BM_MSG_MAX_SIZE bytes, checked before anything is read.
  *   2. Pre-scan of the raw bytes (one pass, no allocation; a table of the
@@ -42,7 +43,10 @@
  *      of message.h, each with its type, length and range checked.
  *      Integers are accepted only when yajl's unparsed text is an optional
  *      '-' and digits (so 1.0 and 1e3 are rejected even though their value
- *      is whole) and yajl could represent it as a long long.
+ *      is whole) and yajl could represent it as a long long.  The one
+ *      kind of error that does not end the decode: a bad spare field
+ *      (message.h) is read as absent and its error kept as the decode's
+ *      note, in err, unless a later error replaces it.
  *
  * Error messages name the field by its path and never quote a value the
  * caller might consider secret; only the unknown values of messageType and
@@ -538,6 +542,15 @@ static void spare_int(struct msg_dec *d, yajl_val obj, const char *field,
   }
 }
 
+static void spare_object(struct msg_dec *d, yajl_val obj, const char *field,
+                         yajl_val *dst)
+{
+  struct msg_dec scratch;
+
+  if (take_object(spare(d, &scratch), obj, field, false, dst))
+    d->noted = true; /* *dst is NULL */
+}
+
 /* resourceId, output and status of a "parameters" object. */
 static int take_ext_do(struct msg_dec *d, yajl_val params,
                        struct bm_ext_do *out)
@@ -585,7 +598,6 @@ static int decode_response(struct msg_dec *d, yajl_val top,
 {
   char result[BM_MSG_STR_SIZE];
   yajl_val data = NULL;
-  struct msg_dec scratch;
 
   memset(r, 0, sizeof(*r));
 
@@ -600,8 +612,7 @@ static int decode_response(struct msg_dec *d, yajl_val top,
     return -1;
   }
   spare_string(d, top, "reason", r->reason, sizeof(r->reason));
-  if (take_object(spare(d, &scratch), top, "data", false, &data))
-    d->noted = true;
+  spare_object(d, top, "data", &data);
   r->has_data = data != NULL;
   if (data == NULL)
     return 0;

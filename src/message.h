@@ -45,8 +45,9 @@
  * and parameters' brand, model, networkId, organizationId) are read by the
  * same rule, but a bad one does not fail the decode: it reads as absent
  * (empty, has_... false, data NULL) and the decode succeeds with `err`
- * naming it, as for an error (the first such field).  A state is never lost
- * over a field the plugin does not use; the caller reports the field.
+ * naming it, as for an error (the first such field; with no room in err,
+ * unreported).  A state is never lost over a field the plugin does not
+ * use; the caller reports the field.
  *
  *   resourceId, userId, organizationId : 0 .. 2^53-1 (JSON-safe integer)
  *   output                             : 0 .. 65535

@@ -201,4 +201,6 @@ bm_is "$unknown" "" "every command published was confirmed, or timed out and ret
 bm_check "nothing is pending" wait_val pending_operations-pump 0 5
 bm_is "$(count "$T/collectd.log" 'gave up')" 0 "no relay gave up"
 bm_check "collectd is still running" kill -0 "$COLLECTD_PID"
+bm_is "$(count "$T/collectd.log" 'closed the connection right after a QoS')" 0 \
+  "a broker that restarts is not taken for one refusing QoS 2"
 bm_done

@@ -42,4 +42,6 @@ bm_check "a command cut off by a broker crash still ends confirmed" bm_wait_for 
 n=$(count "$T/collectd.log" 'cannot connect to|connection to .* lost')
 (( n < 20 )); bm_ok $? "reconnects back off ($n connection failures logged)"
 bm_check "collectd is still running" kill -0 "$COLLECTD_PID"
+bm_is "$(count "$T/collectd.log" 'closed the connection right after a QoS')" 0 \
+  "a broker that restarts is not taken for one refusing QoS 2"
 bm_done

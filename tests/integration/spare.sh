@@ -2,7 +2,8 @@
 # A bad field the plugin does not act on (a userName too long, a userId of
 # the wrong type, a reason that is no string) costs only itself: the
 # message is taken without it, the relay's state or the command's result is
-# not lost, a warning names the field, and nothing counts as malformed.
+# not lost, a warning names the field, and nothing counts as malformed
+# (but what is dropped for another reason: another appId).
 . "$top_srcdir/tests/integration/plant.sh"
 
 plant_token
@@ -39,6 +40,14 @@ bm_check "and is logged with its correlationId" bm_wait_log "$T/collectd.log" \
   "received commandResponse correlationId \"$corr\" result not_send\$" 5
 bm_check "nothing counted as malformed" wait_val operations-malformed 0 5
 bm_is "$(count "$T/collectd.log" 'dropped a message')" 0 "no message dropped"
+
+# Another appId's notification with a bad spare field is dropped for its
+# appId, and said so at once: the notes above have a rate limit of their own.
+bm_pub "$APP_TOPIC" '{"messageType":"notification","appId":"otherApp.1","notificationType":"extDOStateChanged","userId":"x","parameters":{"resourceId":102,"output":1,"status":1}}' 1
+bm_check "another appId's notification is malformed" wait_val operations-malformed 1 10
+bm_check "and dropped for its appId, not for its userId" bm_wait_log "$T/collectd.log" \
+  'dropped a message on "application/third-party/flexyWattApp/1": notification for appId "otherApp.1", not ours$' 5
+bm_is "$(val bool-fan)" 0 "the fan stays off"
 bm_stop_collectd
 bm_is $? 0 "collectd shuts down cleanly"
 bm_done
