@@ -64,8 +64,12 @@ bm_is "$(val bool-pump)" 1 "the pump is still on with no gateway at all"
 
 # ---- 2. a command in flight at shutdown is resumed with its own id -------
 bm_start_gwsim --secret-file "$T/secret" --no-notify --delay 100
+n_off=$(count "$CMD_LOG" '"status":0}}$')
 bm_notify okay sensors temperature "" "cool"
 bm_check "the off command was answered sent" bm_wait_log "$T/gwsim.log" '^resp corr=.* result=sent' 10
+# The subscriber's copy may come after the gateway's answer.
+bm_check "the off command is in the subscriber's log" \
+  bm_wait_log "$CMD_LOG" '"status":0}}$' 5 $((n_off + 1))
 line=$(grep '"status":0}}$' "$CMD_LOG" | tail -1)
 x=$(corr_of "$line")
 bm_like "$x" '^[0-9a-f]{16}-[0-9]+$' "the off command has a correlationId ($x)"
