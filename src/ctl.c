@@ -1988,7 +1988,7 @@ static void set_on_message(struct session *s, const struct mosquitto_message *ms
     return;
   }
   if (opt_verbose && err[0] != '\0') /* a bad spare field (message.h) */
-    fprintf(stderr, PROG ": took a message without its %s\n", err);
+    fprintf(stderr, PROG ": took a message despite its %s\n", err);
   if (m->type == BM_MSG_RESPONSE && !x->got_response &&
       strcmp(m->u.response.correlation_id, x->corr) == 0) {
     x->got_response = true;

@@ -1132,7 +1132,7 @@ static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
     const char *corr = gw->msg.type == BM_MSG_RESPONSE
                            ? gw->msg.u.response.correlation_id
                            : gw->msg.u.notification.correlation_id;
-    complain(gw, &gw->spare, "took a %s%s%s%s without its %s",
+    complain(gw, &gw->spare, "took a %s%s%s%s despite its %s",
              gw->msg.type == BM_MSG_RESPONSE ? "commandResponse"
                                              : "notification",
              corr[0] ? " (correlationId \"" : "", corr, corr[0] ? "\")" : "",

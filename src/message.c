@@ -130,21 +130,27 @@ msg_fail(struct msg_dec *d, const char *fmt, ...)
   va_end(ap);
 }
 
-/* Copies at most MSG_ECHO_MAX bytes of an unexpected value into dst (size
- * MSG_ECHO_MAX + 1) for an error message; a cut never splits a UTF-8
- * character.  src is a string take_string read: printable already, so
- * the message stays one line. */
-static void msg_echo(char dst[MSG_ECHO_MAX + 1], const char *src)
+/* Copies at most size - 1 bytes of src into dst; a cut never splits a
+ * UTF-8 character. */
+static void msg_cut(char *dst, size_t size, const char *src)
 {
-  size_t n = strnlen(src, MSG_ECHO_MAX + 1);
+  size_t n = strnlen(src, size);
 
-  if (n > MSG_ECHO_MAX) {
-    n = MSG_ECHO_MAX;
+  if (n >= size) {
+    n = size - 1;
     while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
       n--;
   }
   memcpy(dst, src, n);
   dst[n] = '\0';
+}
+
+/* Copies at most MSG_ECHO_MAX bytes of an unexpected value into dst (size
+ * MSG_ECHO_MAX + 1) for an error message.  src is a string take_string
+ * read: printable already, so the message stays one line. */
+static void msg_echo(char dst[MSG_ECHO_MAX + 1], const char *src)
+{
+  msg_cut(dst, MSG_ECHO_MAX + 1, src);
 }
 
 /* Returns the length of the RFC 3629 UTF-8 sequence starting at p (at most
@@ -530,6 +536,28 @@ static void spare_string(struct msg_dec *d, yajl_val obj, const char *field,
     d->noted = true; /* dst is left empty */
 }
 
+/* A spare text meant for people (a reason): one too long is cut to dstsize
+ * - 1 bytes rather than lost, and the note says so. */
+static void spare_text(struct msg_dec *d, yajl_val obj, const char *field,
+                       char *dst, size_t dstsize)
+{
+  yajl_val v = msg_member(obj, msg_key_of(field));
+  struct msg_dec scratch;
+
+  if (take_string(spare(d, &scratch), obj, field, false, dst, dstsize, NULL) ==
+      0)
+    return;
+  if (YAJL_IS_STRING(v)) { /* too long: no other error for a string */
+    msg_cut(dst, dstsize, v->u.string);
+    if (d->unprintable)
+      bm_str_printable(dst);
+    if (!d->noted)
+      msg_fail(d, "field \"%s\": longer than %zu bytes, cut", field,
+               dstsize - 1);
+  }
+  d->noted = true;
+}
+
 static void spare_int(struct msg_dec *d, yajl_val obj, const char *field,
                       int64_t *dst, bool *present)
 {
@@ -611,7 +639,7 @@ static int decode_response(struct msg_dec *d, yajl_val top,
     msg_fail(d, "field \"result\": unknown value \"%s\"", echo);
     return -1;
   }
-  spare_string(d, top, "reason", r->reason, sizeof(r->reason));
+  spare_text(d, top, "reason", r->reason, sizeof(r->reason));
   spare_object(d, top, "data", &data);
   r->has_data = data != NULL;
   if (data == NULL)

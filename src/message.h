@@ -44,7 +44,8 @@
  * never acts on (reason, data and its members; command, userName, userId
  * and parameters' brand, model, networkId, organizationId) are read by the
  * same rule, but a bad one does not fail the decode: it reads as absent
- * (empty, has_... false, data NULL) and the decode succeeds with `err`
+ * (empty, has_... false, data NULL; a reason too long is cut to its
+ * buffer, on a character boundary) and the decode succeeds with `err`
  * naming it, as for an error (the first such field; with no room in err,
  * unreported).  A state is never lost over a field the plugin does not
  * use; the caller reports the field.

@@ -1009,7 +1009,9 @@ static void test_string_lengths(void)
          "  escaped characters count once");
   snprintf(value, sizeof(value), "\"%s\"", repeat('r', BM_MSG_STR_SIZE));
   expect_edit_spare(base_sent, "reason", value,
-                    "field \"reason\": longer than 255 bytes");
+                    "field \"reason\": longer than 255 bytes, cut");
+  is_str(msg.u.response.reason, repeat('r', BM_MSG_STR_SIZE - 1),
+         "  a reason too long is cut to 255 bytes");
   expect_edit_spare(base_sent, "model", value,
                     "field \"data.model\": longer than 255 bytes");
   expect_edit_spare(base_notification, "userName", value,
@@ -1198,6 +1200,22 @@ static void test_spare_fields(void)
   json_edit(base_notification, "status", "2", json2);
   expect_edit_error(json2, "model", "620",
                     "field \"parameters.status\": expected 0 or 1");
+
+  /* 127 two-byte characters and one more: cut between characters. */
+  value[0] = '"';
+  for (int i = 0; i < 128; i++)
+    memcpy(value + 1 + 2 * i, "\xc3\xa9", 2);
+  strcpy(value + 257, "\"");
+  expect_edit_spare(base_sent, "reason", value,
+                    "field \"reason\": longer than 255 bytes, cut");
+  is_int(strlen(r->reason), 254, "  cut at 254 bytes: no character split");
+  snprintf(value, sizeof(value), "\"%s\"", repeat('r', BM_MSG_STR_SIZE));
+  json_edit(base_not_send, "reason", value, json2);
+  expect_edit_spare(json2, "userId", "null",
+                    "field \"reason\": longer than 255 bytes, cut");
+  ok(strlen(r->reason) == 255 && !r->has_user_id && r->has_resource_id,
+     "  a reason cut, then a bad data.userId: the first is named, the "
+     "reason kept cut, data.userId absent");
 
   json_edit(base_sent, "reason", "5", json2);
   expect_edit_spare(json2, "data", "[]",
