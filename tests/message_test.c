@@ -248,6 +248,15 @@ static void expect_error_prefix(const char *payload, size_t len,
     diag("got \"%s\", expected a prefix \"%s\"", err, want);
 }
 
+/* Writes a JSON string of n two-byte characters (U+00E9) into dst. */
+static void quoted_e_acutes(char *dst, size_t n)
+{
+  dst[0] = '"';
+  for (size_t i = 0; i < n; i++)
+    memcpy(dst + 1 + 2 * i, "\xc3\xa9", 2);
+  strcpy(dst + 1 + 2 * n, "\"");
+}
+
 static char *repeat(char c, size_t n)
 {
   static char s[BM_MSG_TOKEN_SIZE + 16];
@@ -991,10 +1000,7 @@ static void test_string_lengths(void)
   expect_edit_error(base_command, "jwtToken", value,
                     "field \"jwtToken\": longer than 8191 bytes");
   /* Length is counted in decoded bytes: 127 two-byte characters. */
-  value[0] = '"';
-  for (int i = 0; i < 64; i++)
-    memcpy(value + 1 + 2 * i, "\xc3\xa9", 2);
-  strcpy(value + 129, "\"");
+  quoted_e_acutes(value, 64);
   expect_edit_error(base_command, "correlationId", value,
                     "field \"correlationId\": longer than 127 bytes");
   strcpy(value + 127, "\""); /* 63 characters, 126 bytes */
@@ -1202,10 +1208,7 @@ static void test_spare_fields(void)
                     "field \"parameters.status\": expected 0 or 1");
 
   /* 127 two-byte characters and one more: cut between characters. */
-  value[0] = '"';
-  for (int i = 0; i < 128; i++)
-    memcpy(value + 1 + 2 * i, "\xc3\xa9", 2);
-  strcpy(value + 257, "\"");
+  quoted_e_acutes(value, 128);
   expect_edit_spare(base_sent, "reason", value,
                     "field \"reason\": longer than 255 bytes, cut");
   is_int(strlen(r->reason), 254, "  cut at 254 bytes: no character split");
