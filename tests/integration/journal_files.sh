@@ -44,14 +44,21 @@ flip() {
 # log_from N / log_mark: collectd.log from line N on / the next line's number.
 log_from() { tail -n "+$1" "$T/collectd.log"; }
 log_mark() { echo $(($(_bm_lines "$T/collectd.log") + 1)); }
+# has_val METRIC: true when collectd holds a value for the metric.
+has_val() { val "$1" >/dev/null 2>&1; }
 # start_paused [GATEWAY_OPTIONS]: starts collectd on the plant while the
 # broker is stopped (SIGSTOP), so no message can reach the plugin, reads
-# the restored state of the pump into RESTORED, and lets the broker go on.
+# the restored state of the pump into RESTORED once the first read has
+# dispatched the relay's values (its pending_operations always; its bool
+# when known: 0.5 s more for another write thread), and lets the broker go
+# on.
 start_paused() {
   local st=0
   kill -STOP "$BROKER_PID"
   bm_try_start_collectd "$(plant_conf "$OPTS
     ${1:-}")" || st=$?
+  bm_wait_for 10 has_val pending_operations-pump >/dev/null
+  bm_wait_for 0.5 has_val bool-pump >/dev/null
   RESTORED=$(val bool-pump 2>/dev/null || echo unknown)
   kill -CONT "$BROKER_PID"
   ((st == 0)) || bm_bail "collectd did not start (see $T/collectd.log)"
