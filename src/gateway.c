@@ -994,7 +994,7 @@ static void session_lost(bm_gateway_t *gw, const char *why)
    * twice with no publication acknowledged since (once is any restart). */
   if (gw->granted_qos >= 0 && gw->granted_qos < gw->conf.qos &&
       gw->unacked > 0 && now - gw->published_at < 2.0) {
-    if (gw->granted_qos < bm_gateway_sub_qos(&gw->conf))
+    if (gw->granted_qos < gw->conf.sub_qos)
       BM_ERROR("gateway \"%s\": the broker closed the connection right after "
                "a QoS %d publication; it subscribed us at QoS %d only, so it "
                "refuses QoS %d: set \"QoS %d\" in the Gateway block",
@@ -1028,7 +1028,7 @@ static void on_connect(struct mosquitto *m, void *obj, int rc, int flags,
     return;
   }
   gw->session_present = (flags & 1) != 0;
-  rc = mosquitto_subscribe(m, &mid, gw->topic, bm_gateway_sub_qos(&gw->conf));
+  rc = mosquitto_subscribe(m, &mid, gw->topic, gw->conf.sub_qos);
   if (rc != MOSQ_ERR_SUCCESS) {
     BM_ERROR("gateway \"%s\": cannot subscribe to \"%s\": %s", gw->conf.name,
              gw->topic, mosquitto_strerror(rc));
@@ -1059,11 +1059,10 @@ static void on_subscribe(struct mosquitto *m, void *obj, int mid, int count,
           "(granted QoS %d, session %s)",
           gw->conf.name, gw->conf.host, gw->conf.port, gw->conf.client_id,
           gw->topic, granted[0], gw->session_present ? "resumed" : "new");
-  if (granted[0] < bm_gateway_sub_qos(&gw->conf) &&
-      granted[0] != gw->granted_qos)
+  if (granted[0] < gw->conf.sub_qos && granted[0] != gw->granted_qos)
     BM_WARNING("gateway \"%s\": broker granted QoS %d below the requested %d: "
                "duplicates are expected and ignored",
-               gw->conf.name, granted[0], bm_gateway_sub_qos(&gw->conf));
+               gw->conf.name, granted[0], gw->conf.sub_qos);
   gw->granted_qos = granted[0];
   gw->session = SESSION_READY;
   gw->ready_at = now_mono();
@@ -1258,6 +1257,7 @@ bm_gateway_t *bm_gateway_new(const struct bm_gateway_conf *conf,
     return NULL;
   }
   gw->conf = *conf;
+  gw->conf.sub_qos = bm_gateway_sub_qos(conf); /* resolved: 0, 1 or 2 */
   if (hooks)
     gw->hooks = *hooks;
   gw->wake_fd = -1;
@@ -1826,7 +1826,7 @@ static void hold(int sock, int on)
 static int read_packets(bm_gateway_t *gw)
 {
   int rc = MOSQ_ERR_SUCCESS;
-  int sock = bm_gateway_sub_qos(&gw->conf) > 0 && gw->session == SESSION_READY
+  int sock = gw->conf.sub_qos > 0 && gw->session == SESSION_READY
                  ? mosquitto_socket(gw->mosq)
                  : -1;
 

@@ -145,14 +145,6 @@ static void msg_cut(char *dst, size_t size, const char *src)
   dst[n] = '\0';
 }
 
-/* Copies at most MSG_ECHO_MAX bytes of an unexpected value into dst (size
- * MSG_ECHO_MAX + 1) for an error message.  src is a string take_string
- * read: printable already, so the message stays one line. */
-static void msg_echo(char dst[MSG_ECHO_MAX + 1], const char *src)
-{
-  msg_cut(dst, MSG_ECHO_MAX + 1, src);
-}
-
 /* Returns the length of the RFC 3629 UTF-8 sequence starting at p (at most
  * avail bytes, avail >= 1, p[0] >= 0x80), or 0 when it is not one. */
 static size_t utf8_sequence_len(const unsigned char *p, size_t avail)
@@ -541,12 +533,13 @@ static void spare_string(struct msg_dec *d, yajl_val obj, const char *field,
 static void spare_text(struct msg_dec *d, yajl_val obj, const char *field,
                        char *dst, size_t dstsize)
 {
-  yajl_val v = msg_member(obj, msg_key_of(field));
   struct msg_dec scratch;
+  yajl_val v;
 
   if (take_string(spare(d, &scratch), obj, field, false, dst, dstsize, NULL) ==
       0)
     return;
+  v = msg_member(obj, msg_key_of(field));
   if (YAJL_IS_STRING(v)) { /* too long: no other error for a string */
     msg_cut(dst, dstsize, v->u.string);
     if (d->unprintable)
@@ -635,7 +628,7 @@ static int decode_response(struct msg_dec *d, yajl_val top,
   r->result = bm_result_parse(result);
   if (r->result == 0) {
     char echo[MSG_ECHO_MAX + 1];
-    msg_echo(echo, result);
+    msg_cut(echo, sizeof(echo), result); /* printable already (take_string) */
     msg_fail(d, "field \"result\": unknown value \"%s\"", echo);
     return -1;
   }
@@ -754,7 +747,7 @@ int bm_msg_decode(const void *payload, size_t len, struct bm_msg *out,
     kind = BM_MSG_NOTIFICATION;
   } else {
     char echo[MSG_ECHO_MAX + 1];
-    msg_echo(echo, type);
+    msg_cut(echo, sizeof(echo), type);
     msg_fail(&d, "field \"messageType\": unknown value \"%s\"", echo);
   }
 
