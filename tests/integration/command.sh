@@ -41,7 +41,7 @@ re='^2 resource/commands \{"messageType":"commandMessage","appId":"flexyWattApp\
 re+=$(printf '%s' "$token" | sed 's/[.]/\\./g')
 re+='","userId":12345,"organizationId":23456,"command":"setExtDO","correlationId":"([0-9a-f]{16}-[0-9]+)","parameters":\{"resourceId":101,"output":4,"status":1\}\}$'
 bm_like "$line" "$re" "the command is published at QoS 2 with the exact envelope"
-corr=$(sed -E 's/.*"correlationId":"([^"]+)".*/\1/' <<<"$line")
+corr=$(corr_of "$line")
 
 bm_check "bool-pump is 1 after the confirmation" wait_val bool-pump 1 10
 bm_wait_log "$APP_LOG" '"messageType":"notification"' 5

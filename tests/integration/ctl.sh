@@ -231,6 +231,27 @@ bm_is "$(grep -c '"type":"error"' "$T/watchj.out")" 2 "two undecodable messages,
 bm_check "the excerpts show the token's fingerprint" grep -qF "<token $FP>" "$T/watchj.out"
 bm_check "watch --json never prints the token" bash -c "! grep -qF -e '$TOKEN' '$T/watchj.out' '$T/watchj.err'"
 
+# A notification with a bad field the plugin does not act on: shown, the
+# field's error as ignored= (text) or "ignored" (JSON), its state whole.
+long=$(printf 'u%.0s' {1..300})
+spare_notif='{"messageType":"notification","appId":"flexyWattApp.1","notificationType":"extDOStateChanged","userName":"'$long'","parameters":{"resourceId":102,"output":1,"status":1}}'
+for fmt in text json; do
+  args=()
+  [[ $fmt == json ]] && args=(--json)
+  timeout 60 "$CTL" -C "$T/collectd.conf" "${args[@]}" watch --count 1 --duration 30 \
+    >"$T/watchs-$fmt.out" 2>"$T/watchs-$fmt.err" &
+  watch_pid=$!
+  bm_wait_log "$T/watchs-$fmt.err" 'watching' 10
+  bm_pub "$APP_TOPIC" "$spare_notif" 1
+  RC=0
+  wait "$watch_pid" || RC=$?
+  bm_is "$RC" 0 "watch ($fmt) of a notification with a bad userName: exit 0"
+done
+bm_like "$(<"$T/watchs-text.out")" 'notification correlationId=none notificationType="extDOStateChanged" resourceId=102 output=1 status=1 appId="flexyWattApp.1" ignored="field \\"userName\\": longer than 255 bytes"$' \
+  "watch shows it with its state, without the userName, and why"
+bm_like "$(<"$T/watchs-json.out")" '"resourceId":102,"output":1,"status":1,"ignored":"field \\"userName\\": longer than 255 bytes"\}$' \
+  "watch --json: the same as \"ignored\""
+
 timeout 60 "$CTL" -C "$T/collectd.conf" watch --count 1 --duration 1 >"$T/watcht.out" 2>"$T/watcht.err"
 bm_is "$?" 7 "watch --count with too few messages in --duration: exit 7"
 

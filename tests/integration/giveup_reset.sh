@@ -36,7 +36,7 @@ bm_check "the pump's command is swallowed on its way to the broker" \
   bm_wait_log "$T/mqttcut.out" 'swallowed PUBLISH 1$' 10
 bm_notify failure sensors humidity "" "damp"
 bm_check "the fan's command reaches the broker" bm_wait_log "$CMD_LOG" '"resourceId":102,' 10
-corr=$(grep '"resourceId":102,' "$CMD_LOG" | sed -E 's/.*"correlationId":"([^"]+)".*/\1/')
+corr=$(corr_of "$(grep '"resourceId":102,' "$CMD_LOG")")
 bm_like "$corr" '^[0-9a-f]{16}-[0-9]+$' "the fan's command has a correlationId ($corr)"
 bm_check "the broker acknowledged it" \
   bm_wait_log "$T/mosquitto.log" "Sending PUBACK to $CLIENT" 10

@@ -32,7 +32,7 @@ bm_check "the failed fsync is an ERROR naming the journal" \
   bm_wait_log "$T/collectd.log" "cannot fsync the journal \"$T/plant1.journal\": Input/output error" 10
 bm_check "the command fails with a FAILURE notification, not sent" \
   bm_wait_log "$T/collectd.log" 'Notification: severity = FAILURE, .*type_instance = pump, message = .*not sent: journal fsync failed' 10
-failed_corr=$(grep -oE 'correlationId "[0-9a-f]{16}-[0-9]+", attempt [0-9]+\) ended: not sent: journal' "$T/collectd.log" | head -1 | sed -E 's/correlationId "([^"]+)".*/\1/')
+failed_corr=$(unsent_corr)
 bm_like "$failed_corr" '^[0-9a-f]{16}-[0-9]+$' "the failure names the command's correlationId ($failed_corr)"
 bm_check "the plugin tries to rewrite the journal, which fails too" \
   bm_wait_log "$T/collectd.log" 'compaction of the journal .* failed' 10

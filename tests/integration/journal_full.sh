@@ -39,7 +39,7 @@ bm_check "a journal write that fails is an ERROR naming the file" \
   bm_wait_log "$T/collectd.log" "cannot (write|fsync) the journal \"$T/small/plant1.journal\"" 10
 bm_check "the command fails with a FAILURE notification, unsent" \
   bm_wait_log "$T/collectd.log" 'Notification: severity = FAILURE, .*type_instance = pump, message = .*not sent: journal (write|fsync) failed' 10
-failed_corr=$(grep -oE 'correlationId "[0-9a-f]{16}-[0-9]+", attempt [0-9]+\) ended: not sent: journal' "$T/collectd.log" | head -1 | sed -E 's/correlationId "([^"]+)".*/\1/')
+failed_corr=$(unsent_corr)
 bm_like "$failed_corr" '^[0-9a-f]{16}-[0-9]+$' "the failure names the command's correlationId ($failed_corr)"
 sleep 1
 bm_is "$(count "$CMD_LOG" "\"correlationId\":\"$failed_corr\"")" 0 "that command was never published"

@@ -95,6 +95,17 @@ notif_json() {
     "$corr" "$2" "$3" "$4"
 }
 
+# corr_of TEXT: the correlationId in each line of TEXT, a command's or a
+# notification's payload (as mosquitto_sub prints it).
+corr_of() { sed -E 's/.*"correlationId":"([^"]+)".*/\1/' <<<"$1"; }
+
+# unsent_corr: the correlationId of the first command collectd.log says
+# ended "not sent: journal ..." (its journal write or fsync failed).
+unsent_corr() {
+  grep -oE 'correlationId "[0-9a-f]{16}-[0-9]+", attempt [0-9]+\) ended: not sent: journal' "$T/collectd.log" |
+    head -1 | sed -E 's/correlationId "([^"]+)".*/\1/'
+}
+
 # val METRIC: the value of testhost/bimetri-plant1/METRIC.  Counters
 # (operations-*, DERIVE) are read from the csv plugin's files, which hold
 # what was dispatched, since GETVAL answers a DERIVE's rate; csv writes once

@@ -21,8 +21,6 @@ SHORT='AckTimeout 2
     RetryBackoff 0.2'
 JOURNAL=$T/bimetri-plant1.journal
 
-# corr_of LINE: the correlationId in a command or notification payload.
-corr_of() { sed -E 's/.*"correlationId":"([^"]+)".*/\1/' <<<"$1"; }
 # log_from N: collectd.log from line N on.
 log_from() { tail -n "+$1" "$T/collectd.log"; }
 # log_mark: the line number the next collectd.log line will have.

@@ -32,7 +32,7 @@ bm_check "one with userId null switches it off" wait_val bool-fan 0 10
 # A command's answer whose reason is a number: its result still counts.
 bm_notify failure sensors temperature "" "hot"
 bm_check "the pump's command is published" bm_wait_log "$CMD_LOG" '"resourceId":101,' 10
-corr=$(grep '"resourceId":101,' "$CMD_LOG" | sed -E 's/.*"correlationId":"([^"]+)".*/\1/')
+corr=$(corr_of "$(grep '"resourceId":101,' "$CMD_LOG")")
 bm_pub "$APP_TOPIC" "{\"messageType\":\"commandResponse\",\"correlationId\":\"$corr\",\"result\":\"not_send\",\"reason\":404}" 1
 bm_check "the commandResponse is taken: the command ends not_send" \
   wait_val operations-not_send 1 10

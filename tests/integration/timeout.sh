@@ -18,7 +18,7 @@ bm_check "the plugin is connected and subscribed" bm_wait_for 10 val_is current_
 bm_notify failure sensors temperature "" "too hot"
 bm_check "the relay is confirmed on after a dropped notification" wait_val bool-pump 1 15
 bm_is "$(count "$CMD_LOG" setExtDO)" 2 "two commands were published"
-ids=$(sed -E 's/.*"correlationId":"([^"]+)".*/\1/' "$CMD_LOG" | sort -u | wc -l)
+ids=$(corr_of "$(<"$CMD_LOG")" | sort -u | wc -l)
 bm_is "$ids" 2 "the retry has a new correlationId"
 bm_check "the timeout is a WARNING notification" \
   grep -qE 'Notification: severity = WARNING, .*type = relay_result, type_instance = pump, message = .*attempt 1\) ended: no notification within 2 s' "$T/collectd.log"
