@@ -381,14 +381,17 @@ static void journal_failed(bm_gateway_t *gw, const char *what, char *why,
 }
 
 /* Makes the journal records of the collected events, written together (one
- * write for the turn, not one per notification); with JournalSync, fsyncs
- * once for all commands among them (group commit).  A failed write may
+ * write for the turn, not one per notification); with JournalSync always,
+ * fsyncs once for all commands among them (group commit), with full once
+ * for any record (a notification's CONFIRM too: the turn's QoS 1
+ * acknowledgements are still held, see read_packets, so a power loss
+ * cannot lose a message the broker was told we have).  A failed write may
  * have taken any record of the turn, so every new command of the turn is
  * then taken back from the table and its event turned into a FAILURE: a
  * command whose record could not be made durable is never published. */
 static void journal_events(bm_gateway_t *gw)
 {
-  bool commands = false, failed = false;
+  bool commands = false, failed = false, sync;
   char why[160] = "";
   struct bm_journal_mark turn;
 
@@ -412,7 +415,9 @@ static void journal_events(bm_gateway_t *gw)
     journal_failed(gw, "write", why, sizeof(why));
     failed = true;
   }
-  if (commands && !failed && bm_journal_sync(gw->journal) != 0) {
+  sync = commands || (gw->conf.journal_sync == BM_JOURNAL_SYNC_FULL &&
+                      gw->events.n > 0);
+  if (sync && !failed && bm_journal_sync(gw->journal) != 0) {
     journal_failed(gw, "fsync", why, sizeof(why));
     failed = true;
   }
@@ -794,9 +799,7 @@ static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
   for (size_t i = 0; i < n; i++)
     rp.saved[i].confirmed = -1;
 
-  gw->journal = bm_journal_open(gw->conf.journal_file,
-                                gw->conf.journal_sync ? BM_JOURNAL_SYNC_ALWAYS
-                                                      : BM_JOURNAL_SYNC_NONE,
+  gw->journal = bm_journal_open(gw->conf.journal_file, gw->conf.journal_sync,
                                 replay_record, &rp, err, errlen);
   if (!gw->journal)
     goto out;

@@ -37,6 +37,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "journal.h"
 #include "relay.h"
 #include "token.h"
 
@@ -81,7 +82,9 @@ struct bm_gateway_conf {
                                     our session after a disconnect */
   struct bm_relay_policy policy;
   char journal_file[BM_GW_PATH_SIZE]; /* "" for none (tests of the core) */
-  bool journal_sync;             /* fsync commands before they leave */
+  enum bm_journal_sync_mode journal_sync; /* ALWAYS: fsync commands before
+                                    they leave; FULL: every turn's records
+                                    before its acknowledgements leave */
   uint64_t journal_limit;        /* bytes before a compaction */
 };
 

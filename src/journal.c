@@ -184,6 +184,8 @@ int bm_journal_sync_mode_parse(const char *s, enum bm_journal_sync_mode *out)
     *out = BM_JOURNAL_SYNC_NONE;
   else if (s && strcasecmp(s, "always") == 0)
     *out = BM_JOURNAL_SYNC_ALWAYS;
+  else if (s && strcasecmp(s, "full") == 0)
+    *out = BM_JOURNAL_SYNC_FULL;
   else
     return -1;
   return 0;
@@ -1387,7 +1389,7 @@ int bm_journal_sync(bm_journal_t *j)
     errno = EIO;
     return -1;
   }
-  if (j->mode != BM_JOURNAL_SYNC_ALWAYS)
+  if (j->mode == BM_JOURNAL_SYNC_NONE)
     return 0;
   if (j->dirty) {
     if (fsync_retry(&j->io, j->fd) < 0) {
@@ -1472,7 +1474,7 @@ int bm_journal_close(bm_journal_t *j)
     saved = errno;
     status = -1;
   }
-  if (j->mode == BM_JOURNAL_SYNC_ALWAYS && (j->dirty || j->dir_pending) &&
+  if (j->mode != BM_JOURNAL_SYNC_NONE && (j->dirty || j->dir_pending) &&
       bm_journal_sync(j) < 0 && status == 0) {
     saved = errno;
     status = -1;

@@ -226,13 +226,17 @@ struct bm_jrec {
 /* "command", "response", ...; NULL for a value outside the enum. */
 const char *bm_jrec_type_name(enum bm_jrec_type type);
 
+/* What bm_journal_sync does; which turns call it is the caller's choice
+ * (the gateway: turns with commands under ALWAYS, every turn that wrote a
+ * record under FULL). */
 enum bm_journal_sync_mode {
-  BM_JOURNAL_SYNC_NONE,  /* appends are never fsync'd (the OS decides) */
-  BM_JOURNAL_SYNC_ALWAYS /* bm_journal_sync fsyncs what was appended */
+  BM_JOURNAL_SYNC_NONE,   /* appends are never fsync'd (the OS decides) */
+  BM_JOURNAL_SYNC_ALWAYS, /* bm_journal_sync fsyncs what was appended */
+  BM_JOURNAL_SYNC_FULL    /* the same; the caller syncs every turn */
 };
 
-/* Parses "none" or "always" (case-insensitive) into *out.  Returns 0, or
- * -1 for any other string (then *out is unchanged). */
+/* Parses "none", "always" or "full" (case-insensitive) into *out.  Returns
+ * 0, or -1 for any other string (then *out is unchanged). */
 int bm_journal_sync_mode_parse(const char *s, enum bm_journal_sync_mode *out);
 
 struct bm_journal;

@@ -394,7 +394,7 @@ void bm_plugconf_gateway_defaults(struct bm_gateway_conf *c, const char *name)
   c->policy.command_timeout = 30;
   c->policy.retries = 2;
   c->policy.retry_backoff = 1;
-  c->journal_sync = true;
+  c->journal_sync = BM_JOURNAL_SYNC_ALWAYS;
   c->journal_limit = 1024 * 1024;
   c->policy.max_per_minute = 10;
   c->protocol_version = 4;
@@ -643,16 +643,11 @@ static int gateway_option(const struct reader *rd, const char *block,
   } else if (strcasecmp(k, "JournalFile") == 0) {
     rc = conf_nonempty(rd, block, o, c->journal_file, sizeof(c->journal_file));
   } else if (strcasecmp(k, "JournalSync") == 0) {
-    if ((rc = conf_string(rd, block, o, mode, sizeof(mode))) == 0) {
-      if (strcasecmp(mode, "always") == 0)
-        c->journal_sync = true;
-      else if (strcasecmp(mode, "none") == 0)
-        c->journal_sync = false;
-      else
-        rc = conf_err(rd, block, o, "expects \"always\" or \"none\", got "
-                                    "\"%s\"",
-                      mode);
-    }
+    if ((rc = conf_string(rd, block, o, mode, sizeof(mode))) == 0 &&
+        bm_journal_sync_mode_parse(mode, &c->journal_sync) != 0)
+      rc = conf_err(rd, block, o,
+                    "expects \"always\", \"full\" or \"none\", got \"%s\"",
+                    mode);
   } else if (strcasecmp(k, "JournalSizeLimit") == 0) {
     if ((rc = conf_int(rd, block, o, 4096, 1073741824.0, &v)) == 0)
       c->journal_limit = (uint64_t)v;

@@ -6,6 +6,10 @@
  * other file, goes to libc's.
  *
  *   BM_FAULT_FSYNC_EIO=1        fsync and fdatasync fail with EIO;
+ *   BM_FAULT_FSYNC_COUNT=FILE   every fsync or fdatasync of a file whose
+ *                               path contains BM_FAULT_MATCH, window or
+ *                               not, appends a line to FILE (before it
+ *                               fails or goes to libc's);
  *   BM_FAULT_WRITE_STALL_MS=N   write and pwrite first create the file
  *                               BM_FAULT_MARK (when set), then sleep N ms:
  *                               a test waits for the mark and acts while
@@ -22,16 +26,15 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Does fd's file fall in the window? errno is kept. */
-static int failing(int fd)
+/* Does fd's path contain BM_FAULT_MATCH? errno is kept. */
+static int matching(int fd)
 {
   const char *match = getenv("BM_FAULT_MATCH");
-  const char *when = getenv("BM_FAULT_WHEN");
   char link[64], path[PATH_MAX];
   int saved = errno, hit = 0;
   ssize_t n;
 
-  if (match && *match && when && *when && access(when, F_OK) == 0) {
+  if (match && *match) {
     snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
     n = readlink(link, path, sizeof(path) - 1);
     if (n > 0) {
@@ -43,15 +46,47 @@ static int failing(int fd)
   return hit;
 }
 
+/* Does fd's file fall in the window? errno is kept. */
+static int failing(int fd)
+{
+  const char *when = getenv("BM_FAULT_WHEN");
+  int saved = errno, hit;
+
+  hit = when && *when && access(when, F_OK) == 0 && matching(fd);
+  errno = saved;
+  return hit;
+}
+
 static long env_long(const char *name)
 {
   const char *v = getenv(name);
   return v && *v ? strtol(v, NULL, 10) : 0;
 }
 
+/* Appends name's line to BM_FAULT_FSYNC_COUNT when fd's file matches. */
+static void count_sync(int fd, const char *name)
+{
+  const char *file = getenv("BM_FAULT_FSYNC_COUNT");
+  char line[32];
+  int saved = errno, c;
+
+  if (file && *file && matching(fd)) {
+    c = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (c >= 0) {
+      int len = snprintf(line, sizeof(line), "%s\n", name);
+      ssize_t (*real_write)(int, const void *, size_t) =
+          (ssize_t(*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+      (void)!real_write(c, line, (size_t)len);
+      close(c);
+    }
+  }
+  errno = saved;
+}
+
 /* libc's name, unless fd's file fails its fsyncs. */
 static int sync_or_fail(int fd, int (**real)(int), const char *name)
 {
+  count_sync(fd, name);
   if (env_long("BM_FAULT_FSYNC_EIO") && failing(fd)) {
     errno = EIO;
     return -1;

@@ -604,6 +604,8 @@ static void test_names(void)
   ok(bm_journal_sync_mode_parse("Always", &m) == 0 &&
          m == BM_JOURNAL_SYNC_ALWAYS,
      "sync mode \"Always\" parses");
+  ok(bm_journal_sync_mode_parse("FULL", &m) == 0 && m == BM_JOURNAL_SYNC_FULL,
+     "sync mode \"FULL\" parses");
   ok(bm_journal_sync_mode_parse("none", &m) == 0 && m == BM_JOURNAL_SYNC_NONE,
      "sync mode \"none\" parses");
   ok(bm_journal_sync_mode_parse("sometimes", &m) == -1 &&
@@ -1750,6 +1752,19 @@ static void test_sync(void)
   is_int(bm_journal_sync(j), 0, "mode none: sync succeeds");
   is_int(bm_journal_close(j), 0, "mode none: close");
   is_int(io.fsync_calls, 0, "mode none: never an fsync");
+
+  j = bm_journal_open(path, BM_JOURNAL_SYNC_FULL, NULL, NULL, err,
+                      sizeof(err));
+  if (!j)
+    return;
+  bm_journal_set_io(j, &test_io);
+  io_reset();
+  bad += bm_journal_append(j, &r) != 0;
+  is_int(bm_journal_sync(j), 0, "mode full: sync succeeds");
+  is_int(io.fsync_calls, 1, "mode full: the sync fsyncs");
+  bad += bm_journal_append(j, &r) != 0;
+  is_int(bm_journal_close(j), 0, "mode full: close");
+  is_int(io.fsync_calls, 2, "mode full: so does the close, after an append");
 
   /* A failed fsync: unknown what reached the disk, so the journal stops. */
   j = bm_journal_open(path, BM_JOURNAL_SYNC_ALWAYS, NULL, NULL, err,

@@ -140,7 +140,7 @@ static void test_defaults(void)
   is_int(c->policy.max_per_minute, 10, "MaxCommandsPerMinute 10");
   is_int(c->protocol_version, 4, "ProtocolVersion 4");
   is_int(c->session_expiry, 86400, "SessionExpiry 86400");
-  ok(c->journal_sync, "JournalSync always");
+  ok(c->journal_sync == BM_JOURNAL_SYNC_ALWAYS, "JournalSync always");
   is_int(c->journal_limit, 1024 * 1024, "JournalSizeLimit 1 MiB");
   ok(c->token_warn == 3600 && c->token_leeway == 60,
      "TokenWarn 3600, TokenLeeway 60");
@@ -200,7 +200,8 @@ static void test_full(void)
            "  <Relay \"fan\">\n    ResourceId 9007199254740991\n    Output 65535\n"
            "    ManualControl false\n  </Relay>\n"
            RELAY("valve", 101, 5) GW_END
-           GW("b") "  JournalFile \"/tmp/b.journal\"\n" GW_END
+           GW("b") "  JournalFile \"/tmp/b.journal\"\n  JournalSync Full\n"
+           GW_END
            "Interlock \"a\" \"pump\" \"valve\"\n"
            "<Trigger \"t1\">\n  Relay \"b\" \"fan\"\n  Type \"temperature\"\n"
            "  OnFailure 1\n  OnOkay 0\n</Trigger>\n"
@@ -223,7 +224,10 @@ static void test_full(void)
   is_str(pc.gateways[0].key_password_file, "/nonexistent/kpw",
          "CertificateKeyPasswordFile kept");
   is_str(c->journal_file, "rel/a.journal", "a relative JournalFile as given");
-  ok(!c->journal_sync && c->journal_limit == 4096, "JournalSync none, limit");
+  ok(c->journal_sync == BM_JOURNAL_SYNC_NONE && c->journal_limit == 4096,
+     "JournalSync none, limit");
+  ok(pc.gateways_n == 2 && pc.gateways[1].c.journal_sync == BM_JOURNAL_SYNC_FULL,
+     "JournalSync full");
   ok(c->protocol_version == 5 && c->session_expiry == 60,
      "ProtocolVersion, SessionExpiry");
   ok(c->policy.max_per_minute == 600 && c->policy.retries == 0 &&
@@ -478,8 +482,8 @@ static void test_gateway_errors(void)
               "<Gateway \"gw\">, option \"TLSProtocol\": expects \"tlsv1.2\" "
               "or \"tlsv1.3\", got \"tlsv1\"");
   refused_opt("a JournalSync sometimes", "  JournalSync \"sometimes\"",
-              "<Gateway \"gw\">, option \"JournalSync\": expects \"always\" "
-              "or \"none\", got \"sometimes\"");
+              "<Gateway \"gw\">, option \"JournalSync\": expects \"always\", "
+              "\"full\" or \"none\", got \"sometimes\"");
   {
     char line[400];
     snprintf(line, sizeof(line), "  Host \"%0300d\"", 0);

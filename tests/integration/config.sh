@@ -72,8 +72,8 @@ refused "a Trigger without On* options" \
   'at least one of "OnFailure", "OnWarning", "OnOkay", "OnMissing" is required' "$(sub '    OnFailure 1' '' | sed '/    OnOkay 0/d')"
 refused "an OnFailure other than 0 or 1" \
   'option "OnFailure": expects an integer from 0 to 1, got 2' "$(sub 'OnFailure 1' 'OnFailure 2')"
-refused "a JournalSync other than always or none" \
-  'option "JournalSync": expects "always" or "none", got "sometimes"' "$(sub 'UserId 12345' 'UserId 12345\n    JournalSync "sometimes"')"
+refused "a JournalSync other than always, full or none" \
+  'option "JournalSync": expects "always", "full" or "none", got "sometimes"' "$(sub 'UserId 12345' 'UserId 12345\n    JournalSync "sometimes"')"
 refused "two token sources" \
   'give one of "TokenFile", "TokenCommand" and <Token>, not several' "$(sub 'UserId 12345' 'UserId 12345\n    TokenCommand "cat /dev/null"')"
 refused "TLS options without a CA" \
