@@ -40,6 +40,8 @@
 # peers;
 # INGEST_LOG=logfile logs with collectd's logfile plugin instead (LogLevel
 # info), which also writes every notification, opening the file for each.
+# INGEST_JOURNAL_SYNC sets the plugin's JournalSync (default always, the
+# plugin's default).
 # INGEST_PUB_INFLIGHT sets the publisher's messages in flight (default 20;
 # 0: no limit). INGEST_CPU=1 adds the rows "consumer CPU per message": the
 # CPU time of each consumer's process over its runs, per message (ours and
@@ -175,6 +177,7 @@ LoadPlugin bimetri
     TokenFile "$work/token"
     QoS $1
     SubscribeQoS $1
+    JournalSync ${INGEST_JOURNAL_SYNC:-always}
 $relays  </Gateway>
 </Plugin>
 EOF2
