@@ -186,9 +186,9 @@ static void token_report(bm_gateway_t *gw, int64_t now)
   enum bm_severity sev = BM_SEV_OKAY;
   char msg[256];
 
-  if (has && exp + gw->conf.token_leeway <= now)
+  if (has && exp <= now - gw->conf.token_leeway) /* exp: any int64 */
     sev = BM_SEV_FAILURE;
-  else if (has && exp - now <= (int64_t)gw->conf.token_warn)
+  else if (has && exp <= now + (int64_t)gw->conf.token_warn)
     sev = BM_SEV_WARNING;
   pthread_mutex_lock(&gw->lock);
   gw->token_has_exp = has;

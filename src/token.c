@@ -36,6 +36,8 @@ struct bm_token {
   int64_t exp, nbf;
   struct stat file_stat; /* kind file: the version read last */
   bool warned_mode;
+  int failures;          /* renewals failed in a row (minted, commanded) */
+  int64_t retry_at;      /* s: no renewal before, unless forced */
 };
 
 /* Warns once per file when group or others may read a secret. */
@@ -233,8 +235,9 @@ static int refresh_mint(bm_token_t *t, int64_t now, char *err, size_t errlen)
     if (read_secret_file(t, "Token KeyFile", t->conf.file, (char *)key,
                          sizeof(key), &keylen, &st, err, errlen) != 0)
       goto out;
-    while (keylen > 0 && (key[keylen - 1] == '\n' || key[keylen - 1] == '\r'))
-      keylen--;
+    if (keylen > 0 && key[keylen - 1] == '\n')
+      keylen--; /* one newline, as the man page says: every other byte is
+                 * the key's, a CR or a second newline too */
     if (keylen < 32) {
       snprintf(err, errlen,
                "Token KeyFile \"%s\" holds %zu bytes: an HS256 key needs at "
@@ -269,13 +272,61 @@ out:
 
 /* ---- command ----------------------------------------------------------- */
 
+static double since(const struct timespec *start)
+{
+  struct timespec now;
+
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)(now.tv_sec - start->tv_sec) +
+         (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/* The command's process group, and the shell itself should it not have
+ * made its group yet. */
+static void kill_group(pid_t pid)
+{
+  (void)kill(-pid, SIGKILL);
+  (void)kill(pid, SIGKILL);
+}
+
+/* Reaps pid, killing its group once timeout seconds since start have
+ * passed: a command that closed its output can still run on. Returns 0
+ * when it exited by itself, -1 when it had to be killed. A child reaped
+ * elsewhere (SIGCHLD ignored: ECHILD) counts as exited, status 0. */
+static int reap_within(pid_t pid, const struct timespec *start, double timeout,
+                       int *wstatus)
+{
+  bool killed = false;
+
+  *wstatus = 0;
+  for (;;) {
+    pid_t w = waitpid(pid, wstatus, killed ? 0 : WNOHANG);
+    struct timespec nap = {0, 5 * 1000 * 1000};
+
+    if (w == pid)
+      return killed ? -1 : 0;
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w < 0) {
+      *wstatus = 0;
+      return killed ? -1 : 0;
+    }
+    if (!killed && since(start) >= timeout) {
+      kill_group(pid);
+      killed = true;
+      continue;
+    }
+    (void)nanosleep(&nap, NULL);
+  }
+}
+
 static int refresh_command(bm_token_t *t, char *err, size_t errlen)
 {
   char buf[BM_MSG_TOKEN_SIZE + 1];
   size_t len = 0;
   int fds[2] = {-1, -1}, wstatus = 0, status = -1, n;
   pid_t pid = -1;
-  struct timespec start, now;
+  struct timespec start;
 
   if (pipe2(fds, O_CLOEXEC) != 0) {
     snprintf(err, errlen, "TokenCommand: pipe failed: %s", strerror(errno));
@@ -294,6 +345,7 @@ static int refresh_command(bm_token_t *t, char *err, size_t errlen)
     execl("/bin/sh", "sh", "-c", t->conf.command, (char *)NULL);
     _exit(127);
   }
+  (void)setpgid(pid, pid); /* so that kill(-pid) finds it either way */
   close(fds[1]);
   fds[1] = -1;
 
@@ -303,13 +355,11 @@ static int refresh_command(bm_token_t *t, char *err, size_t errlen)
     double spent;
     ssize_t got;
 
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    spent = (double)(now.tv_sec - start.tv_sec) +
-            (double)(now.tv_nsec - start.tv_nsec) / 1e9;
+    spent = since(&start);
     if (spent >= t->conf.command_timeout) {
       snprintf(err, errlen, "TokenCommand did not finish within %g s",
                t->conf.command_timeout);
-      kill(-pid, SIGKILL);
+      kill_group(pid);
       goto reap;
     }
     n = poll(&p, 1, (int)((t->conf.command_timeout - spent) * 1000) + 1);
@@ -326,15 +376,19 @@ static int refresh_command(bm_token_t *t, char *err, size_t errlen)
     if (len == sizeof(buf) - 1) {
       snprintf(err, errlen, "TokenCommand printed more than %d bytes",
                TOKEN_MAX);
-      kill(-pid, SIGKILL);
+      kill_group(pid);
       goto reap;
     }
   }
   buf[len] = '\0';
   status = 0;
 reap:
-  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
-    ;
+  if (reap_within(pid, &start, t->conf.command_timeout, &wstatus) != 0 &&
+      status == 0) {
+    snprintf(err, errlen, "TokenCommand did not exit within %g s (it closed "
+             "its output)", t->conf.command_timeout);
+    status = -1;
+  }
   if (status == 0 && (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0)) {
     snprintf(err, errlen, "TokenCommand failed (%s %d)",
              WIFEXITED(wstatus) ? "exit status" : "signal",
@@ -390,14 +444,29 @@ void bm_token_free(bm_token_t *t)
 int bm_token_refresh(bm_token_t *t, int64_t now, bool force, char *err,
                      size_t errlen)
 {
+  int rc;
+
   if (t->conf.kind == BM_TOKEN_FILE)
     return refresh_file(t, err, errlen);
   if (!force && t->value[0] &&
-      (!t->has_exp || t->exp - now > (int64_t)t->conf.renew_before))
+      (!t->has_exp || t->exp > now + (int64_t)t->conf.renew_before))
     return 0;
-  if (t->conf.kind == BM_TOKEN_MINT)
-    return refresh_mint(t, now, err, errlen);
-  return refresh_command(t, err, errlen);
+  /* A renewal that failed is tried again after 1, 2, 4 ... 32 s, then
+   * every 60 s: a command hanging until its timeout would otherwise hold
+   * the gateway's thread most of the time. */
+  if (!force && t->value[0] && now < t->retry_at)
+    return 0;
+  rc = t->conf.kind == BM_TOKEN_MINT ? refresh_mint(t, now, err, errlen)
+                                     : refresh_command(t, err, errlen);
+  if (rc < 0) {
+    t->failures += t->failures < 7;
+    t->retry_at = now + (t->failures < 7 ? (int64_t)1 << (t->failures - 1)
+                                         : 60);
+  } else {
+    t->failures = 0;
+    t->retry_at = 0;
+  }
+  return rc;
 }
 
 const char *bm_token_value(const bm_token_t *t) { return t->value; }
@@ -414,11 +483,13 @@ bool bm_token_expiry(const bm_token_t *t, int64_t *exp)
 int bm_token_usable(const bm_token_t *t, int64_t now, int64_t leeway,
                     char *why, size_t whylen)
 {
-  if (t->has_exp && t->exp + leeway <= now) {
+  /* exp and nbf are any int64 a token carried: compared with now moved by
+   * the leeway, never moved themselves (no overflow at INT64_MAX). */
+  if (t->has_exp && t->exp <= now - leeway) {
     snprintf(why, whylen, "token expired");
     return -1;
   }
-  if (t->has_nbf && t->nbf - leeway > now) {
+  if (t->has_nbf && t->nbf > now + leeway) {
     snprintf(why, whylen, "token not valid before %lld",
              (long long)t->nbf);
     return -1;

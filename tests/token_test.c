@@ -588,6 +588,17 @@ static void test_usable(void)
   is_int(bm_token_usable(t, 4999, 0, why, sizeof(why)), 0, "usable: before exp");
   bm_token_free(t);
 
+  /* The extremes a token may carry: no overflow at either end. */
+  t = file_token("{\"nbf\":-9223372036854775808,\"exp\":9223372036854775807}",
+                 jwt, sizeof(jwt));
+  ok(t != NULL, "usable: a token valid from INT64_MIN to INT64_MAX");
+  if (!t)
+    return;
+  is_int(bm_token_usable(t, INT64_C(1700000000), 60, why, sizeof(why)), 0,
+         "usable: ... is usable now, with a leeway");
+  ok(bm_token_expiry(t, &exp) && exp == INT64_MAX, "usable: ... exp INT64_MAX");
+  bm_token_free(t);
+
   t = file_token("{\"iss\":\"no-exp\"}", jwt, sizeof(jwt));
   ok(t != NULL, "usable: a JWT without exp");
   if (!t)
@@ -729,6 +740,30 @@ static void test_mint_hs256(void)
   is_str(bm_token_value(t), first, "HS256: ... the previous token stays");
   rename(path("hs.key.away"), path("hs.key"));
   bm_token_free(t);
+
+  /* One newline is cut, nothing else: a CR or a second newline are the
+   * key's bytes (the other side reads the file the same way). */
+  {
+    static const char *ends[] = {"\r\n", "\n\n", "\r"};
+    for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++) {
+      char body[128];
+      size_t blen = (size_t)snprintf(body, sizeof(body), "%s%s", key, ends[i]);
+
+      write_file(path("hsend.key"), body, blen, 0600);
+      c = mint_conf(BM_TOKEN_HS256, path("hsend.key"));
+      t = bm_token_new(&c, NOW, err, sizeof(err));
+      ok(t != NULL, "HS256: a key file ending in %s (%s)",
+         i == 0 ? "CR LF" : i == 1 ? "two newlines" : "CR", err);
+      if (!t)
+        continue;
+      remember(bm_token_value(t));
+      is_int(bm_jwt_verify_hs256(bm_token_value(t), (const unsigned char *)body,
+                                 blen - (body[blen - 1] == '\n'), err,
+                                 sizeof(err)),
+             0, "HS256: ... signs with all its bytes but the last newline");
+      bm_token_free(t);
+    }
+  }
 
   /* Key length: 32 bytes are the minimum. */
   c = mint_conf(BM_TOKEN_HS256, path("hs32.key"));
@@ -899,6 +934,20 @@ static char process_state(pid_t pid)
   return close_paren && close_paren[1] == ' ' ? close_paren[2] : 0;
 }
 
+/* Lines in path (0 when there is none). */
+static int run_count(const char *p)
+{
+  FILE *f = fopen(p, "r");
+  int n = 0, ch;
+
+  if (!f)
+    return 0;
+  while ((ch = fgetc(f)) != EOF)
+    n += ch == '\n';
+  fclose(f);
+  return n;
+}
+
 static void test_command(void)
 {
   char err[ERRLEN] = "", jwt[1024], jwt2[1024], cmd[1024];
@@ -984,6 +1033,65 @@ static void test_command(void)
   took = mono() - t0;
   ok(t == NULL && has(err, "did not finish") && took < 1.5,
      "command: printing and then hanging is timed out too (%.2f s)", took);
+  bm_token_free(t);
+
+  /* A token printed, the output closed, the command running on: the
+   * timeout bounds the wait for its exit too, and kills it. */
+  snprintf(cmd, sizeof(cmd), "printf '%%s' '%s'; exec >&-; sleep 5", jwt);
+  c = command_conf(cmd, 0.3, 60);
+  err[0] = '\0';
+  t0 = mono();
+  t = bm_token_new(&c, NOW, err, sizeof(err));
+  took = mono() - t0;
+  ok(t == NULL && has(err, "TokenCommand did not exit within 0.3 s"),
+     "command: one that closes its output and runs on is refused (%s)", err);
+  ok(took >= 0.25 && took < 1.5,
+     "command: ... after the 0.3 s timeout (%.2f s)", took);
+  bm_token_free(t);
+
+  /* A failing renewal is tried again after 1, 2, 4 ... 32 s, then every
+   * 60 s, unless forced; a success starts the series again. */
+  write_str(path("cmdtok"), jwt, 0600);
+  unlink(path("runs"));
+  snprintf(cmd, sizeof(cmd), "echo run >> '%s'; cat '%s'", path("runs"),
+           path("cmdtok"));
+  c = command_conf(cmd, 5, 60);
+  t = bm_token_new(&c, NOW, err, sizeof(err));
+  ok(t != NULL, "command backoff: the first token (%s)", err);
+  if (t) {
+    static const int64_t at[] = {540, 540, 541, 541, 542, 543, 546, 547, 554,
+                                 555, 570, 571, 602, 603, 662, 663, 722, 723};
+    static const int runs[] = {2, 2, 3, 3, 3, 4, 4, 5, 5,
+                               6, 6, 7, 7, 8, 8, 9, 9, 10};
+    int counted = 0, bad = 0;
+
+    unlink(path("cmdtok")); /* every renewal fails from now on */
+    for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+      int rc = bm_token_refresh(t, NOW + at[i], false, err, sizeof(err));
+      counted = run_count(path("runs"));
+      if (counted != runs[i] || rc != (counted > (i ? runs[i - 1] : 1) ? -1 : 0)) {
+        diag("at NOW + %" PRId64 ": rc %d, %d runs, want %d", at[i], rc,
+             counted, runs[i]);
+        bad++;
+      }
+    }
+    is_int(bad, 0, "command backoff: failed renewals at +0, 1, 3, 7, 15, 31, "
+                   "63 s, then every 60 s");
+    is_int(bm_token_refresh(t, NOW + 723, true, err, sizeof(err)), -1,
+           "command backoff: force runs it at once all the same");
+    is_int(run_count(path("runs")), 11, "command backoff: ... (run 11)");
+    write_str(path("cmdtok"), jwt2, 0600);
+    is_int(bm_token_refresh(t, NOW + 782, false, err, sizeof(err)), 0,
+           "command backoff: not before 60 s after that failure");
+    is_int(bm_token_refresh(t, NOW + 783, false, err, sizeof(err)), 1,
+           "command backoff: the next try succeeds");
+    unlink(path("cmdtok"));
+    is_int(bm_token_refresh(t, NOW + 1140, false, err, sizeof(err)), -1,
+           "command backoff: a later failure (the new token due) runs it");
+    is_int(bm_token_refresh(t, NOW + 1141, false, err, sizeof(err)), -1,
+           "command backoff: ... and 1 s later again: the series started over");
+    is_int(run_count(path("runs")), 14, "command backoff: 14 runs in all");
+  }
   bm_token_free(t);
 
   /* A child of the shell holding the pipe: the timeout still bounds the
