@@ -103,6 +103,7 @@ struct bm_gateway {
   int granted_qos;       /* of the subscription, -1 before the first */
   double published_at;   /* last publication */
   struct bm_events events;
+  bool running_events;             /* in run_events: see there */
   struct ask_done *done;           /* the decisions of the taken asks */
   size_t done_cap;
   struct bm_gateway_ask *taken;    /* the asks of this turn */
@@ -880,11 +881,19 @@ static void publish_command(bm_gateway_t *gw, const struct bm_event *ev)
 }
 
 /* Carries out and hands to the host every collected event, then empties the
- * list.  Called without the mutex. */
+ * list.  Called without the mutex.  Not again from inside: a give-up's
+ * client_reset ends in set_ready(false), whose call here would journal,
+ * publish and report the whole batch a second time (and empty it under
+ * the loop); what such a call would collect, the loop below takes, as it
+ * reads the list's length at every step (set_ready(false) collects
+ * nothing). */
 static void run_events(bm_gateway_t *gw)
 {
   bool any;
 
+  if (gw->running_events)
+    return;
+  gw->running_events = true;
   refuse_without_token(gw);
   journal_events(gw);
   if (gw->events.lost)
@@ -898,13 +907,16 @@ static void run_events(bm_gateway_t *gw)
       gw->unauthorized_retried[ev->relay] = false;
     if (ev->kind == BM_EV_END && ev->outcome == BM_OP_UNAUTHORIZED)
       after_unauthorized(gw, ev);
-    if (ev->kind == BM_EV_END && ev->outcome == BM_OP_GAVE_UP && gw->unacked > 0)
+    if (ev->kind == BM_EV_END && ev->outcome == BM_OP_GAVE_UP && gw->unacked > 0) {
       client_reset(gw);
+      ev = &gw->events.ev[i]; /* in case the list grew */
+    }
     if (gw->hooks.event)
       gw->hooks.event(gw->hooks.ctx, gw->conf.name, ev);
   }
   any = gw->events.n > 0;
   bm_events_clear(&gw->events);
+  gw->running_events = false;
   if (any && gw->hooks.events_done)
     gw->hooks.events_done(gw->hooks.ctx);
   if (gw->journal && (bm_journal_needs_compaction(gw->journal) ||

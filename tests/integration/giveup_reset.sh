@@ -54,6 +54,10 @@ bm_check "the plugin connects again" bm_wait_for 15 bash -c \
   "[[ \$(grep -c 'New client connected .* as $CLIENT' '$T/mosquitto.log') -ge 2 ]]"
 bm_check "and is subscribed again" bm_wait_for 10 val_is current_connections 1
 sleep 1
+bm_is "$(count "$T/collectd.log" 'Notification: severity = FAILURE.*relay "fan".*gave up after 1 attempt')" 1 \
+  "the give-up is reported once (the reset does not run the turn's events again)"
+bm_is "$(count "$T/collectd.log" 'Notification: .*relay "fan" is off')" 1 \
+  "and so is the fan's new state"
 bm_is "$(count "$T/mosquitto.log" "Sending PUBLISH to $CLIENT \(d1")" 0 \
   "the notification was acknowledged: the broker delivers nothing again"
 bm_is "$(count "$T/mosquitto.log" "(Socket error|closed its connection).*$CLIENT|$CLIENT.*(Socket error|closed its connection)")" 0 \
