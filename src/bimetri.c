@@ -35,6 +35,7 @@
 
 #ifdef __GLIBC__
 #include <malloc.h> /* malloc_trim */
+#include <stdatomic.h>
 #endif
 
 #include "gateway.h"
@@ -80,6 +81,15 @@ static bool config_failed;
 /* Set at the end of init: rules act only once the journal's states are
  * restored (values may be written before our init ran). */
 static volatile bool started;
+/* Notification callbacks in flight, and whether they may act: closed when
+ * init failed (collectd then unregisters only the read callback, and the
+ * Triggers would fill the mailboxes of gateways that never run, then wait
+ * for room forever) and at shutdown, which frees what they read and waits
+ * for the callbacks in flight (unixsock's threads live on) first. Both
+ * sequentially consistent: a callback either sees closed, or shutdown sees
+ * it in flight. */
+static atomic_int notif_inflight;
+static atomic_bool notif_closed;
 
 /* ---- logging ----------------------------------------------------------- */
 
@@ -736,9 +746,11 @@ static int register_read(void)
 }
 
 /* All or nothing: every Gateway's journal and client first, then the
- * threads; a failure anywhere leaves none running (collectd unloads the
- * plugin, and a half-started one would switch relays unseen). */
-static int bimetri_init(void)
+ * threads; a failure anywhere leaves none running, as a half-started
+ * plugin would switch relays unseen. (collectd then unregisters only the
+ * read callback: bimetri_init closes the notification callback, and the
+ * write callback waits for started.) */
+static int init_all(void)
 {
   if (config_failed) {
     ERROR(PLUGIN_NAME " plugin: not started: the configuration has errors "
@@ -799,6 +811,14 @@ static int bimetri_init(void)
   malloc_trim(0);
 #endif
   return 0;
+}
+
+static int bimetri_init(void)
+{
+  if (init_all() == 0)
+    return 0;
+  atomic_store(&notif_closed, true);
+  return -1;
 }
 
 /* Runs relay_slices times per interval: each run dispatches one slice of
@@ -1030,18 +1050,15 @@ static void manual_command(const notification_t *n)
        hold > 0 ? ", with a hold time" : "", n->host);
 }
 
-static int bimetri_notification(const notification_t *n, user_data_t *ud)
+static void notification_act(const notification_t *n)
 {
   struct bm_notif_fields f;
   static const char *sev_names[] = {"", "OKAY", "WARNING", "FAILURE"};
 
-  (void)ud;
-  if (config_failed)
-    return 0; /* Triggers may name Gateways that were never created */
   if (strcmp(n->plugin, PLUGIN_NAME) == 0 &&
       strcmp(n->type, "relay_command") == 0) {
     manual_command(n);
-    return 0;
+    return;
   }
   f.field[BM_FIELD_HOST] = n->host;
   f.field[BM_FIELD_PLUGIN] = n->plugin;
@@ -1050,7 +1067,7 @@ static int bimetri_notification(const notification_t *n, user_data_t *ud)
   f.field[BM_FIELD_TYPE_INSTANCE] = n->type_instance;
   f.severity = severity_of(n->severity);
   if (!f.severity)
-    return 0;
+    return;
   f.missing = is_missing_report(n);
 
   for (size_t i = 0; i < conf.triggers_n; i++) {
@@ -1074,14 +1091,35 @@ static int bimetri_notification(const notification_t *n, user_data_t *ud)
         f.severity == BM_SEV_OKAY && strcmp(n->plugin, PLUGIN_NAME) != 0;
     bm_gateway_ask(gateways[t->gateway].gw, &a);
   }
+}
+
+static int bimetri_notification(const notification_t *n, user_data_t *ud)
+{
+  (void)ud;
+  atomic_fetch_add(&notif_inflight, 1);
+  /* With a failed configuration, Triggers may name Gateways that were
+   * never created. */
+  if (!config_failed && !atomic_load(&notif_closed))
+    notification_act(n);
+  atomic_fetch_sub(&notif_inflight, 1);
   return 0;
 }
 
 static int bimetri_shutdown(void)
 {
+  atomic_store(&notif_closed, true);
   started = false;
-  stop_gateways();
+  stop_gateways(); /* a callback waiting for a mailbox's room returns */
   stop_dispatcher();
+  for (int waited = 0; atomic_load(&notif_inflight) > 0; waited++) {
+    struct timespec ms = {0, 1000 * 1000};
+    if (waited == 10000) {
+      ERROR(PLUGIN_NAME " plugin: a notification callback is still running "
+                        "after 10 s; the plugin's memory is not freed");
+      return -1;
+    }
+    nanosleep(&ms, NULL);
+  }
   for (size_t i = 0; i < gateways_n; i++) {
     bm_gateway_free(gateways[i].gw);
     free(gateways[i].views);
