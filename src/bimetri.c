@@ -130,13 +130,20 @@ static void on_asked(void *ctx, const char *gateway,
     else if (rc == BM_REQ_OVERRIDDEN)
       INFO(PLUGIN_NAME " plugin: Trigger \"%s\" not acted on: %s", t->name,
            why);
-  } else if (a->kind == ASK_SWITCH &&
-             (rc == BM_REQ_HELD || rc == BM_REQ_OVERRIDDEN)) {
-    const struct bm_rule *r = a->tag;
-    INFO(PLUGIN_NAME " plugin: Switch \"%s\" wants relay \"%s\" %s: %s %s",
-         r->name, bm_gateway_relay_name(s->gw, a->relay),
-         a->status ? "on" : "off",
-         rc == BM_REQ_HELD ? "waiting for" : "refused:", why);
+  } else if (a->kind == ASK_SWITCH) {
+    /* The rules are the configuration's, the tag only a const view. */
+    struct bm_rule *r = (struct bm_rule *)a->tag;
+    bool said = false;
+
+    if (rc == BM_REQ_OVERRIDDEN)
+      said = bm_rule_refused(r); /* asked again, said once */
+    else
+      bm_rule_answered(r);
+    if ((rc == BM_REQ_HELD || rc == BM_REQ_OVERRIDDEN) && !said)
+      INFO(PLUGIN_NAME " plugin: Switch \"%s\" wants relay \"%s\" %s: %s %s",
+           r->name, bm_gateway_relay_name(s->gw, a->relay),
+           a->status ? "on" : "off",
+           rc == BM_REQ_HELD ? "waiting for" : "refused:", why);
   }
 }
 
@@ -858,6 +865,17 @@ static int bimetri_read(user_data_t *ud)
   return 0;
 }
 
+/* Rules keep time on the monotonic clock: a clock step (NTP at the start
+ * of a device without a real-time clock) must not make every rule stale
+ * at once, nor hide an outage for as long as the step. */
+static double mono_now(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* A rule's request, handed to its gateway's thread (on_asked reports it
  * when held back or refused). */
 static void rule_request(const struct bm_rule *r, int want, const char *origin,
@@ -912,9 +930,8 @@ static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
       value = rates[k];
       free(rates);
     }
-    if ((want = bm_rule_feed(r, value, CDTIME_T_TO_DOUBLE(cdtime()), NULL)) < 0)
-      continue;
-    {
+    pthread_mutex_lock(&r->order);
+    if ((want = bm_rule_feed(r, value, mono_now(), NULL)) >= 0) {
       char origin[BM_ORIGIN_SIZE];
       snprintf(origin, sizeof(origin), "switch %s: %g from %s/%s%s%s/%s%s%s",
                r->name, value, vl->host, vl->plugin,
@@ -922,6 +939,7 @@ static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
                vl->type, vl->type_instance[0] ? "-" : "", vl->type_instance);
       rule_request(r, want, origin, true);
     }
+    pthread_mutex_unlock(&r->order);
   }
   return 0;
 }
@@ -930,23 +948,28 @@ static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
  * FailSafe (safety first: without the limits). */
 static void rules_tick(void)
 {
-  double now = CDTIME_T_TO_DOUBLE(cdtime());
+  double now = mono_now();
 
   for (size_t i = 0; i < conf.rules_n; i++) {
     char origin[BM_ORIGIN_SIZE];
-    int want = bm_rule_tick(conf.rules[i], now);
+    int want;
+
+    pthread_mutex_lock(&conf.rules[i]->order);
+    if ((want = bm_rule_tick(conf.rules[i], now)) >= 0) {
+      snprintf(origin, sizeof(origin),
+               "switch %s: no value for %g s (StaleAfter): FailSafe",
+               conf.rules[i]->name, conf.rules[i]->stale_after);
+      rule_request(conf.rules[i], want, origin, false);
+    }
+    pthread_mutex_unlock(&conf.rules[i]->order);
     if (want < 0)
       continue;
-    snprintf(origin, sizeof(origin),
-             "switch %s: no value for %g s (StaleAfter): FailSafe",
-             conf.rules[i]->name, conf.rules[i]->stale_after);
     WARNING(PLUGIN_NAME " plugin: Switch \"%s\": no value for %g s: relay "
                         "\"%s\" goes to its FailSafe state %s",
             conf.rules[i]->name, conf.rules[i]->stale_after,
             bm_gateway_relay_name(gateways[conf.rules[i]->gateway].gw,
                                   conf.rules[i]->relay),
             want ? "on" : "off");
-    rule_request(conf.rules[i], want, origin, false);
   }
 }
 

@@ -20,6 +20,7 @@ int bm_rule_init(struct bm_rule *r, const char *name)
   if (!(r->name = bm_strdup(name)))
     return -1;
   pthread_mutex_init(&r->lock, NULL);
+  pthread_mutex_init(&r->order, NULL);
   return 0;
 }
 
@@ -30,6 +31,7 @@ void bm_rule_release(struct bm_rule *r)
   for (int f = 0; f < BM_FIELD_COUNT; f++)
     bm_pattern_release(&r->pattern[f]);
   pthread_mutex_destroy(&r->lock);
+  pthread_mutex_destroy(&r->order);
   free(r->name);
   memset(r, 0, sizeof(*r));
 }
@@ -88,8 +90,11 @@ int bm_rule_feed(struct bm_rule *r, double value, double now, int *decision)
 
   pthread_mutex_lock(&r->lock);
   d = level(r, value, r->decision);
-  if (d >= 0 && (d != r->decision || r->stale))
+  if (d >= 0 &&
+      (d != r->decision || r->stale || (r->reask && !isnan(value)))) {
     out = d;
+    r->reask = false;
+  }
   r->decision = d;
   if (!isnan(value)) {
     r->last_value_at = now;
@@ -99,6 +104,25 @@ int bm_rule_feed(struct bm_rule *r, double value, double now, int *decision)
     *decision = r->decision;
   pthread_mutex_unlock(&r->lock);
   return out;
+}
+
+bool bm_rule_refused(struct bm_rule *r)
+{
+  bool before;
+
+  pthread_mutex_lock(&r->lock);
+  before = r->refused;
+  r->refused = true;
+  r->reask = true;
+  pthread_mutex_unlock(&r->lock);
+  return before;
+}
+
+void bm_rule_answered(struct bm_rule *r)
+{
+  pthread_mutex_lock(&r->lock);
+  r->refused = false;
+  pthread_mutex_unlock(&r->lock);
 }
 
 int bm_rule_tick(struct bm_rule *r, double now)

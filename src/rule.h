@@ -56,6 +56,15 @@ struct bm_rule {
   int decision;           /* -1 none yet, 0, 1 */
   double last_value_at;   /* monotonic s of the last value, 0 none */
   bool stale;
+  bool reask;             /* its last request was refused (an override):
+                             the next value asks again */
+  bool refused;           /* the last request's outcome was a refusal */
+
+  pthread_mutex_t order;  /* the owner's: held across a decision and the
+                             hand-off of its request, so that a rule's
+                             requests leave in the order of its decisions
+                             (a write thread's fresh value, the read
+                             thread's FailSafe) */
 };
 
 /* Initialises an empty rule named `name` (copied); fail_safe -1, no
@@ -72,10 +81,20 @@ int bm_rule_check(const struct bm_rule *r, char *err, size_t errlen);
 bool bm_rule_matches(const struct bm_rule *r, const char *const field[]);
 
 /* Feeds one value at monotonic time now.  Returns the decision (0 or 1)
- * when it is new (changed, or the first one, or the first after staleness),
- * -1 when it stays as it was or there is none yet.  *decision (may be NULL)
+ * when it is new (changed, or the first one, or the first after staleness,
+ * or the first after a refusal: bm_rule_refused), -1 when it stays as it
+ * was or there is none yet.  *decision (may be NULL)
  * gets the current one either way. */
 int bm_rule_feed(struct bm_rule *r, double value, double now, int *decision);
+
+/* The owner's report of what the rule's last request came to: refused by
+ * a manual override (the next value, even one that changes nothing, asks
+ * again: a Switch is level-based, and the relay should follow it once the
+ * override ends), or taken (recorded, held back, already wanted) or
+ * refused for good (an interlock).  bm_rule_refused returns whether the
+ * request before was refused too (a caller logs the first refusal only). */
+bool bm_rule_refused(struct bm_rule *r);
+void bm_rule_answered(struct bm_rule *r);
 
 /* Checks staleness at monotonic time now.  Returns FailSafe (0 or 1) when
  * the rule just became stale and has one, -1 otherwise. */

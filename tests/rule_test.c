@@ -48,6 +48,30 @@ static void test_hysteresis(void)
   bm_rule_release(&r);
 }
 
+/* A refused request (a manual override) is asked again by the next value,
+ * once; bm_rule_refused says whether the one before was refused too. */
+static void test_refused(void)
+{
+  struct bm_rule r;
+
+  bm_rule_init(&r, "o");
+  r.on_at = 70;
+  r.off_at = 60;
+  is_int(bm_rule_feed(&r, 80, 1, NULL), 1, "refused: on (new)");
+  ok(!bm_rule_refused(&r), "refused: the first refusal");
+  is_int(bm_rule_feed(&r, 80, 2, NULL), 1, "refused: the next value asks again");
+  is_int(bm_rule_feed(&r, 80, 3, NULL), -1, "refused: ... once");
+  ok(bm_rule_refused(&r), "refused: a second refusal in a row is said so");
+  is_int(bm_rule_feed(&r, 65, 4, NULL), 1,
+         "refused: a value in between asks again too (the kept decision)");
+  bm_rule_answered(&r);
+  ok(!bm_rule_refused(&r), "refused: after an answer, a refusal is a first");
+  is_int(bm_rule_feed(&r, NAN, 5, NULL), -1, "refused: NaN decides nothing");
+  is_int(bm_rule_feed(&r, 50, 6, NULL), 0, "refused: below: off (new)");
+  is_int(bm_rule_feed(&r, 50, 7, NULL), -1, "refused: ... once");
+  bm_rule_release(&r);
+}
+
 static void test_check(void)
 {
   struct bm_rule r;
@@ -489,6 +513,7 @@ int main(void)
   test_hysteresis();
   test_check();
   test_stale();
+  test_refused();
   test_matches();
   test_index();
   test_min_times();

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Switch rules in the write callback: the relay follows a value with
-# hysteresis; a manual override wins; MinOnTime holds across a kill -9 and
+# hysteresis; MinOnTime holds across a kill -9 and
 # restart (the journal keeps the change times); a value that stops coming
-# brings the relay to its FailSafe state.
+# brings the relay to its FailSafe state; a manual override wins, and once
+# it ends the relay follows the Switch again.
 . "$top_srcdir/tests/integration/plant.sh"
 
 plant_token
@@ -76,5 +77,19 @@ bm_check "on again" wait_val bool-fan 1 10
 sleep 7 # MinOnTime
 bm_check "no value for StaleAfter: FailSafe off" wait_val bool-fan 0 10
 bm_check "the FailSafe is logged" grep -q 'Switch "fan-cooling": no value for 4 s: relay "fan" goes to its FailSafe state off' "$T/collectd.log"
+# A manual override refuses the Switch; once it ends, the relay follows the
+# Switch again, though its decision never changed (level-based).
+humid() { bm_unixsock "PUTVAL \"testhost/sensors/humidity-cellar\" interval=1 N:$1" >/dev/null; }
+bm_check "pump2 is still on (humidity 90)" wait_val bool-pump2 1 5
+bm_putnotif "severity=okay time=$EPOCHSECONDS host=$BM_HOSTNAME plugin=bimetri plugin_instance=plant1 type=relay_command type_instance=pump2 message=\"off 3\""
+bm_check "a manual \"off 3\" switches pump2 off" wait_val bool-pump2 0 10
+for _ in 1 2 3 4; do humid 85; sleep 0.3; done
+bm_is "$(val bool-pump2)" 0 "during the hold the Switch's values change nothing"
+bm_is "$(count "$T/collectd.log" 'Switch "pump2-humidity" wants relay "pump2" on: refused: ')" 1 \
+  "the refusal is logged once, not for every value"
+sleep 2 # the hold's end
+for _ in 1 2 3 4 5 6; do humid 85; sleep 0.5; done
+bm_check "once the hold ended, the next value (no new decision) switches it on again" \
+  wait_val bool-pump2 1 10
 bm_check "the token appears in no log, output or metric" no_secret_leaked
 bm_done
