@@ -23,7 +23,8 @@
  * ("bimetri#d"), which the gateway threads hand their events to through a
  * bounded queue, so that collectd's write queue and the notification
  * plugins (logfile opens its file per line) never hold up MQTT; it holds no
- * lock while it dispatches. A full queue makes the gateway threads wait:
+ * lock while it dispatches notifications (values: dispatch_order, which
+ * orders them with the read callback's). A full queue makes the gateway threads wait:
  * nothing is dropped.
  */
 #include "bm_config.h"
@@ -33,9 +34,10 @@
 
 #include <collectd/core/daemon/utils_cache.h>
 
+#include <stdatomic.h>
+
 #ifdef __GLIBC__
 #include <malloc.h> /* malloc_trim */
-#include <stdatomic.h>
 #endif
 
 #include "gateway.h"
@@ -573,8 +575,8 @@ static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
     pthread_mutex_unlock(&dq.lock);
     pthread_mutex_lock(&dispatch_order);
     dispatch_event_value(ctx, gateway, ev);
-    dispatch_event(ctx, gateway, ev);
     pthread_mutex_unlock(&dispatch_order);
+    dispatch_event(ctx, gateway, ev);
     return;
   }
   while (dq.n == DISPATCH_QUEUE) {
@@ -631,13 +633,16 @@ static void *dispatcher_thread(void *arg)
     /* The batch's values back to back, then its notifications: collectd
      * wakes a write thread for each value that finds them all asleep, and
      * a notification between two values gave them the time to fall asleep
-     * again. Each relay's value still comes before its notification. */
+     * again. Each relay's value still comes before its notification.
+     * dispatch_order orders the values with the read callback's; the
+     * notifications go out without it (notification plugins may write
+     * files or the network, and a chained Trigger comes back in here). */
     pthread_mutex_lock(&dispatch_order);
     for (size_t i = 0; i < k; i++)
       dispatch_event_value(batch[i].slot, batch[i].gateway, &batch[i].ev);
+    pthread_mutex_unlock(&dispatch_order);
     for (size_t i = 0; i < k; i++)
       dispatch_event(batch[i].slot, batch[i].gateway, &batch[i].ev);
-    pthread_mutex_unlock(&dispatch_order);
   }
 }
 
@@ -688,10 +693,15 @@ static void on_token(void *ctx, const char *gateway, enum bm_severity sev,
   plugin_dispatch_notification(&n);
 }
 
+/* Under dispatch_order, as the read callback's value from its snapshot:
+ * a 0 dispatched between that snapshot and its value would lose to the
+ * stale 1 for an interval. */
 static void on_connection(void *ctx, const char *gateway, bool up)
 {
   (void)ctx;
+  pthread_mutex_lock(&dispatch_order);
   dispatch_gauge(gateway, "current_connections", NULL, up ? 1 : 0);
+  pthread_mutex_unlock(&dispatch_order);
 }
 
 /* ---- collectd callbacks ------------------------------------------------ */
@@ -700,18 +710,21 @@ static void *gateway_thread(void *arg) { return bm_gateway_run(arg); }
 
 /* The known state and pending commands of the relays of one slice
  * (slices of them in all), from a snapshot; when st is not NULL the
- * snapshot also hands back the counters and the connection state. */
+ * snapshot also hands back the counters, and the connection state goes
+ * out with the relays. */
 static void dispatch_relays(struct gateway_slot *s, unsigned slice,
-                            unsigned slices, struct bm_relay_stats *st,
-                            bool *ready)
+                            unsigned slices, struct bm_relay_stats *st)
 {
   const char *gateway = bm_gateway_name(s->gw);
   size_t count = bm_gateway_relay_count(s->gw);
   size_t first = count * slice / slices, n;
+  bool ready = false;
 
   pthread_mutex_lock(&dispatch_order);
   n = bm_gateway_snapshot(s->gw, first, s->views,
-                          count * (slice + 1) / slices - first, st, ready);
+                          count * (slice + 1) / slices - first, st, &ready);
+  if (st)
+    dispatch_gauge(gateway, "current_connections", NULL, ready ? 1 : 0);
   for (size_t i = 0; i < n; i++) {
     if (s->views[i].confirmed >= 0)
       dispatch_gauge(gateway, "bool", s->views[i].name,
@@ -841,12 +854,10 @@ static int bimetri_read(user_data_t *ud)
     struct gateway_slot *s = &gateways[g];
     const char *gateway = bm_gateway_name(s->gw);
     struct bm_relay_stats st;
-    bool ready;
 
-    dispatch_relays(s, slice, relay_slices, slice == 0 ? &st : NULL, &ready);
+    dispatch_relays(s, slice, relay_slices, slice == 0 ? &st : NULL);
     if (slice != 0)
       continue;
-    dispatch_gauge(gateway, "current_connections", NULL, ready ? 1 : 0);
     {
       int64_t exp;
       if (bm_gateway_token_expiry(s->gw, &exp))
