@@ -662,8 +662,16 @@ bool bm_relay_table_set_desired(bm_relay_table_t *t, int relay, int status,
   char *copy;
 
   assert(status == 0 || status == 1);
-  if (status == r->desired && !r->stopped)
-    return false; /* the same intent again changes nothing */
+  if (status == r->desired && !r->stopped) {
+    /* The same intent again changes nothing, but lifts a rule's hold
+     * (another input's request is not bound by that rule's limits; a
+     * limited request sets its hold again right after). */
+    if (r->not_before <= 0)
+      return false;
+    r->not_before = 0;
+    mark(t, relay);
+    return true;
+  }
   if (origin && (copy = bm_strdup(origin))) {
     free(r->origin);
     r->origin = copy;
@@ -1450,7 +1458,13 @@ enum bm_request bm_relay_table_request_limited(
     return res;
   at = limits_allow_at(r, status, limits, now, why, whylen);
   if (r->desired != status || at <= now) {
-    r->not_before = 0;
+    /* The hold is over: the relay is marked, as its timer would have, or
+     * a request taken before the turn's tick would leave it unmarked, its
+     * timer gone, and the desired state never pursued. */
+    if (r->not_before > 0) {
+      r->not_before = 0;
+      mark(t, relay);
+    }
     return res;
   }
   r->not_before = at;

@@ -311,6 +311,48 @@ static void test_min_times(void)
   bm_relay_table_free(t);
 }
 
+/* A hold ends when its time comes even when the rule asks again in that
+ * turn before the tick (its timer is gone by then); another input's request
+ * for the held state lifts it at once. */
+static void test_hold_ends(void)
+{
+  struct bm_relay_limits lim = {120, 0, 0};
+  char why[160];
+  int status = -1;
+
+  for (int plain = 0; plain < 2; plain++) {
+    bm_relay_table_t *t = bm_relay_table_new(&POLICY, "0123456789abcdef");
+    struct bm_events ev = {0};
+    struct bm_notification n = confirm(NULL, 1);
+
+    bm_relay_table_add(t, "fan", 101, 4);
+    bm_relay_table_set_connected(t, true, true, 0, &ev);
+    bm_relay_table_on_notification(t, &n, 0, &ev); /* on since 0 */
+    is_int(bm_relay_table_request_limited(t, 0, 0, "rule", &lim, 10, why,
+                                          sizeof(why)),
+           BM_REQ_HELD, "hold ends (%s): off within MinOnTime is held",
+           plain ? "plain request" : "re-ask");
+    is_int(tick_and_confirm(t, 10, &status), 0, "hold ends: nothing sent at 10");
+    if (plain) {
+      is_int(bm_relay_table_request(t, 0, 0, "trigger", false, 11, why,
+                                    sizeof(why)),
+             BM_REQ_OK, "hold ends: a Trigger asking for the held state "
+                        "lifts the hold");
+      is_int(tick_and_confirm(t, 11, &status), 1, "hold ends: ... sent at once");
+    } else {
+      is_int(bm_relay_table_request_limited(t, 0, 0, "rule", &lim, 120.5, why,
+                                            sizeof(why)),
+             BM_REQ_OK, "hold ends: the rule asks again after the hold, "
+                        "before the turn's tick");
+      is_int(tick_and_confirm(t, 120.5, &status), 1,
+             "hold ends: ... and the tick sends the command");
+    }
+    is_int(status, 0, "hold ends: off");
+    bm_events_release(&ev);
+    bm_relay_table_free(t);
+  }
+}
+
 static void test_budget(void)
 {
   bm_relay_table_t *t = bm_relay_table_new(&POLICY, "0123456789abcdef");
@@ -517,6 +559,7 @@ int main(void)
   test_matches();
   test_index();
   test_min_times();
+  test_hold_ends();
   test_budget();
   test_switch_history();
   for (unsigned seed = 1; seed <= 5; seed++)
