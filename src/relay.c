@@ -83,6 +83,10 @@ struct relay {
   int n_groups;
   double refused_at;   /* last refusal reported (once a minute at most) */
   double not_before;   /* a rule's limits hold the command until then */
+  double on_doubt_until; /* an "on" command ended unconfirmed (superseded,
+                            timed out) may still reach the device until
+                            then: for interlocks the relay counts as
+                            commanded on; 0 none */
   double last_switch;  /* time of the last confirmed change, if sw_n > 0 */
   double *switches;    /* ring of sw_cap change times when sw_cap > 1 */
   uint8_t sw_cap;      /* change times kept: 1 (last_switch) or the ring's */
@@ -523,8 +527,8 @@ static void retire_pending(bm_relay_table_t *t, struct relay *r,
 }
 
 /* Another relay of an interlock group of `relay` that is on or commanded
- * on, or -1. */
-static int interlocked_with(const bm_relay_table_t *t, int relay)
+ * on (or may still be: on_doubt_until), or -1. */
+static int interlocked_with(const bm_relay_table_t *t, int relay, double now)
 {
   const struct relay *r = &t->relays[relay];
 
@@ -533,7 +537,8 @@ static int interlocked_with(const bm_relay_table_t *t, int relay)
     for (int k = 0; k < t->interlocks[r->groups[g]].n; k++) {
       const struct relay *o = &t->relays[members[k]];
       if (members[k] != relay &&
-          (o->confirmed == 1 || (o->pending && o->pending->status == 1)))
+          (o->confirmed == 1 || (o->pending && o->pending->status == 1) ||
+           o->on_doubt_until > now))
         return members[k];
     }
   }
@@ -571,7 +576,7 @@ static bool command_allowed(bm_relay_table_t *t, int relay, double now,
   int max = t->policy.max_per_minute, other;
   char why[BM_REASON_SIZE];
 
-  if (r->desired == 1 && (other = interlocked_with(t, relay)) >= 0) {
+  if (r->desired == 1 && (other = interlocked_with(t, relay, now)) >= 0) {
     snprintf(why, sizeof(why),
              "refused: interlocked with relay \"%s\", which is on",
              t->relays[other].name);
@@ -683,7 +688,10 @@ bool bm_relay_table_set_desired(bm_relay_table_t *t, int relay, int status,
   r->not_before = 0;
   if (r->pending && r->pending->status != status) {
     /* Superseded: the old command may still reach the device, so a new one
-     * goes out even when the confirmed state already is what we want. */
+     * goes out even when the confirmed state already is what we want, and
+     * an old "on" keeps the relay's interlock partners off meanwhile. */
+    if (r->pending->status == 1)
+      r->on_doubt_until = now + t->policy.command_timeout;
     retire_pending(t, r, false);
     update_deadline(t, relay, now);
     r->force = true;
@@ -1061,6 +1069,9 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
     t->stats.confirm_sum += now - r->pending->published_at;
     t->stats.confirm_n++;
     retire_pending(t, r, true);
+    /* Issued after any command in doubt, and answered after it: the
+     * gateway takes a client's commands in order. */
+    r->on_doubt_until = 0;
     apply_state(t, relay, n->state.status, n->correlation_id, seq, now, out);
     if (n->state.status != commanded) {
       /* The device answered with the other state: it could not switch.  A
@@ -1155,6 +1166,8 @@ static void time_out(bm_relay_table_t *t, int relay, double now,
     bm_str_copy(ev->origin, sizeof(ev->origin), r->origin);
     bm_str_copy(ev->reason, sizeof(ev->reason), why);
   }
+  if (p->status == 1) /* late, it may still arrive: see on_doubt_until */
+    r->on_doubt_until = now + t->policy.command_timeout;
   retire_pending(t, r, false);
   retry_or_give_up(t, relay, attempt, now, out);
 }
@@ -1486,7 +1499,7 @@ enum bm_request bm_relay_table_override(bm_relay_table_t *t, int relay,
     r->manual_until = 0;
     return BM_REQ_OK;
   }
-  if (status == 1 && (other = interlocked_with(t, relay)) >= 0) {
+  if (status == 1 && (other = interlocked_with(t, relay, now)) >= 0) {
     if (why)
       snprintf(why, whylen, "interlocked with relay \"%s\", which is on",
                t->relays[other].name);

@@ -432,6 +432,63 @@ static void test_property(unsigned seed)
   bm_relay_table_free(t);
 }
 
+/* An "on" command superseded before its answer may still reach the device:
+ * its interlock partner stays refused until the relay's later command is
+ * answered. */
+static void test_interlock_superseded(void)
+{
+  bm_relay_table_t *t = bm_relay_table_new(&POLICY, "0123456789abcdef");
+  struct bm_events ev = {0};
+  int ids[2] = {0, 1};
+  char fan_off[BM_MSG_ID_SIZE] = "";
+  size_t published = 0, refused = 0;
+
+  bm_relay_table_add(t, "fan", 101, 4);
+  bm_relay_table_add(t, "heater", 102, 1);
+  bm_relay_table_interlock(t, ids, 2);
+  bm_relay_table_set_connected(t, true, true, 0, &ev);
+  struct bm_notification n = confirm(NULL, 0);
+  bm_relay_table_on_notification(t, &n, 1, &ev); /* fan off */
+  n.state.resource_id = 102;
+  n.state.output = 1;
+  bm_relay_table_on_notification(t, &n, 1, &ev); /* heater off */
+  bm_relay_table_request(t, 0, 1, "fan on", false, 2, NULL, 0);
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 2, &ev);
+  is_int(ev.n == 1 && ev.ev[0].kind == BM_EV_PUBLISH && ev.ev[0].relay == 0,
+         1, "superseded on: the fan's on command is published");
+  /* One turn: the heater asked on, then the fan off (superseding its on). */
+  bm_relay_table_request(t, 1, 1, "heater on", false, 3, NULL, 0);
+  bm_relay_table_request(t, 0, 0, "fan off", false, 3, NULL, 0);
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 3, &ev);
+  for (size_t i = 0; i < ev.n; i++) {
+    if (ev.ev[i].kind == BM_EV_PUBLISH && ev.ev[i].relay == 1)
+      published++;
+    if (ev.ev[i].kind == BM_EV_END && ev.ev[i].relay == 1 &&
+        ev.ev[i].outcome == BM_OP_REFUSED)
+      refused++;
+    if (ev.ev[i].kind == BM_EV_PUBLISH && ev.ev[i].relay == 0)
+      snprintf(fan_off, sizeof(fan_off), "%s", ev.ev[i].corr);
+  }
+  is_int(published, 0, "superseded on: the heater's on is not published");
+  is_int(refused, 1, "superseded on: ... it is refused (the fan may still "
+                     "go on)");
+  ok(fan_off[0] != '\0', "superseded on: the fan's off is published");
+  n = confirm(fan_off, 0);
+  bm_events_clear(&ev);
+  bm_relay_table_on_notification(t, &n, 4, &ev);
+  is_int(bm_relay_table_request(t, 1, 1, "heater on", false, 5, NULL, 0),
+         BM_REQ_OK, "superseded on: once the fan's off is answered, the "
+                    "heater may be asked on");
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 5, &ev);
+  is_int(ev.n == 1 && ev.ev[0].kind == BM_EV_PUBLISH && ev.ev[0].relay == 1,
+         1, "superseded on: ... and its command goes out");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
 /* Random requests to two interlocked relays: never both on. */
 static void test_interlock_property(unsigned seed)
 {
@@ -560,6 +617,7 @@ int main(void)
   test_index();
   test_min_times();
   test_hold_ends();
+  test_interlock_superseded();
   test_budget();
   test_switch_history();
   for (unsigned seed = 1; seed <= 5; seed++)
