@@ -352,7 +352,10 @@ static int journal_event(bm_gateway_t *gw, const struct bm_event *ev,
     rec.u.confirm.status = ev->status;
     break;
   case BM_EV_END:
-    if (ev->outcome == BM_OP_TIMEOUT) {
+    /* A command in flight refused (interlocked when it was to go out
+     * again) ends in the journal as a timed-out one: not resumed. */
+    if (ev->outcome == BM_OP_TIMEOUT ||
+        (ev->outcome == BM_OP_REFUSED && ev->corr[0])) {
       rec.type = BM_JREC_TIMEOUT;
       bm_str_copy(rec.u.timeout.corr, sizeof(rec.u.timeout.corr), ev->corr);
     } else if (ev->outcome == BM_OP_GAVE_UP) {

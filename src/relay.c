@@ -702,10 +702,39 @@ bool bm_relay_table_set_desired(bm_relay_table_t *t, int relay, int status,
   return true;
 }
 
+/* A command in flight that may not be sent again (interlocked): ended as
+ * refused, with its correlationId (the journal ends it too), the relay
+ * stopped. Reported every time: there is one per command. */
+static void refuse_republish(bm_relay_table_t *t, int relay, int other,
+                             double now, struct bm_events *out)
+{
+  struct relay *r = &t->relays[relay];
+  struct bm_event *ev;
+
+  t->stats.ops[BM_OP_REFUSED]++;
+  if ((ev = events_push(out, BM_EV_END, relay))) {
+    ev->outcome = BM_OP_REFUSED;
+    ev->severity = BM_SEV_FAILURE;
+    ev->status = r->pending->status;
+    ev->attempt = r->pending->attempt;
+    bm_str_copy(ev->corr, sizeof(ev->corr), r->pending->corr);
+    bm_str_copy(ev->origin, sizeof(ev->origin), r->origin);
+    snprintf(ev->reason, sizeof(ev->reason),
+             "refused: not sent again: interlocked with relay \"%s\", which "
+             "is on",
+             t->relays[other].name);
+  }
+  retire_pending(t, r, false);
+  r->stopped = true;
+  update_deadline(t, relay, now);
+}
+
 void bm_relay_table_set_connected(bm_relay_table_t *t, bool up,
                                   bool session_present, double now,
                                   struct bm_events *out)
 {
+  int other;
+
   t->connected = up;
   if (!up)
     return;
@@ -727,6 +756,13 @@ void bm_relay_table_set_connected(bm_relay_table_t *t, bool up,
     if (r->pending->resumed && r->pending->acked &&
         now >= r->pending->confirm_deadline)
       continue;
+    if (r->pending->status == 1 && (other = interlocked_with(t, (int)i, now)) >= 0) {
+      /* Its partner went on meanwhile (by hand, before a restart), or the
+       * interlock is new: not sent again. It may have reached the device
+       * before: the interlock can only keep it from going out again. */
+      refuse_republish(t, (int)i, other, now, out);
+      continue;
+    }
     r->pending->resumed = false;
     /* The broker lost the session, and with it our QoS 2 exchange: the
      * command goes out again and gets its full time again. */

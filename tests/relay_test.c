@@ -3013,6 +3013,44 @@ static bm_relay_table_t *resumed_table(const struct bm_command_saved *c)
   return t;
 }
 
+/* A resumed "on" command whose interlock partner is on (switched by hand
+ * while collectd was down) is not sent again: it ends refused, with its
+ * correlationId, and the relay stops. */
+static void test_resume_interlocked(void)
+{
+  struct bm_events ev = {0};
+  struct bm_command_saved c = saved_cmd(HEX_A "-7", 7, 1, 1, false, 100, "test");
+  bm_relay_table_t *t = table_new(&POLICY, HEX_B);
+  int ids[2] = {0, 1};
+  const struct bm_event *e;
+
+  bm_relay_table_add(t, "pump", 101, 4);
+  bm_relay_table_add(t, "heater", 102, 1);
+  bm_relay_table_interlock(t, ids, 2);
+  bm_relay_table_raise_seq(t, c.seq);
+  ok(bm_relay_table_resume(t, 0, &c) == 0, "resumed interlocked: resumed");
+  struct bm_notification n = notification(NULL, 102, 1, 1);
+  bm_relay_table_on_notification(t, &n, 101, &ev); /* the heater is on */
+  bm_events_clear(&ev);
+  bm_relay_table_set_connected(t, true, false, 102, &ev);
+  is_int(count_kind(&ev, BM_EV_PUBLISH), 0,
+         "resumed interlocked: the pump's on is not published again");
+  e = first_kind(&ev, BM_EV_END);
+  ok(e && e->relay == 0 && e->outcome == BM_OP_REFUSED &&
+         e->severity == BM_SEV_FAILURE && strcmp(e->corr, HEX_A "-7") == 0 &&
+         strstr(e->reason, "interlocked with relay \"heater\"") != NULL,
+     "resumed interlocked: it ends refused, naming its id and the heater (%s)",
+     e ? e->reason : "no END");
+  struct bm_relay_view v = view_of(t, 0);
+  ok(v.pending == 0 && v.stopped, "resumed interlocked: nothing pending, stopped");
+  is_int((int)op_count(t, BM_OP_REFUSED), 1, "resumed interlocked: counted refused");
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 200, &ev);
+  is_int((int)ev.n, 0, "resumed interlocked: no timer left behind");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
 static void test_resume(void)
 {
   struct bm_events lev = {0}, ev = {0};
@@ -4450,6 +4488,7 @@ int main(int argc, char **argv)
   test_restart_ordering();
   test_pending_of();
   test_resume();
+  test_resume_interlocked();
   test_raise_seq();
   test_resume_attempt_bound();
   test_abort();
