@@ -1946,8 +1946,18 @@ void *bm_gateway_run(void *arg)
     }
     if (sock >= 0 && gw->session != SESSION_IDLE) {
       int rc = MOSQ_ERR_SUCCESS;
+      /* While connecting, writable may mean the TCP connect just completed
+       * under a TLS handshake that could not start (SSL_connect wanted to
+       * write): only mosquitto_loop_read carries that handshake on
+       * (mosquitto_loop_write waits for it), so writable is a cue to read.
+       * Without a handshake pending the read finds nothing (EAGAIN). A
+       * connect that takes longer than loopback's (a remote broker) spun
+       * at full CPU here until the keepalive, the ClientHello never sent. */
       if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))
         rc = read_packets(gw);
+      else if (gw->session == SESSION_CONNECTING &&
+               (pfd[1].revents & POLLOUT))
+        rc = mosquitto_loop_read(gw->mosq, 1);
       if (rc == MOSQ_ERR_SUCCESS && (pfd[1].revents & POLLOUT))
         rc = mosquitto_loop_write(gw->mosq, 1);
       if (rc == MOSQ_ERR_SUCCESS)

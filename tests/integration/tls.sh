@@ -219,6 +219,15 @@ gateways=$(
     CertificateKeyFile \"$T/late/cli.key\""
 )
 
+# A broker whose TCP handshake takes seconds (SYNs unanswered for 4 s, as
+# across a network): the TLS handshake must start once the connect
+# completes (it stalled and the gateway thread spun until the keepalive).
+P_SLOW=$(bm_free_port)
+"$top_builddir/tests/synlate" "$P_SLOW" "$P_OK" 4 $((BM_TEST_TIMEOUT)) >"$T/synlate.out" 2>&1 &
+_bm_track $! synlate
+bm_wait_for 5 grep -q '^ready' "$T/synlate.out" || bm_bail "tests/synlate did not start"
+gateways+=$'\n'$(gw slow 22 "$P_SLOW" "$CA")
+
 bm_start_collectd "$(BROKER_PORT=$P_OK plant_conf "$CA" "$gateways")"
 
 conn() { bm_getval "testhost/bimetri-$1/current_connections"; }
@@ -238,6 +247,10 @@ bm_check "the broker saw clients on its TLS port" \
 for g in tls13 capath mtls mtlsenc mtlsinline nohostcheck nopeercheck cipherok pwfile; do
   bm_check "Gateway $g connects" bm_wait_for 10 conn_is "$g" 1
 done
+bm_check "Gateway slow connects once its TCP handshake completes" \
+  bm_wait_for 20 conn_is slow 1
+bm_check "through the relay that held its first SYNs" grep -q '^accepted' "$T/synlate.out"
+bm_is "$(gwlog slow | grep -c 'lost')" 0 "Gateway slow never lost its connection (no stalled handshake)"
 
 # --- refusals ---------------------------------------------------------------
 # Seven seconds give attempts at about 0, 1, 3 and 7 s with a doubling backoff.
