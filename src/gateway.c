@@ -123,6 +123,7 @@ struct bm_gateway {
   bm_journal_t *journal;
   bool journal_behind;    /* a turn's records were not all written */
   double journal_heal_at; /* the next rewrite of a journal behind, mono */
+  double compact_at;      /* no size compaction before (one failed), mono */
   struct complaints complaints; /* messages not taken, and the like */
   struct complaints spare;   /* messages taken without a bad spare field */
   int qos_closes; /* closes right after a publication, none acknowledged
@@ -581,6 +582,8 @@ static void journal_compact(bm_gateway_t *gw)
     return;
   }
   if (bm_journal_compact(gw->journal, snapshot_emit, &s) != 0) {
+    gw->compact_at = now_mono() + 1.0; /* the file is past its size: again
+                                        * in a second, not every turn */
     BM_ERROR("gateway \"%s\": compaction of the journal \"%s\" failed; the "
              "old journal stays in use",
              gw->conf.name, gw->conf.journal_file);
@@ -922,7 +925,8 @@ static void run_events(bm_gateway_t *gw)
   gw->running_events = false;
   if (any && gw->hooks.events_done)
     gw->hooks.events_done(gw->hooks.ctx);
-  if (gw->journal && (bm_journal_needs_compaction(gw->journal) ||
+  if (gw->journal && ((bm_journal_needs_compaction(gw->journal) &&
+                       now_mono() >= gw->compact_at) ||
                       journal_needs_rewrite(gw)))
     journal_compact(gw);
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -200,6 +201,57 @@ int main(void)
   pthread_mutex_unlock(&lock);
 
   bm_gateway_free(gw);
+
+  /* 3. A journal past its size whose compaction fails (its temporary file
+   * cannot be made): tried again once a second, not at every message. */
+  {
+    static struct bm_gateway_conf c;
+    char dir[] = "/tmp/bm-gateway-test-journal.XXXXXX", tmp[128], err[256];
+    char msg[512];
+    int before;
+
+    if (!mkdtemp(dir)) {
+      perror("mkdtemp");
+      return 1;
+    }
+    test_gateway_conf(&c, "cgw", path);
+    snprintf(c.journal_file, sizeof(c.journal_file), "%s/j.journal", dir);
+    c.journal_limit = 4096;
+    c.journal_sync = BM_JOURNAL_SYNC_NONE;
+    gw = bm_gateway_new(&c, NULL, err, sizeof(err));
+    ok(gw && bm_gateway_add_relay(gw, "pump", 101, 4) >= 0 &&
+           bm_gateway_open(gw, "gateway-test", err, sizeof(err)) == 0,
+       "a gateway with a 4 KiB journal (%s)", err);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", c.journal_file);
+    mkdir(tmp, 0700); /* the compaction's temporary file cannot be made */
+    pthread_mutex_lock(&lock);
+    before = errors;
+    pthread_mutex_unlock(&lock);
+    t0 = now_s();
+    for (int i = 0; gw && i < 300; i++) {
+      snprintf(msg, sizeof(msg),
+               "{\"messageType\":\"notification\",\"appId\":"
+               "\"flexyWattApp.1\",\"notificationType\":\"extDOStateChanged\","
+               "\"parameters\":{\"resourceId\":101,\"output\":4,"
+               "\"status\":%d}}",
+               i % 2);
+      bm_gateway_receive(gw, "application/third-party/flexyWattApp/1", msg,
+                         strlen(msg));
+    }
+    waited = now_s() - t0;
+    pthread_mutex_lock(&lock);
+    ok(errors > before && strstr(last_error, "compaction"),
+       "the failed compaction is an ERROR (%s)", last_error);
+    ok(errors - before <= 2 * (1 + (int)waited),
+       "tried about once a second: %d ERROR lines in %.3f s for 300 "
+       "messages", errors - before, waited);
+    pthread_mutex_unlock(&lock);
+    bm_gateway_free(gw);
+    rmdir(tmp);
+    snprintf(tmp, sizeof(tmp), "rm -rf '%s'", dir);
+    if (system(tmp) != 0)
+      diag("could not remove %s", dir);
+  }
   bm_gateway_library_cleanup();
   unlink(path);
   return done_testing();
