@@ -126,6 +126,7 @@ struct bm_gateway {
   double compact_at;      /* no size compaction before (one failed), mono */
   struct complaints complaints; /* messages not taken, and the like */
   struct complaints spare;   /* messages taken without a bad spare field */
+  bool own_disconnect; /* our DISCONNECT (a reset, the stop): no loss */
   int qos_closes; /* closes right after a publication, none acknowledged
                    * since (session_lost) */
 };
@@ -1109,9 +1110,19 @@ static void on_publish(struct mosquitto *m, void *obj, int mid, int reason,
 static void on_disconnect(struct mosquitto *m, void *obj, int rc,
                           const mosquitto_property *props)
 {
+  bm_gateway_t *gw = obj;
+
   (void)m;
   (void)props;
-  session_lost(obj, rc == 0 ? "disconnected" : mosquitto_strerror(rc));
+  if (gw->own_disconnect && rc == 0 && gw->session != SESSION_IDLE) {
+    /* Our own DISCONNECT: no broker close to warn about or to count
+     * towards the QoS 2 hint. */
+    gw->session = SESSION_IDLE;
+    gw->reconnect_at = now_mono() + gw->backoff;
+    set_ready(gw, false);
+    return;
+  }
+  session_lost(gw, rc == 0 ? "disconnected" : mosquitto_strerror(rc));
 }
 
 static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
@@ -1461,7 +1472,9 @@ static void client_reset(bm_gateway_t *gw)
      * DISCONNECT and this turn's PUBLISHes and acknowledgements (its
      * journal records are written by now). */
     hold(mosquitto_socket(gw->mosq), 0);
+    gw->own_disconnect = true;
     mosquitto_disconnect(gw->mosq);
+    gw->own_disconnect = false;
   }
   if ((rc = mosquitto_reinitialise(gw->mosq, gw->conf.client_id, false, gw)) !=
       MOSQ_ERR_SUCCESS)
@@ -1974,8 +1987,10 @@ void *bm_gateway_run(void *arg)
 
   /* Leave cleanly: DISCONNECT, so the broker keeps our session. */
   if (gw->session != SESSION_IDLE) {
+    gw->own_disconnect = true;
     mosquitto_disconnect(gw->mosq);
     mosquitto_loop_write(gw->mosq, 1);
+    gw->own_disconnect = false;
   }
   return NULL;
 }

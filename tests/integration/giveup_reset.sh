@@ -62,6 +62,10 @@ bm_is "$(count "$T/mosquitto.log" "Sending PUBLISH to $CLIENT \(d1")" 0 \
   "the notification was acknowledged: the broker delivers nothing again"
 bm_is "$(count "$T/mosquitto.log" "(Socket error|closed its connection).*$CLIENT|$CLIENT.*(Socket error|closed its connection)")" 0 \
   "the broker saw no connection of the plugin lost"
+bm_is "$(count "$T/collectd.log" 'connection to .* lost \(disconnected\)')" 0 \
+  "the plugin's own DISCONNECT is not logged as a lost connection"
 bm_stop_collectd
 bm_is $? 0 "collectd shuts down cleanly"
+bm_is "$(count "$T/collectd.log" 'connection to .* lost')" 0 \
+  "nor is the one at shutdown"
 bm_done
