@@ -848,6 +848,7 @@ static void publish_command(bm_gateway_t *gw, const struct bm_event *ev)
 {
   struct bm_relay_view v;
   int len, rc;
+  bool queued;
 
   pthread_mutex_lock(&gw->lock);
   bm_relay_table_view(gw->table, ev->relay, &v);
@@ -867,12 +868,25 @@ static void publish_command(bm_gateway_t *gw, const struct bm_event *ev)
   }
   rc = mosquitto_publish(gw->mosq, NULL, gw->conf.command_topic, len,
                          gw->payload, gw->conf.qos, false);
-  if (rc == MOSQ_ERR_SUCCESS && gw->conf.qos > 0) {
+  /* At QoS 1 and 2 libmosquitto queues the message before it writes it: a
+   * connection that fails in that write leaves it queued, sent again at the
+   * next connection (and acknowledged then), so it counts as unacked. */
+  queued = gw->conf.qos > 0 &&
+           (rc == MOSQ_ERR_ERRNO || rc == MOSQ_ERR_CONN_LOST ||
+            rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_TLS);
+  if ((rc == MOSQ_ERR_SUCCESS && gw->conf.qos > 0) || queued) {
     gw->unacked++;
     gw->published_at = now_mono();
   }
   /* The payload held the token. */
   memset(gw->payload, 0, (size_t)len);
+  if (queued) {
+    BM_WARNING("gateway \"%s\": the connection failed while publishing "
+               "correlationId \"%s\" (%s); the MQTT client sends it again at "
+               "the next connection",
+               gw->conf.name, ev->corr, mosquitto_strerror(rc));
+    return;
+  }
   if (rc != MOSQ_ERR_SUCCESS) {
     BM_WARNING("gateway \"%s\": publish of correlationId \"%s\" failed: %s; "
                "it times out and is retried",
