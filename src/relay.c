@@ -75,6 +75,7 @@ struct relay {
   bool force;       /* superseded a command: send even if confirmed == desired */
   bool by_command;  /* confirmed came from a command of ours */
   int8_t manual;    /* override: -1 none, 0, 1 */
+  uint8_t refused_kind; /* of the refusal reported at refused_at */
   double manual_until; /* 0: until "auto" */
   double *cmd_times;   /* ring of policy.max_per_minute publish times */
   int cmd_next;
@@ -545,19 +546,24 @@ static int interlocked_with(const bm_relay_table_t *t, int relay, double now)
   return -1;
 }
 
+enum refusal { REFUSED_INTERLOCK = 1, REFUSED_BUDGET };
+
 /* Refuses a command about to be made: an END event, the relay stopped. */
-static void refuse(bm_relay_table_t *t, int relay, const char *reason,
-                   double now, struct bm_events *out)
+static void refuse(bm_relay_table_t *t, int relay, enum refusal kind,
+                   const char *reason, double now, struct bm_events *out)
 {
   struct relay *r = &t->relays[relay];
   struct bm_event *ev;
 
   r->stopped = true;
   t->stats.ops[BM_OP_REFUSED]++;
-  /* A flood of requests is refused each time but reported once a minute. */
-  if (r->refused_at > 0 && now - r->refused_at < 60.0)
+  /* A flood of requests is refused each time but reported once a minute;
+   * a refusal of another kind is news. */
+  if (r->refused_at > 0 && now - r->refused_at < 60.0 &&
+      r->refused_kind == kind)
     return;
   r->refused_at = now;
+  r->refused_kind = (uint8_t)kind;
   if ((ev = events_push(out, BM_EV_END, relay))) {
     ev->outcome = BM_OP_REFUSED;
     ev->severity = BM_SEV_FAILURE;
@@ -580,7 +586,7 @@ static bool command_allowed(bm_relay_table_t *t, int relay, double now,
     snprintf(why, sizeof(why),
              "refused: interlocked with relay \"%s\", which is on",
              t->relays[other].name);
-    refuse(t, relay, why, now, out);
+    refuse(t, relay, REFUSED_INTERLOCK, why, now, out);
     return false;
   }
   if (max > 0) {
@@ -593,7 +599,7 @@ static bool command_allowed(bm_relay_table_t *t, int relay, double now,
                "refused: command budget of %d per minute spent; the last "
                "request came from %s",
                max, r->origin ? r->origin : "an unknown input");
-      refuse(t, relay, why, now, out);
+      refuse(t, relay, REFUSED_BUDGET, why, now, out);
       return false;
     }
     r->cmd_times[r->cmd_next] = now;

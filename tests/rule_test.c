@@ -489,6 +489,54 @@ static void test_interlock_superseded(void)
   bm_relay_table_free(t);
 }
 
+/* Refusals are reported once a minute per kind: a budget refusal right
+ * after an interlock one is reported too. */
+static void test_refusal_kinds(void)
+{
+  struct bm_relay_policy pol = POLICY;
+  bm_relay_table_t *t;
+  struct bm_events ev = {0}, more = {0};
+  int ids[2] = {0, 1};
+  size_t ends = 0;
+  struct bm_notification n = confirm(NULL, 1);
+
+  pol.max_per_minute = 1;
+  t = bm_relay_table_new(&pol, "0123456789abcdef");
+  bm_relay_table_add(t, "fan", 101, 4);
+  bm_relay_table_add(t, "heater", 102, 1);
+  bm_relay_table_interlock(t, ids, 2);
+  bm_relay_table_set_connected(t, true, true, 0, &ev);
+  bm_relay_table_on_notification(t, &n, 0, &ev); /* fan on */
+  n = confirm(NULL, 0);
+  n.state.resource_id = 102;
+  n.state.output = 1;
+  bm_relay_table_on_notification(t, &n, 0, &ev); /* heater off */
+  bm_events_clear(&ev);
+  bm_relay_table_request(t, 1, 1, "heater on", false, 1, NULL, 0);
+  bm_relay_table_tick(t, 1, &ev); /* refused: interlocked with the fan */
+  n = confirm(NULL, 0);
+  bm_relay_table_on_notification(t, &n, 2, &more); /* the fan goes off */
+  bm_relay_table_request(t, 1, 1, "heater on", false, 3, NULL, 0);
+  bm_relay_table_tick(t, 3, &ev); /* published: the budget's one command */
+  for (size_t i = 0; i < ev.n; i++)
+    if (ev.ev[i].kind == BM_EV_PUBLISH) {
+      struct bm_notification c = confirm(ev.ev[i].corr, 1);
+      c.state.resource_id = 102;
+      c.state.output = 1;
+      bm_relay_table_on_notification(t, &c, 3, &more);
+    }
+  bm_relay_table_request(t, 1, 0, "heater off", false, 4, NULL, 0);
+  bm_relay_table_tick(t, 4, &ev); /* refused: the budget is spent */
+  for (size_t i = 0; i < ev.n; i++)
+    ends += ev.ev[i].kind == BM_EV_END && ev.ev[i].relay == 1 &&
+            ev.ev[i].outcome == BM_OP_REFUSED;
+  is_int((int)ends, 2, "refusal kinds: the interlock's and, 3 s later, the "
+                       "budget's refusal are both reported");
+  bm_events_release(&ev);
+  bm_events_release(&more);
+  bm_relay_table_free(t);
+}
+
 /* Random requests to two interlocked relays: never both on. */
 static void test_interlock_property(unsigned seed)
 {
@@ -618,6 +666,7 @@ int main(void)
   test_min_times();
   test_hold_ends();
   test_interlock_superseded();
+  test_refusal_kinds();
   test_budget();
   test_switch_history();
   for (unsigned seed = 1; seed <= 5; seed++)
