@@ -127,6 +127,7 @@ struct bm_gateway {
   struct complaints complaints; /* messages not taken, and the like */
   struct complaints spare;   /* messages taken without a bad spare field */
   bool own_disconnect; /* our DISCONNECT (a reset, the stop): no loss */
+  bool tcp_up;         /* the socket of this attempt was seen writable */
   int qos_closes; /* closes right after a publication, none acknowledged
                    * since (session_lost) */
 };
@@ -1787,6 +1788,8 @@ static void start_connect(bm_gateway_t *gw)
 {
   int rc;
 
+  gw->tcp_up = false;
+
   if (gw->tls && !gw->tls_ready && tls_setup(gw) != 0) {
     gw->reconnect_at = now_mono() + gw->backoff;
     gw->backoff = fmin(gw->backoff * 2, BACKOFF_MAX);
@@ -1940,7 +1943,13 @@ void *bm_gateway_run(void *arg)
     pfd[0].fd = gw->wake_fd;
     pfd[0].events = POLLIN;
     pfd[1].fd = sock;
-    pfd[1].events = POLLIN | (mosquitto_want_write(gw->mosq) ? POLLOUT : 0);
+    /* Until the TCP connect of an attempt completes (writable), poll for
+     * it: a TLS handshake that could not start does not ask (see 4.). */
+    pfd[1].events = POLLIN | (mosquitto_want_write(gw->mosq) ||
+                                      (gw->session == SESSION_CONNECTING &&
+                                       !gw->tcp_up)
+                                  ? POLLOUT
+                                  : 0);
     pfd[0].revents = pfd[1].revents = 0;
     /* Between attempts the old socket may linger, hung up: not polled. */
     if (gw->session == SESSION_IDLE)
@@ -1977,17 +1986,22 @@ void *bm_gateway_run(void *arg)
     }
     if (sock >= 0 && gw->session != SESSION_IDLE) {
       int rc = MOSQ_ERR_SUCCESS;
-      /* While connecting, writable may mean the TCP connect just completed
-       * under a TLS handshake that could not start (SSL_connect wanted to
-       * write): only mosquitto_loop_read carries that handshake on
-       * (mosquitto_loop_write waits for it), so writable is a cue to read.
-       * Without a handshake pending the read finds nothing (EAGAIN). A
-       * connect that takes longer than loopback's (a remote broker) spun
-       * at full CPU here until the keepalive, the ClientHello never sent. */
+      /* The first writable of an attempt is its TCP connect completing,
+       * under a TLS handshake that may not have started (SSL_connect met
+       * the pending connect): only mosquitto_loop_read carries it on
+       * (mosquitto_loop_write waits for it, and libmosquitto may not even
+       * ask for writable), so it is a cue to read. Without a handshake
+       * pending the read finds nothing (EAGAIN). A connect slower than
+       * loopback's (a remote broker) otherwise stalled until the
+       * keepalive, the ClientHello never sent, polling at full CPU. */
+      bool connected_now = gw->session == SESSION_CONNECTING &&
+                           !gw->tcp_up && (pfd[1].revents & POLLOUT);
+      if (connected_now)
+        gw->tcp_up = true;
       if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))
         rc = read_packets(gw);
-      else if (gw->session == SESSION_CONNECTING &&
-               (pfd[1].revents & POLLOUT))
+      else if (connected_now ||
+               (gw->session == SESSION_CONNECTING && (pfd[1].revents & POLLOUT)))
         rc = mosquitto_loop_read(gw->mosq, 1);
       if (rc == MOSQ_ERR_SUCCESS && (pfd[1].revents & POLLOUT))
         rc = mosquitto_loop_write(gw->mosq, 1);
