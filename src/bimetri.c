@@ -24,8 +24,8 @@
  * bounded queue, so that collectd's write queue and the notification
  * plugins (logfile opens its file per line) never hold up MQTT; it holds no
  * lock while it dispatches notifications (values: dispatch_order, which
- * orders them with the read callback's). A full queue makes the gateway threads wait:
- * nothing is dropped.
+ * orders them with the read callback's). A full queue makes the gateway
+ * threads wait: nothing is dropped.
  */
 #include "bm_config.h"
 
@@ -40,6 +40,7 @@
 #include <malloc.h> /* malloc_trim */
 #endif
 
+#include "clock.h"
 #include "gateway.h"
 #include "idmap.h"
 #include "log.h"
@@ -876,17 +877,6 @@ static int bimetri_read(user_data_t *ud)
   return 0;
 }
 
-/* Rules keep time on the monotonic clock: a clock step (NTP at the start
- * of a device without a real-time clock) must not make every rule stale
- * at once, nor hide an outage for as long as the step. */
-static double mono_now(void)
-{
-  struct timespec ts;
-
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* A rule's request, handed to its gateway's thread (on_asked reports it
  * when held back or refused). */
 static void rule_request(const struct bm_rule *r, int want, const char *origin,
@@ -942,7 +932,7 @@ static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
       free(rates);
     }
     pthread_mutex_lock(&r->order);
-    if ((want = bm_rule_feed(r, value, mono_now(), NULL)) >= 0) {
+    if ((want = bm_rule_feed(r, value, bm_now_mono(), NULL)) >= 0) {
       char origin[BM_ORIGIN_SIZE];
       snprintf(origin, sizeof(origin), "switch %s: %g from %s/%s%s%s/%s%s%s",
                r->name, value, vl->host, vl->plugin,
@@ -959,7 +949,7 @@ static int bimetri_write(const data_set_t *ds, const value_list_t *vl,
  * FailSafe (safety first: without the limits). */
 static void rules_tick(void)
 {
-  double now = mono_now();
+  double now = bm_now_mono();
 
   for (size_t i = 0; i < conf.rules_n; i++) {
     char origin[BM_ORIGIN_SIZE];

@@ -83,6 +83,7 @@
 #include <openssl/rand.h>
 #include <yajl/yajl_gen.h>
 
+#include "clock.h"
 #include "conffile.h"
 #include "gateway.h"
 #include "journal.h"
@@ -293,19 +294,6 @@ static void iso_time(int64_t ms, char *buf, size_t cap)
   snprintf(buf + n, cap - n, "%.3s:%.2s", tz, tz + 3);
 }
 
-static int64_t now_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static double now_mono(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static const char *state_word(int s)
 {
@@ -1139,7 +1127,7 @@ static void session_run(struct session *s, double until, bool ready_stops)
   s->stop = false;
   while (!s->stop && s->state != SESS_LOST && !interrupted &&
          !(ready_stops && s->state == SESS_READY)) {
-    double now = now_mono();
+    double now = bm_now_mono();
     struct pollfd pfd;
     int sock, n, rc = MOSQ_ERR_SUCCESS;
 
@@ -1222,7 +1210,7 @@ static int session_open(struct session *s, struct ctl_gateway *g,
     return fail("gateway \"%s\": cannot connect to the broker at %s:%d: %s",
                 c->name, c->host, c->port,
                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-  session_run(s, now_mono() + CONNECT_TIMEOUT, true);
+  session_run(s, bm_now_mono() + CONNECT_TIMEOUT, true);
   if (s->state == SESS_READY)
     return 0;
   if (interrupted)
@@ -1993,7 +1981,7 @@ static void set_on_message(struct session *s, const struct mosquitto_message *ms
       strcmp(m->u.response.correlation_id, x->corr) == 0) {
     x->got_response = true;
     x->resp = m->u.response;
-    x->resp_at = now_mono();
+    x->resp_at = bm_now_mono();
     print_response(x);
     if (x->resp.result != BM_RESULT_SENT)
       s->stop = true;
@@ -2009,7 +1997,7 @@ static void set_on_message(struct session *s, const struct mosquitto_message *ms
     } else {
       x->got_notif = true;
       x->notif = *n;
-      x->notif_at = now_mono();
+      x->notif_at = bm_now_mono();
       print_notification(x);
       s->stop = true;
     }
@@ -2252,7 +2240,7 @@ static int cmd_set(const struct ctl_opts *o, struct ctl_conf *cf)
     fail("cannot encode the command: too large");
     goto out;
   }
-  x.t0 = now_mono();
+  x.t0 = bm_now_mono();
   rc = mosquitto_publish(s.m, NULL, g->c.command_topic, len, payload,
                          g->c.qos, false);
   OPENSSL_cleanse(payload, (size_t)len);
@@ -2265,7 +2253,7 @@ static int cmd_set(const struct ctl_opts *o, struct ctl_conf *cf)
   {
     char when[64];
     struct line l = {.n = 0};
-    iso_time(now_ms(), when, sizeof(when));
+    iso_time(bm_now_wall_ms(), when, sizeof(when));
     if (opt_json) {
       jl_begin("published");
       jl_str("gateway", g->c.name);
@@ -2309,7 +2297,7 @@ static int cmd_set(const struct ctl_opts *o, struct ctl_conf *cf)
       double until = x.got_response ? notif_by : fmin(ack_by, notif_by);
       if (x.got_notif || (x.got_response && x.resp.result != BM_RESULT_SENT))
         break;
-      if (now_mono() >= until || s.state == SESS_LOST || interrupted)
+      if (bm_now_mono() >= until || s.state == SESS_LOST || interrupted)
         break;
       session_run(&s, until, false);
     }
@@ -2483,7 +2471,7 @@ static void watch_message(struct session *s, const struct mosquitto_message *msg
   struct watch_ctx *w = s->ctx;
   struct bm_msg *m = &msg_buf;
   char err[256], when[64], fp[13];
-  int64_t ms = now_ms();
+  int64_t ms = bm_now_wall_ms();
   struct line l = {.n = 0};
   size_t len = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
 
@@ -2676,10 +2664,10 @@ static int cmd_watch(const struct ctl_opts *o, struct ctl_conf *cf)
           o->commands ? g->c.command_topic : "", o->commands ? "\"" : "",
           g->c.host, g->c.port);
   {
-    double until = o->duration > 0 ? now_mono() + o->duration : HUGE_VAL;
-    while (!interrupted && s.state != SESS_LOST && now_mono() < until &&
+    double until = o->duration > 0 ? bm_now_mono() + o->duration : HUGE_VAL;
+    while (!interrupted && s.state != SESS_LOST && bm_now_mono() < until &&
            !(w.count > 0 && w.seen >= w.count))
-      session_run(&s, fmin(until, now_mono() + 3600), false);
+      session_run(&s, fmin(until, bm_now_mono() + 3600), false);
   }
   if (s.state == SESS_LOST) {
     fail("gateway \"%s\": the broker connection was lost: %s", g->c.name,

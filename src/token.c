@@ -4,6 +4,7 @@
 #include "token.h"
 
 #include "alloc.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -272,15 +273,6 @@ out:
 
 /* ---- command ----------------------------------------------------------- */
 
-static double since(const struct timespec *start)
-{
-  struct timespec now;
-
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return (double)(now.tv_sec - start->tv_sec) +
-         (double)(now.tv_nsec - start->tv_nsec) / 1e9;
-}
-
 /* The command's process group, and the shell itself should it not have
  * made its group yet. */
 static void kill_group(pid_t pid)
@@ -289,12 +281,11 @@ static void kill_group(pid_t pid)
   (void)kill(pid, SIGKILL);
 }
 
-/* Reaps pid, killing its group once timeout seconds since start have
- * passed: a command that closed its output can still run on. Returns 0
- * when it exited by itself, -1 when it had to be killed. A child reaped
- * elsewhere (SIGCHLD ignored: ECHILD) counts as exited, status 0. */
-static int reap_within(pid_t pid, const struct timespec *start, double timeout,
-                       int *wstatus)
+/* Reaps pid, killing its group once the monotonic deadline has passed: a
+ * command that closed its output can still run on. Returns 0 when it
+ * exited by itself, -1 when it had to be killed. A child reaped elsewhere
+ * (SIGCHLD ignored: ECHILD) counts as exited, status 0. */
+static int reap_within(pid_t pid, double deadline, int *wstatus)
 {
   bool killed = false;
 
@@ -311,7 +302,7 @@ static int reap_within(pid_t pid, const struct timespec *start, double timeout,
       *wstatus = 0;
       return killed ? -1 : 0;
     }
-    if (!killed && since(start) >= timeout) {
+    if (!killed && bm_now_mono() >= deadline) {
       kill_group(pid);
       killed = true;
       continue;
@@ -326,7 +317,7 @@ static int refresh_command(bm_token_t *t, char *err, size_t errlen)
   size_t len = 0;
   int fds[2] = {-1, -1}, wstatus = 0, status = -1, n;
   pid_t pid = -1;
-  struct timespec start;
+  double deadline;
 
   if (pipe2(fds, O_CLOEXEC) != 0) {
     snprintf(err, errlen, "TokenCommand: pipe failed: %s", strerror(errno));
@@ -349,20 +340,19 @@ static int refresh_command(bm_token_t *t, char *err, size_t errlen)
   close(fds[1]);
   fds[1] = -1;
 
-  clock_gettime(CLOCK_MONOTONIC, &start);
+  deadline = bm_now_mono() + t->conf.command_timeout;
   for (;;) {
     struct pollfd p = {fds[0], POLLIN, 0};
-    double spent;
+    double left = deadline - bm_now_mono();
     ssize_t got;
 
-    spent = since(&start);
-    if (spent >= t->conf.command_timeout) {
+    if (left <= 0) {
       snprintf(err, errlen, "TokenCommand did not finish within %g s",
                t->conf.command_timeout);
       kill_group(pid);
       goto reap;
     }
-    n = poll(&p, 1, (int)((t->conf.command_timeout - spent) * 1000) + 1);
+    n = poll(&p, 1, (int)(left * 1000) + 1);
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0)
@@ -383,7 +373,7 @@ static int refresh_command(bm_token_t *t, char *err, size_t errlen)
   buf[len] = '\0';
   status = 0;
 reap:
-  if (reap_within(pid, &start, t->conf.command_timeout, &wstatus) != 0 &&
+  if (reap_within(pid, deadline, &wstatus) != 0 &&
       status == 0) {
     snprintf(err, errlen, "TokenCommand did not exit within %g s (it closed "
              "its output)", t->conf.command_timeout);
