@@ -12,6 +12,7 @@
 #include "gateway.h"
 
 #include "alloc.h"
+#include "clock.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -122,8 +123,7 @@ struct bm_gateway {
   bool tls_ready;             /* libmosquitto's TLS is set up */
   bm_journal_t *journal;
   bool journal_behind;    /* a turn's records were not all written */
-  double journal_heal_at; /* the next rewrite of a journal behind, mono */
-  double compact_at;      /* no size compaction before (one failed), mono */
+  double journal_heal_at; /* no compaction attempt before, mono */
   struct complaints complaints; /* messages not taken, and the like */
   struct complaints spare;   /* messages taken without a bad spare field */
   bool own_disconnect; /* our DISCONNECT (a reset, the stop): no loss */
@@ -135,19 +135,6 @@ struct bm_gateway {
 static void client_reset(bm_gateway_t *gw);
 static void hold(int sock, int on);
 
-static double now_mono(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int64_t now_wall_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Logs a problem of kind c at most once per COMPLAIN_INTERVAL, saying how
  * many were suppressed in between. */
@@ -156,7 +143,7 @@ complain(bm_gateway_t *gw, struct complaints *c, const char *fmt, ...)
 {
   char line[512];
   va_list ap;
-  double now = now_mono();
+  double now = bm_now_mono();
 
   if (c->at > 0 && now - c->at < COMPLAIN_INTERVAL) {
     c->suppressed++;
@@ -226,7 +213,7 @@ static void token_report(bm_gateway_t *gw, int64_t now)
 static void token_update(bm_gateway_t *gw, bool force)
 {
   char err[256];
-  int64_t now = now_wall_ms() / 1000;
+  int64_t now = bm_now_wall_ms() / 1000;
   int rc = bm_token_refresh(gw->token, now, force, err, sizeof(err));
 
   if (rc < 0)
@@ -244,11 +231,11 @@ static void token_update(bm_gateway_t *gw, bool force)
       bm_relay_table_view(gw->table, (int)i, &v);
       if (v.desired >= 0)
         bm_relay_table_set_desired(gw->table, (int)i, v.desired,
-                                   "retry with a new token", now_mono());
+                                   "retry with a new token", bm_now_mono());
       pthread_mutex_unlock(&gw->lock);
     }
   }
-  gw->token_checked = now_mono();
+  gw->token_checked = bm_now_mono();
   token_report(gw, now);
 }
 
@@ -267,7 +254,7 @@ static void refuse_without_token(bm_gateway_t *gw)
       token_update(gw, false);
       checked = true;
     }
-    if (bm_token_usable(gw->token, now_wall_ms() / 1000, gw->conf.token_leeway,
+    if (bm_token_usable(gw->token, bm_now_wall_ms() / 1000, gw->conf.token_leeway,
                         why, sizeof(why)) == 0)
       return;
     pthread_mutex_lock(&gw->lock);
@@ -300,7 +287,7 @@ static void after_unauthorized(bm_gateway_t *gw, struct bm_event *ev)
       pthread_mutex_lock(&gw->lock);
       bm_relay_table_set_desired(gw->table, ev->relay, ev->status,
                                  "retry after unauthorized with a new token",
-                                 now_mono());
+                                 bm_now_mono());
       pthread_mutex_unlock(&gw->lock);
       ev->severity = BM_SEV_WARNING;
       snprintf(ev->reason + strlen(ev->reason),
@@ -325,7 +312,7 @@ static int journal_event(bm_gateway_t *gw, const struct bm_event *ev,
   struct bm_jrec rec;
 
   memset(&rec, 0, sizeof(rec));
-  rec.time_ms = now_wall_ms();
+  rec.time_ms = bm_now_wall_ms();
   switch (ev->kind) {
   case BM_EV_PUBLISH:
     if (ev->republish)
@@ -493,8 +480,8 @@ static int snapshot_take(bm_gateway_t *gw, struct snapshot *s)
     snapshot_free(s);
     return -1;
   }
-  s->mono = now_mono();
-  s->wall_ms = now_wall_ms();
+  s->mono = bm_now_mono();
+  s->wall_ms = bm_now_wall_ms();
   pthread_mutex_lock(&gw->lock);
   s->seq = bm_relay_table_last_seq(gw->table);
   for (size_t i = 0; i < s->n; i++) {
@@ -584,8 +571,6 @@ static void journal_compact(bm_gateway_t *gw)
     return;
   }
   if (bm_journal_compact(gw->journal, snapshot_emit, &s) != 0) {
-    gw->compact_at = now_mono() + 1.0; /* the file is past its size: again
-                                        * in a second, not every turn */
     BM_ERROR("gateway \"%s\": compaction of the journal \"%s\" failed; the "
              "old journal stays in use",
              gw->conf.name, gw->conf.journal_file);
@@ -598,18 +583,20 @@ static void journal_compact(bm_gateway_t *gw)
   snapshot_free(&s);
 }
 
-/* A turn whose records were not all written leaves the file behind the
- * table (records lost, or a command's record kept while the command was
- * taken back), and a journal failed by an fsync or a write it could not
- * cut off refuses appends: both until a compaction rewrites the file from
- * the table. Tried at once, then at most once a second while it fails. */
-static bool journal_needs_rewrite(bm_gateway_t *gw)
+/* A compaction rewrites the file from the table when it grew past its
+ * size, when a turn's records were not all written (the file is behind
+ * the table: records lost, or a command's record kept while the command
+ * was taken back), and when a journal failed by an fsync or a write it
+ * could not cut off refuses appends. Tried at once, then at most once a
+ * second while it fails (a full disk: not at every turn). */
+static bool journal_compaction_due(bm_gateway_t *gw)
 {
   double now;
 
-  if (!gw->journal_behind && !bm_journal_is_failed(gw->journal))
+  if (!gw->journal_behind && !bm_journal_is_failed(gw->journal) &&
+      !bm_journal_needs_compaction(gw->journal))
     return false;
-  now = now_mono();
+  now = bm_now_mono();
   if (now < gw->journal_heal_at)
     return false;
   gw->journal_heal_at = now + 1.0;
@@ -795,8 +782,8 @@ static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
 
   memset(&rp, 0, sizeof(rp));
   rp.gw = gw;
-  rp.mono = now_mono();
-  rp.wall_ms = now_wall_ms();
+  rp.mono = bm_now_mono();
+  rp.wall_ms = bm_now_wall_ms();
   rp.saved = bm_calloc(n + 1, sizeof(*rp.saved));
   rp.pending = bm_calloc(n + 1, sizeof(*rp.pending));
   rp.published_ms = bm_calloc(n + 1, sizeof(*rp.published_ms));
@@ -877,7 +864,7 @@ static void publish_command(bm_gateway_t *gw, const struct bm_event *ev)
             rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_TLS);
   if ((rc == MOSQ_ERR_SUCCESS && gw->conf.qos > 0) || queued) {
     gw->unacked++;
-    gw->published_at = now_mono();
+    gw->published_at = bm_now_mono();
   }
   /* The payload held the token. */
   memset(gw->payload, 0, (size_t)len);
@@ -941,9 +928,7 @@ static void run_events(bm_gateway_t *gw)
   gw->running_events = false;
   if (any && gw->hooks.events_done)
     gw->hooks.events_done(gw->hooks.ctx);
-  if (gw->journal && ((bm_journal_needs_compaction(gw->journal) &&
-                       now_mono() >= gw->compact_at) ||
-                      journal_needs_rewrite(gw)))
+  if (gw->journal && journal_compaction_due(gw))
     journal_compact(gw);
 }
 
@@ -995,13 +980,13 @@ static void set_ready(bm_gateway_t *gw, bool ready)
   was = gw->ready;
   gw->ready = ready;
   bm_relay_table_set_connected(gw->table, ready, gw->session_present,
-                               now_mono(), &gw->events);
+                               bm_now_mono(), &gw->events);
   /* The intents that waited for the session go out now, in this turn:
    * read_packets goes on reading, and a broker that closes the session
    * right away (one refusing the QoS 2 publication libmosquitto resends
    * after the CONNACK) would otherwise end it before the loop's tick. */
   if (ready)
-    bm_relay_table_tick(gw->table, now_mono(), &gw->events);
+    bm_relay_table_tick(gw->table, bm_now_mono(), &gw->events);
   pthread_mutex_unlock(&gw->lock);
   if (was != ready && gw->hooks.connection)
     gw->hooks.connection(gw->hooks.ctx, gw->conf.name, ready);
@@ -1012,7 +997,7 @@ static void set_ready(bm_gateway_t *gw, bool ready)
 
 static void session_lost(bm_gateway_t *gw, const char *why)
 {
-  double now = now_mono();
+  double now = bm_now_mono();
 
   if (gw->session == SESSION_IDLE)
     return;
@@ -1047,6 +1032,17 @@ static void session_lost(bm_gateway_t *gw, const char *why)
                  gw->conf.name);
   }
   gw->backoff = fmin(gw->backoff * 2, BACKOFF_MAX);
+  set_ready(gw, false);
+}
+
+/* A session we ended ourselves (a reset, the stop): idle, the next
+ * attempt after the current backoff, no warning. Once. */
+static void session_closed(bm_gateway_t *gw)
+{
+  if (gw->session == SESSION_IDLE)
+    return;
+  gw->session = SESSION_IDLE;
+  gw->reconnect_at = bm_now_mono() + gw->backoff;
   set_ready(gw, false);
 }
 
@@ -1103,7 +1099,7 @@ static void on_subscribe(struct mosquitto *m, void *obj, int mid, int count,
                gw->conf.name, granted[0], gw->conf.sub_qos);
   gw->granted_qos = granted[0];
   gw->session = SESSION_READY;
-  gw->ready_at = now_mono();
+  gw->ready_at = bm_now_mono();
   set_ready(gw, true);
 }
 
@@ -1129,12 +1125,10 @@ static void on_disconnect(struct mosquitto *m, void *obj, int rc,
 
   (void)m;
   (void)props;
-  if (gw->own_disconnect && rc == 0 && gw->session != SESSION_IDLE) {
+  if (gw->own_disconnect && rc == 0) {
     /* Our own DISCONNECT: no broker close to warn about or to count
      * towards the QoS 2 hint. */
-    gw->session = SESSION_IDLE;
-    gw->reconnect_at = now_mono() + gw->backoff;
-    set_ready(gw, false);
+    session_closed(gw);
     return;
   }
   session_lost(gw, rc == 0 ? "disconnected" : mosquitto_strerror(rc));
@@ -1146,7 +1140,7 @@ static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
   enum bm_apply res = BM_APPLY_OK;
   bool own_id = false; /* an unknown response's id is one of ours */
   bool decoded, foreign;
-  double now = now_mono();
+  double now = bm_now_mono();
 
   if (len > BM_MSG_MAX_SIZE) {
     pthread_mutex_lock(&gw->lock);
@@ -1337,7 +1331,7 @@ bm_gateway_t *bm_gateway_new(const struct bm_gateway_conf *conf,
   gw->cmd.user_id = conf->user_id;
   gw->cmd.organization_id = conf->organization_id;
   gw->token_severity = BM_SEV_OKAY;
-  if (!(gw->token = bm_token_new(&conf->token, now_wall_ms() / 1000, err,
+  if (!(gw->token = bm_token_new(&conf->token, bm_now_wall_ms() / 1000, err,
                                  errlen)))
     goto fail;
   BM_INFO("gateway \"%s\": token %s ready", conf->name,
@@ -1498,11 +1492,7 @@ static void client_reset(bm_gateway_t *gw)
   else if (client_setup(gw, err, sizeof(err)) != 0)
     BM_ERROR("gateway \"%s\": cannot set the MQTT client up again: %s",
              gw->conf.name, err);
-  if (gw->session != SESSION_IDLE) {
-    gw->session = SESSION_IDLE;
-    gw->reconnect_at = now_mono() + gw->backoff;
-    set_ready(gw, false);
-  }
+  session_closed(gw);
 }
 
 int bm_gateway_open(bm_gateway_t *gw, const char *default_client_id,
@@ -1640,7 +1630,7 @@ enum bm_request bm_gateway_request(bm_gateway_t *gw, int relay, int status,
 
   bm_str_copy(a.origin, sizeof(a.origin), origin ? origin : "");
   pthread_mutex_lock(&gw->lock);
-  res = decide(gw, &a, now_mono(), why, whylen);
+  res = decide(gw, &a, bm_now_mono(), why, whylen);
   pthread_mutex_unlock(&gw->lock);
   if (res == BM_REQ_OK)
     wake(gw);
@@ -1745,7 +1735,7 @@ enum bm_request bm_gateway_override(bm_gateway_t *gw, int relay, int status,
     return BM_REQ_SAME;
   pthread_mutex_lock(&gw->lock);
   res = bm_relay_table_override(gw->table, relay, status, hold, origin,
-                                now_mono(), why, whylen);
+                                bm_now_mono(), why, whylen);
   pthread_mutex_unlock(&gw->lock);
   if (res == BM_REQ_OK)
     wake(gw);
@@ -1791,7 +1781,7 @@ static void start_connect(bm_gateway_t *gw)
   gw->tcp_up = false;
 
   if (gw->tls && !gw->tls_ready && tls_setup(gw) != 0) {
-    gw->reconnect_at = now_mono() + gw->backoff;
+    gw->reconnect_at = bm_now_mono() + gw->backoff;
     gw->backoff = fmin(gw->backoff * 2, BACKOFF_MAX);
     return;
   }
@@ -1821,7 +1811,7 @@ static void start_connect(bm_gateway_t *gw)
                gw->conf.name, gw->conf.host, gw->conf.port,
                rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
                gw->backoff);
-    gw->reconnect_at = now_mono() + gw->backoff;
+    gw->reconnect_at = bm_now_mono() + gw->backoff;
     gw->backoff = fmin(gw->backoff * 2, BACKOFF_MAX);
     return;
   }
@@ -1914,7 +1904,7 @@ void *bm_gateway_run(void *arg)
     (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
   }
   while (!atomic_load(&gw->stop)) {
-    double now = now_mono(), deadline;
+    double now = bm_now_mono(), deadline;
     int sock, timeout_ms, n;
 
     /* 1. connect */
@@ -1994,14 +1984,13 @@ void *bm_gateway_run(void *arg)
        * pending the read finds nothing (EAGAIN). A connect slower than
        * loopback's (a remote broker) otherwise stalled until the
        * keepalive, the ClientHello never sent, polling at full CPU. */
-      bool connected_now = gw->session == SESSION_CONNECTING &&
-                           !gw->tcp_up && (pfd[1].revents & POLLOUT);
-      if (connected_now)
+      bool writable_connecting = gw->session == SESSION_CONNECTING &&
+                                 (pfd[1].revents & POLLOUT);
+      if (writable_connecting)
         gw->tcp_up = true;
       if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))
         rc = read_packets(gw);
-      else if (connected_now ||
-               (gw->session == SESSION_CONNECTING && (pfd[1].revents & POLLOUT)))
+      else if (writable_connecting)
         rc = mosquitto_loop_read(gw->mosq, 1);
       if (rc == MOSQ_ERR_SUCCESS && (pfd[1].revents & POLLOUT))
         rc = mosquitto_loop_write(gw->mosq, 1);
