@@ -548,12 +548,30 @@ static int interlocked_with(const bm_relay_table_t *t, int relay, double now)
 
 enum refusal { REFUSED_INTERLOCK = 1, REFUSED_BUDGET };
 
+/* The END event of a refused command: a FAILURE with the relay's origin;
+ * corr "" for a command refused before it was made. */
+static void push_refused(bm_relay_table_t *t, int relay, int status,
+                         int attempt, const char *corr, const char *reason,
+                         struct bm_events *out)
+{
+  struct bm_event *ev;
+
+  if (!(ev = events_push(out, BM_EV_END, relay)))
+    return;
+  ev->outcome = BM_OP_REFUSED;
+  ev->severity = BM_SEV_FAILURE;
+  ev->status = status;
+  ev->attempt = attempt;
+  bm_str_copy(ev->corr, sizeof(ev->corr), corr);
+  bm_str_copy(ev->origin, sizeof(ev->origin), t->relays[relay].origin);
+  bm_str_copy(ev->reason, sizeof(ev->reason), reason);
+}
+
 /* Refuses a command about to be made: an END event, the relay stopped. */
 static void refuse(bm_relay_table_t *t, int relay, enum refusal kind,
                    const char *reason, double now, struct bm_events *out)
 {
   struct relay *r = &t->relays[relay];
-  struct bm_event *ev;
 
   r->stopped = true;
   t->stats.ops[BM_OP_REFUSED]++;
@@ -564,14 +582,7 @@ static void refuse(bm_relay_table_t *t, int relay, enum refusal kind,
     return;
   r->refused_at = now;
   r->refused_kind = (uint8_t)kind;
-  if ((ev = events_push(out, BM_EV_END, relay))) {
-    ev->outcome = BM_OP_REFUSED;
-    ev->severity = BM_SEV_FAILURE;
-    ev->status = r->desired;
-    ev->attempt = r->attempt + 1;
-    bm_str_copy(ev->origin, sizeof(ev->origin), r->origin);
-    bm_str_copy(ev->reason, sizeof(ev->reason), reason);
-  }
+  push_refused(t, relay, r->desired, r->attempt + 1, "", reason, out);
 }
 
 /* The rules every command obeys (see relay.h): true when it may go. */
@@ -715,21 +726,15 @@ static void refuse_republish(bm_relay_table_t *t, int relay, int other,
                              double now, struct bm_events *out)
 {
   struct relay *r = &t->relays[relay];
-  struct bm_event *ev;
+  char why[BM_REASON_SIZE];
 
   t->stats.ops[BM_OP_REFUSED]++;
-  if ((ev = events_push(out, BM_EV_END, relay))) {
-    ev->outcome = BM_OP_REFUSED;
-    ev->severity = BM_SEV_FAILURE;
-    ev->status = r->pending->status;
-    ev->attempt = r->pending->attempt;
-    bm_str_copy(ev->corr, sizeof(ev->corr), r->pending->corr);
-    bm_str_copy(ev->origin, sizeof(ev->origin), r->origin);
-    snprintf(ev->reason, sizeof(ev->reason),
-             "refused: not sent again: interlocked with relay \"%s\", which "
-             "is on",
-             t->relays[other].name);
-  }
+  snprintf(why, sizeof(why),
+           "refused: not sent again: interlocked with relay \"%s\", which is "
+           "on",
+           t->relays[other].name);
+  push_refused(t, relay, r->pending->status, r->pending->attempt,
+               r->pending->corr, why, out);
   retire_pending(t, r, false);
   r->stopped = true;
   update_deadline(t, relay, now);
