@@ -1741,24 +1741,16 @@ static void test_sync(void)
   is_int(bm_journal_close(j), 0, "close with an unsynced append");
   is_int(io.fsync_calls, 1, "... fsyncs it");
 
-  j = bm_journal_open(path, BM_JOURNAL_SYNC_NONE, NULL, NULL, err,
-                      sizeof(err));
-  if (!j)
+  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_NONE)))
     return;
-  bm_journal_set_io(j, &test_io);
-  io_reset();
   for (int i = 0; i < 10; i++)
     bad += bm_journal_append(j, &r) != 0;
   is_int(bm_journal_sync(j), 0, "mode none: sync succeeds");
   is_int(bm_journal_close(j), 0, "mode none: close");
   is_int(io.fsync_calls, 0, "mode none: never an fsync");
 
-  j = bm_journal_open(path, BM_JOURNAL_SYNC_FULL, NULL, NULL, err,
-                      sizeof(err));
-  if (!j)
+  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_FULL)))
     return;
-  bm_journal_set_io(j, &test_io);
-  io_reset();
   bad += bm_journal_append(j, &r) != 0;
   is_int(bm_journal_sync(j), 0, "mode full: sync succeeds");
   is_int(io.fsync_calls, 1, "mode full: the sync fsyncs");
@@ -1767,12 +1759,8 @@ static void test_sync(void)
   is_int(io.fsync_calls, 2, "mode full: so does the close, after an append");
 
   /* A failed fsync: unknown what reached the disk, so the journal stops. */
-  j = bm_journal_open(path, BM_JOURNAL_SYNC_ALWAYS, NULL, NULL, err,
-                      sizeof(err));
-  if (!j)
+  if (!(j = open_hooked(path, BM_JOURNAL_SYNC_ALWAYS)))
     return;
-  bm_journal_set_io(j, &test_io);
-  io_reset();
   io.fail_fsync_at = 1;
   io.fsync_errno = EIO;
   bad += bm_journal_append(j, &r) != 0;

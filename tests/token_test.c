@@ -934,6 +934,24 @@ static char process_state(pid_t pid)
   return close_paren && close_paren[1] == ' ' ? close_paren[2] : 0;
 }
 
+/* bm_token_new with TokenCommand cmd and a 0.3 s timeout: refused with an
+ * error that contains want, after the timeout and long before the
+ * command's own end (5 s). */
+static void refused_after_timeout(const char *cmd, const char *want,
+                                  const char *what)
+{
+  char err[ERRLEN] = "";
+  struct bm_token_conf c = command_conf(cmd, 0.3, 60);
+  double t0 = mono(), took;
+  bm_token_t *t = bm_token_new(&c, NOW, err, sizeof(err));
+
+  took = mono() - t0;
+  ok(t == NULL && has(err, want), "command: %s is refused (%s)", what, err);
+  ok(took >= 0.25 && took < 1.5, "command: ... after the 0.3 s timeout (%.2f s)",
+     took);
+  bm_token_free(t);
+}
+
 /* Lines in path (0 when there is none). */
 static int run_count(const char *p)
 {
@@ -1015,39 +1033,15 @@ static void test_command(void)
     bm_token_free(t);
   }
 
-  /* The timeout bounds the wait. */
-  c = command_conf("exec sleep 5", 0.3, 60);
-  err[0] = '\0';
-  t0 = mono();
-  t = bm_token_new(&c, NOW, err, sizeof(err));
-  took = mono() - t0;
-  ok(t == NULL && has(err, "TokenCommand did not finish within 0.3 s"),
-     "command: a command that takes too long is refused (%s)", err);
-  ok(took >= 0.25 && took < 1.5, "command: ... after the 0.3 s timeout (%.2f s)", took);
-  bm_token_free(t);
-
-  /* Output that stops while the command keeps running: still timed out. */
-  c = command_conf("echo partial; exec sleep 5", 0.3, 60);
-  t0 = mono();
-  t = bm_token_new(&c, NOW, err, sizeof(err));
-  took = mono() - t0;
-  ok(t == NULL && has(err, "did not finish") && took < 1.5,
-     "command: printing and then hanging is timed out too (%.2f s)", took);
-  bm_token_free(t);
-
-  /* A token printed, the output closed, the command running on: the
-   * timeout bounds the wait for its exit too, and kills it. */
+  /* The timeout bounds the wait: for the output, and for the exit once
+   * a token was printed and the output closed (the command is killed). */
+  refused_after_timeout("exec sleep 5", "TokenCommand did not finish within 0.3 s",
+                        "a command that takes too long");
+  refused_after_timeout("echo partial; exec sleep 5", "did not finish",
+                        "printing and then hanging");
   snprintf(cmd, sizeof(cmd), "printf '%%s' '%s'; exec >&-; sleep 5", jwt);
-  c = command_conf(cmd, 0.3, 60);
-  err[0] = '\0';
-  t0 = mono();
-  t = bm_token_new(&c, NOW, err, sizeof(err));
-  took = mono() - t0;
-  ok(t == NULL && has(err, "TokenCommand did not exit within 0.3 s"),
-     "command: one that closes its output and runs on is refused (%s)", err);
-  ok(took >= 0.25 && took < 1.5,
-     "command: ... after the 0.3 s timeout (%.2f s)", took);
-  bm_token_free(t);
+  refused_after_timeout(cmd, "TokenCommand did not exit within 0.3 s",
+                        "one that closes its output and runs on");
 
   /* A failing renewal is tried again after 1, 2, 4 ... 32 s, then every
    * 60 s, unless forced; a success starts the series again. */
