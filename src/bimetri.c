@@ -59,6 +59,11 @@ struct gateway_slot {
   pthread_t thread;
   bool running;
   struct bm_relay_view *views; /* snapshot buffer for the read callback */
+  double state_seconds;        /* StateInterval as configured, 0: none */
+  /* Set at init: the relay values' interval (StateInterval rounded to a
+   * multiple of the plugin's interval), and that multiple. */
+  cdtime_t state_interval;
+  unsigned state_every;
 };
 
 static struct gateway_slot gateways[BM_PLUGCONF_MAX_GATEWAYS];
@@ -72,7 +77,10 @@ static size_t gateways_n;
  * queue together, about 740 bytes each, which malloc kept resident after
  * they were written (the first read's burst, at start, too). Every value
  * carries the plugin's interval, so each relay's value is still due once
- * per interval. */
+ * per interval. A gateway with a StateInterval of k intervals spreads its
+ * relays over k times as many reads, after a first round at the plugin's
+ * interval (the states replayed from the journal go out at start), and
+ * its relay values carry the StateInterval instead. */
 #define RELAY_SLICES 10
 #define RELAY_SLICE_MIN 1000
 static cdtime_t values_interval; /* every value's interval (set at init) */
@@ -246,6 +254,7 @@ static int create_gateway(size_t i)
     ERROR(PLUGIN_NAME " plugin: out of memory");
     goto out;
   }
+  s->state_seconds = g->state_interval;
   s->gw = gw;
   gw = NULL;
   gateways_n = i + 1;
@@ -344,15 +353,19 @@ out:
 
 /* ---- events to collectd ------------------------------------------------ */
 
-static void dispatch_gauge(const char *gateway, const char *type,
-                           const char *type_instance, gauge_t value)
+/* A gauge of the plugin with the given interval (a relay's value carries
+ * its gateway's state_interval, the others values_interval; never the read
+ * callback's, which the slices shorten). */
+static void dispatch_gauge_every(const char *gateway, const char *type,
+                                 const char *type_instance, gauge_t value,
+                                 cdtime_t interval)
 {
   value_list_t vl = VALUE_LIST_INIT;
   value_t v = {.gauge = value};
 
   vl.values = &v;
   vl.values_len = 1;
-  vl.interval = values_interval; /* not the read callback's (sliced) one */
+  vl.interval = interval;
   /* bm_str_copy, not sstrncpy: vl is zeroed, and strncpy's padding wrote
    * the whole 128 bytes of each field (a value per message at ingest). */
   bm_str_copy(vl.plugin, sizeof(vl.plugin), PLUGIN_NAME);
@@ -361,6 +374,12 @@ static void dispatch_gauge(const char *gateway, const char *type,
   if (type_instance)
     bm_str_copy(vl.type_instance, sizeof(vl.type_instance), type_instance);
   plugin_dispatch_values(&vl);
+}
+
+static void dispatch_gauge(const char *gateway, const char *type,
+                           const char *type_instance, gauge_t value)
+{
+  dispatch_gauge_every(gateway, type, type_instance, value, values_interval);
 }
 
 static void dispatch_derive(const char *gateway, const char *type,
@@ -449,8 +468,9 @@ static void dispatch_event_value(struct gateway_slot *s, const char *gateway,
                                  const struct bm_event *ev)
 {
   if (ev->kind == BM_EV_STATE)
-    dispatch_gauge(gateway, "bool", bm_gateway_relay_name(s->gw, ev->relay),
-                   (gauge_t)ev->status);
+    dispatch_gauge_every(gateway, "bool",
+                         bm_gateway_relay_name(s->gw, ev->relay),
+                         (gauge_t)ev->status, s->state_interval);
 }
 
 /* Dispatches one event of a gateway as a notification: in the dispatcher
@@ -558,6 +578,13 @@ static struct {
  * needing it again (lock order: this, then a gateway's). */
 static pthread_mutex_t dispatch_order = PTHREAD_MUTEX_INITIALIZER;
 
+/* True in a thread dispatching the gateways' events: the dispatcher, or a
+ * gateway's own thread when there is none. A Trigger matching one of the
+ * plugin's notifications (a chain) then asks without waiting for room in
+ * the mailbox: the gateway thread may be waiting for room in the dispatch
+ * queue, which only this thread makes. */
+static _Thread_local bool dispatching_events;
+
 /* The hook of every gateway: runs in the gateway's thread, no lock held;
  * ctx is the gateway's slot. Queues the events that become values and
  * notifications (PUBLISH, ACK, APPLIED are logged and journaled by the
@@ -577,7 +604,9 @@ static void on_event(void *ctx, const char *gateway, const struct bm_event *ev)
     pthread_mutex_lock(&dispatch_order);
     dispatch_event_value(ctx, gateway, ev);
     pthread_mutex_unlock(&dispatch_order);
+    dispatching_events = true;
     dispatch_event(ctx, gateway, ev);
+    dispatching_events = false;
     return;
   }
   while (dq.n == DISPATCH_QUEUE) {
@@ -611,6 +640,7 @@ static void *dispatcher_thread(void *arg)
   static struct dispatch_item batch[DISPATCH_BATCH];
   (void)arg;
 
+  dispatching_events = true;
   for (;;) {
     size_t k = 0;
 
@@ -728,10 +758,10 @@ static void dispatch_relays(struct gateway_slot *s, unsigned slice,
     dispatch_gauge(gateway, "current_connections", NULL, ready ? 1 : 0);
   for (size_t i = 0; i < n; i++) {
     if (s->views[i].confirmed >= 0)
-      dispatch_gauge(gateway, "bool", s->views[i].name,
-                     (gauge_t)s->views[i].confirmed);
-    dispatch_gauge(gateway, "pending_operations", s->views[i].name,
-                   (gauge_t)s->views[i].pending);
+      dispatch_gauge_every(gateway, "bool", s->views[i].name,
+                           (gauge_t)s->views[i].confirmed, s->state_interval);
+    dispatch_gauge_every(gateway, "pending_operations", s->views[i].name,
+                         (gauge_t)s->views[i].pending, s->state_interval);
   }
   pthread_mutex_unlock(&dispatch_order);
 }
@@ -749,6 +779,26 @@ static void stop_gateways(void)
   }
 }
 
+/* A gateway's StateInterval, in whole intervals of the plugin (at least
+ * one); a rounded one is said once. */
+static void set_state_interval(struct gateway_slot *s)
+{
+  double interval = CDTIME_T_TO_DOUBLE(values_interval);
+  double k = s->state_seconds > 0 ? round(s->state_seconds / interval) : 1;
+
+  if (k < 1)
+    k = 1;
+  if (k > 86400)
+    k = 86400;
+  s->state_every = (unsigned)k;
+  s->state_interval = values_interval * s->state_every;
+  if (s->state_seconds > 0 &&
+      fabs(s->state_seconds - k * interval) > 0.001 * interval)
+    NOTICE(PLUGIN_NAME " plugin: gateway \"%s\": StateInterval %g s "
+                       "rounded to %g s, a multiple of the plugin's interval",
+           bm_gateway_name(s->gw), s->state_seconds, k * interval);
+}
+
 /* Registers the read callback: relay_slices reads per interval. */
 static int register_read(void)
 {
@@ -762,6 +812,8 @@ static int register_read(void)
                                          : (unsigned)slices;
   values_interval = plugin_get_interval();
   read_turn = 0;
+  for (size_t i = 0; i < gateways_n; i++)
+    set_state_interval(&gateways[i]);
   return plugin_register_complex_read(NULL, PLUGIN_NAME, bimetri_read,
                                       values_interval / relay_slices, NULL);
 }
@@ -843,11 +895,13 @@ static int bimetri_init(void)
 }
 
 /* Runs relay_slices times per interval: each run dispatches one slice of
- * the relays, the run of slice 0 (the first run too) the gateways' own
- * values as well. */
+ * every gateway's relays (of relay_slices slices in the first round, then
+ * of relay_slices * state_every), the run of slice 0 (the first run too)
+ * the gateways' own values as well. */
 static int bimetri_read(user_data_t *ud)
 {
-  unsigned slice = read_turn++ % relay_slices;
+  unsigned turn = read_turn++;
+  unsigned slice = turn % relay_slices;
 
   (void)ud;
   rules_tick();
@@ -855,8 +909,13 @@ static int bimetri_read(user_data_t *ud)
     struct gateway_slot *s = &gateways[g];
     const char *gateway = bm_gateway_name(s->gw);
     struct bm_relay_stats st;
+    unsigned slices = relay_slices, relay_slice = slice;
 
-    dispatch_relays(s, slice, relay_slices, slice == 0 ? &st : NULL);
+    if (turn >= relay_slices) { /* after the first round */
+      slices = relay_slices * s->state_every;
+      relay_slice = (turn - relay_slices) % slices;
+    }
+    dispatch_relays(s, relay_slice, slices, slice == 0 ? &st : NULL);
     if (slice != 0)
       continue;
     {
@@ -1113,6 +1172,7 @@ static void notification_act(const notification_t *n)
      * the plugin's own reports (a chain) are real events. */
     a.require_known =
         f.severity == BM_SEV_OKAY && strcmp(n->plugin, PLUGIN_NAME) != 0;
+    a.no_wait = dispatching_events;
     bm_gateway_ask(gateways[t->gateway].gw, &a);
   }
 }

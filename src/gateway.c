@@ -52,7 +52,8 @@
 #define STABLE_SESSION 1.0 /* s a session must last to reset the backoff */
 #define TOKEN_MAX (BM_MSG_TOKEN_SIZE - 1)
 #define ASKS_MIN 64      /* first size of the mailbox */
-#define ASKS_MAX 65536   /* then it doubles up to this; callers wait */
+#define ASKS_MAX 65536   /* then it doubles up to this; callers wait
+                            (but for no_wait asks) */
 
 enum session {
   SESSION_IDLE,        /* no connection; next attempt at reconnect_at */
@@ -1644,11 +1645,18 @@ void bm_gateway_ask(bm_gateway_t *gw, const struct bm_gateway_ask *ask)
     size_t cap = gw->asks_cap ? 2 * gw->asks_cap : ASKS_MIN;
     struct bm_gateway_ask *grown = NULL;
 
-    if (cap <= ASKS_MAX &&
+    if ((cap <= ASKS_MAX || ask->no_wait) && cap > gw->asks_cap &&
         (grown = bm_realloc(gw->asks, cap * sizeof(*grown)))) {
       gw->asks = grown;
       gw->asks_cap = cap;
       break;
+    }
+    if (ask->no_wait) {
+      pthread_mutex_unlock(&gw->ask_lock);
+      BM_ERROR("gateway \"%s\": out of memory for its mailbox: relay %d "
+               "to %d (%s) not asked",
+               gw->conf.name, ask->relay, ask->status, ask->origin);
+      return;
     }
     /* Full, or no memory: the thread empties it at its next turn; a
      * stopped thread never will, and would not carry the ask out. */

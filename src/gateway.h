@@ -111,6 +111,7 @@ struct bm_gateway_ask {
   char origin[BM_ORIGIN_SIZE];
   int kind;                             /* the host's, handed back */
   const void *tag;                      /* the same */
+  bool no_wait; /* the caller must not wait for room: see bm_gateway_ask */
 };
 
 struct bm_gateway_hooks {
@@ -206,8 +207,13 @@ int bm_gateway_keep_switches(bm_gateway_t *gw, int relay, int n);
  * published in that turn; the asked hook hands each decision back. The
  * mailbox grows to 65,536 asks; a caller finding it full waits for the
  * thread to empty it, so nothing is dropped (but by a thread already
- * stopping, which logs it). A bad relay index or status is decided as
- * BM_REQ_SAME. Thread-safe; never blocks on I/O. */
+ * stopping, which logs it). An ask with no_wait grows the mailbox past
+ * that instead (dropped, and logged, only when memory runs out): for a
+ * caller the gateway thread may itself be waiting for, such as the
+ * host's thread that takes the event hook's events from a bounded queue
+ * and dispatches them into the host's Triggers (a chain), which would
+ * otherwise wait for a thread waiting for it. A bad relay index or status
+ * is decided as BM_REQ_SAME. Thread-safe; never blocks on I/O. */
 void bm_gateway_ask(bm_gateway_t *gw, const struct bm_gateway_ask *ask);
 /* Sets (0/1) or clears (-1) a manual override, as bm_relay_table_override;
  * same threading as bm_gateway_request. */

@@ -640,6 +640,8 @@ static int gateway_option(const struct reader *rd, const char *block,
       c->policy.max_per_minute = (int)v;
   } else if (strcasecmp(k, "ManualControl") == 0) {
     rc = conf_bool(rd, block, o, &g->manual_control);
+  } else if (strcasecmp(k, "StateInterval") == 0) {
+    rc = conf_number(rd, block, o, 0.001, 86400, false, &g->state_interval);
   } else if (strcasecmp(k, "JournalFile") == 0) {
     rc = conf_nonempty(rd, block, o, c->journal_file, sizeof(c->journal_file));
   } else if (strcasecmp(k, "JournalSync") == 0) {

@@ -77,6 +77,9 @@ struct bm_plugconf_gateway {
   bool has_port; /* Port given: TLS does not change it */
   bool has_pass; /* Password or PasswordFile given */
   bool manual_control;
+  /* StateInterval: seconds between two dispatches of an unchanged relay's
+   * values (0: the plugin's interval, which collectd only knows later). */
+  double state_interval;
   struct bm_plugconf_relay *relays;
   size_t relays_n;
 };

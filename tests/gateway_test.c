@@ -1,9 +1,10 @@
 /*
  * gateway_test.c - the gateway's mailbox (bm_gateway_ask): asks decided in
  * the order they came, every one reported, a full mailbox making its caller
- * wait for room instead of dropping, and a stopped gateway never leaving a
- * caller waiting. The gateway's broker is a closed port: its thread runs
- * its turns (asks, timers) while it fails to connect.
+ * wait for room instead of dropping, a stopped gateway never leaving a
+ * caller waiting, and an ask that must not wait growing the mailbox. The
+ * gateway's broker is a closed port: its thread runs its turns (asks,
+ * timers) while it fails to connect.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -200,6 +201,56 @@ int main(void)
   ok(reported == MAILBOX + 1000, "and nothing more is decided");
   pthread_mutex_unlock(&lock);
 
+  bm_gateway_free(gw);
+
+  /* 2b. An ask with no_wait beyond a full mailbox (the thread not started:
+   * the host's dispatcher would wait for a gateway thread waiting for it)
+   * grows the mailbox instead of waiting, and is decided in its turn. */
+  pthread_mutex_lock(&lock);
+  reported = 0;
+  next_tag = 0;
+  out_of_order = wrong_relay = 0;
+  errors = 0;
+  pthread_mutex_unlock(&lock);
+  if (!(gw = make(path))) {
+    unlink(path);
+    return 1;
+  }
+  for (uintptr_t i = 0; i < MAILBOX; i++)
+    ask(gw, i);
+  t0 = now_s();
+  {
+    struct bm_gateway_ask a = {.relay = (int)(MAILBOX % 2),
+                               .status = 0,
+                               .kind = 1,
+                               .tag = (const void *)(uintptr_t)MAILBOX,
+                               .no_wait = true};
+    snprintf(a.origin, sizeof(a.origin), "test ask without waiting");
+    bm_gateway_ask(gw, &a);
+  }
+  waited = now_s() - t0;
+  ok(waited < 0.5 && reported_now() == 0,
+     "a no_wait ask beyond a full mailbox returns at once, the thread not "
+     "running (%.3f s)",
+     waited);
+  if (pthread_create(&thread, NULL, bm_gateway_run, gw) != 0) {
+    perror("pthread_create");
+    return 1;
+  }
+  t0 = now_s();
+  while (reported_now() < MAILBOX + 1 && now_s() - t0 < 10) {
+    struct timespec pause = {0, 10 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+  }
+  pthread_mutex_lock(&lock);
+  ok(reported == MAILBOX + 1 && out_of_order == 0 && wrong_relay == 0 &&
+         errors == 0,
+     "it is decided after the %d before it, in order (%zu decided, %zu out "
+     "of order, %d errors)",
+     MAILBOX, reported, out_of_order, errors);
+  pthread_mutex_unlock(&lock);
+  bm_gateway_stop(gw);
+  pthread_join(thread, NULL);
   bm_gateway_free(gw);
 
   /* 3. A journal past its size whose compaction fails (its temporary file

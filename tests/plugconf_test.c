@@ -163,6 +163,7 @@ static void test_defaults(void)
   is_int(g->relays[1].output, 1, "Output");
   ok(!g->relays[0].manual_control && !g->has_port && !g->has_pass,
      "no ManualControl, Port or Password");
+  ok(g->state_interval == 0, "StateInterval: the plugin's interval");
   bm_plugconf_release(&pc);
   ok(pc.gateways == NULL && pc.gateways_n == 0, "release zeroes");
 
@@ -195,7 +196,7 @@ static void test_full(void)
            "  CommandTopic \"x/y\"\n  TokenWarn 0\n  TokenLeeway 0\n"
            "  TokenCommandTimeout 0.1\n  TLSVerifyPeer false\n"
            "  TLSVerifyHostname false\n  CipherSuite \"HIGH\"\n"
-           "  AckTimeout 0.5\n  CommandTimeout 86400\n"
+           "  AckTimeout 0.5\n  CommandTimeout 86400\n  StateInterval 60\n"
            RELAY("pump", 101, 4)
            "  <Relay \"fan\">\n    ResourceId 9007199254740991\n    Output 65535\n"
            "    ManualControl false\n  </Relay>\n"
@@ -230,6 +231,7 @@ static void test_full(void)
      "JournalSync full");
   ok(c->protocol_version == 5 && c->session_expiry == 60,
      "ProtocolVersion, SessionExpiry");
+  ok(pc.gateways[0].state_interval == 60, "StateInterval 60");
   ok(c->policy.max_per_minute == 600 && c->policy.retries == 0 &&
          c->policy.retry_backoff == 0.5 && c->qos == 1 && c->keepalive == 5,
      "policy, QoS, KeepAlive");
@@ -457,6 +459,12 @@ static void test_gateway_errors(void)
   refused_opt("MaxCommandsPerMinute 0", "  MaxCommandsPerMinute 0",
               "<Gateway \"gw\">, option \"MaxCommandsPerMinute\": expects an "
               "integer from 1 to 600, got 0");
+  refused_opt("a StateInterval 0", "  StateInterval 0",
+              "<Gateway \"gw\">, option \"StateInterval\": expects a "
+              "number from 0.001 to 86400, got 0");
+  refused_opt("a StateInterval over a day", "  StateInterval 86401",
+              "<Gateway \"gw\">, option \"StateInterval\": expects a "
+              "number from 0.001 to 86400, got 86401");
   refused_opt("a JournalSizeLimit too small", "  JournalSizeLimit 100",
               "<Gateway \"gw\">, option \"JournalSizeLimit\": expects an "
               "integer from 4096 to 1.07374e+09, got 100");

@@ -16,19 +16,13 @@ bm_check "the Trigger switches the pump on" wait_val bool-pump 1 10
 # The cache keeps every value between the 3-s reads: GETVAL answers every
 # 0.25 s for 9 s (with collectd's interval of 1 s stamped on them they
 # would be gone 2 s after each read).
-gone=0
-for ((i = 0; i < 36; i++)); do
-  val bool-pump >/dev/null 2>&1 || gone=$((gone + 1))
-  val pending_operations-fan >/dev/null 2>&1 || gone=$((gone + 1))
-  sleep 0.25
-done
+gone=$(absent_from_cache 36 bool-pump pending_operations-fan)
 bm_is "$gone" 0 "the values stay in collectd's cache between reads (72 GETVALs)"
 bm_is "$(count "$T/collectd.log" 'bimetri.*([Mm]issing|has not been updated)')" 0 \
   "no value of the plugin is reported missing"
 
 # One row per read in the csv plugin's file: 3 s apart, not 1 s.
-csv=$(ls "$T"/csv/testhost/bimetri-plant1/pending_operations-fan-* 2>/dev/null | tail -n 1)
-gaps=$(awk -F, 'NR > 1 { t = $1 + 0; if (p) print t - p; p = t }' "$csv")
+gaps=$(csv_gaps pending_operations-fan)
 bm_ok "$([[ -n $gaps ]] && echo 0 || echo 1)" "the csv plugin wrote pending_operations-fan"
 bm_is "$(awk '$1 < 2.5 || $1 > 3.5' <<<"$gaps" | wc -l)" 0 \
   "pending_operations-fan is dispatched every 3 s ($(tr '\n' ' ' <<<"$gaps"))"

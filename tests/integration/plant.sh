@@ -123,6 +123,42 @@ val_is() { [[ $(val "$1" 2>/dev/null) == "$2" ]]; }
 # wait_val METRIC WANT [TIMEOUT_S]: waits until the metric has value WANT.
 wait_val() { bm_wait_for "${3:-10}" val_is "$1" "$2"; }
 
+# csv_first METRIC: the time of the first csv row of METRIC.
+csv_first() {
+  local f
+  f=$(ls "$T"/csv/testhost/bimetri-plant1/"$1"-* 2>/dev/null | head -n 1)
+  [[ -n $f ]] && awk -F, 'NR == 2 { printf "%.3f\n", $1; exit }' "$f"
+}
+
+# csv_gaps METRIC [FROM]: the gaps between the csv rows of METRIC (of the
+# newest file), from its row FROM on (2, the first row, by default).
+csv_gaps() {
+  local f
+  f=$(ls "$T"/csv/testhost/bimetri-plant1/"$1"-* 2>/dev/null | tail -n 1)
+  [[ -n $f ]] && awk -F, -v from="${2:-2}" \
+    'NR >= from { t = $1 + 0; if (p) print t - p; p = t }' "$f"
+}
+
+# gaps_within GAPS MIN MAX: true when GAPS (csv_gaps' lines) has any and
+# all are from MIN to MAX.
+gaps_within() {
+  [[ -n $1 ]] && ! awk -v lo="$2" -v hi="$3" '$1 < lo || $1 > hi { bad = 1 } END { exit !bad }' <<<"$1"
+}
+
+# absent_from_cache ROUNDS METRIC...: GETVALs every 0.25 s for ROUNDS
+# rounds; prints how many of them found a METRIC missing from the cache.
+absent_from_cache() {
+  local rounds=$1 gone=0 m i
+  shift
+  for ((i = 0; i < rounds; i++)); do
+    for m in "$@"; do
+      val "$m" >/dev/null 2>&1 || gone=$((gone + 1))
+    done
+    sleep 0.25
+  done
+  echo "$gone"
+}
+
 # count FILE REGEX: the number of lines of FILE matching REGEX (0 if none).
 count() { grep -cE "$2" "$1" 2>/dev/null || true; }
 

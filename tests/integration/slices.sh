@@ -27,20 +27,6 @@ time_groups() {
     END { printf "%d %.1f\n", g, p - first }'
 }
 
-# The time of the first csv row of METRIC.
-csv_first() {
-  local f
-  f=$(ls "$T"/csv/testhost/bimetri-plant1/"$1"-* 2>/dev/null | head -n 1)
-  [[ -n $f ]] && awk -F, 'NR == 2 { printf "%.3f\n", $1; exit }' "$f"
-}
-
-# The gaps between the csv rows of METRIC.
-csv_gaps() {
-  local f
-  f=$(ls "$T"/csv/testhost/bimetri-plant1/"$1"-* 2>/dev/null | tail -n 1)
-  [[ -n $f ]] && awk -F, 'NR > 1 { t = $1 + 0; if (p) print t - p; p = t }' "$f"
-}
-
 plant_start_interval 3 "$(relays)"
 bm_check "connected" bm_wait_for 10 val_is current_connections 1
 bm_check "every relay has its values" \
@@ -55,13 +41,8 @@ bm_ok "$(awk '{ exit !($2 >= 1.5 && $2 <= 2.5) }' <<<"$groups" && echo 0 || echo
   "a second apart: 2 s from the oldest to the newest ($groups)"
 
 # Each relay's value still goes out every 3 s, and stays in the cache.
-gone=0
-for ((i = 0; i < 24; i++)); do
-  for m in pending_operations-r0 pending_operations-r1500 pending_operations-r2999 pending_operations-fan; do
-    val "$m" >/dev/null 2>&1 || gone=$((gone + 1))
-  done
-  sleep 0.25
-done
+gone=$(absent_from_cache 24 pending_operations-r0 pending_operations-r1500 \
+  pending_operations-r2999 pending_operations-fan)
 bm_is "$gone" 0 "the values stay in collectd's cache between their reads (96 GETVALs)"
 # From the start on: the first csv row of a relay of the last slice came 2
 # reads after the first row of a relay of the first slice.
@@ -74,7 +55,7 @@ for m in pending_operations-r0 pending_operations-r999 pending_operations-r1000 
   pending_operations-r2000 pending_operations-r2001 pending_operations-fan \
   timestamp-token_expiry; do
   gaps=$(csv_gaps "$m")
-  bm_ok "$([[ -n $gaps ]] && ! awk '$1 < 2.5 || $1 > 3.5 { bad = 1 } END { exit !bad }' <<<"$gaps" && echo 0 || echo 1)" \
+  bm_ok "$(gaps_within "$gaps" 2.5 3.5 && echo 0 || echo 1)" \
     "$m is sent every 3 s ($(tr '\n' ' ' <<<"$gaps"))"
 done
 bm_is "$(count "$T/collectd.log" 'bimetri.*([Mm]issing|has not been updated)')" 0 \
