@@ -84,6 +84,8 @@ struct relay {
   int n_groups;
   double refused_at;   /* last refusal reported (once a minute at most) */
   double not_before;   /* a rule's limits hold the command until then */
+  const struct bm_relay_limits *hold_limits; /* those limits, checked again
+                                                when the hold ends */
   double on_doubt_until; /* an "on" command ended unconfirmed (superseded,
                             timed out) may still reach the device until
                             then: for interlocks the relay counts as
@@ -656,6 +658,52 @@ static void issue_command(bm_relay_table_t *t, int relay, double now,
   bm_str_copy(ev->origin, sizeof(ev->origin), r->origin);
 }
 
+/* The k-th newest confirmed change time (1: the last), k <= r->sw_n. */
+static double switch_at(const struct relay *r, int k)
+{
+  if (k == 1)
+    return r->last_switch;
+  return r->switches[(r->sw_next + r->sw_cap - k) % r->sw_cap];
+}
+
+/* When the limits allow the relay to leave its confirmed state, or 0 when
+ * they allow it now; why says which limit holds it. */
+static double limits_allow_at(const struct relay *r, int status,
+                              const struct bm_relay_limits *l, double now,
+                              char *why, size_t whylen)
+{
+  double at = 0, since;
+
+  if (r->confirmed < 0 || r->confirmed == status || !r->sw_n)
+    return 0;
+  since = r->last_switch;
+  if (r->confirmed == 1 && l->min_on > 0 && now < since + l->min_on) {
+    at = since + l->min_on;
+    if (why)
+      snprintf(why, whylen, "MinOnTime: on for %.0f s of %.0f", now - since,
+               l->min_on);
+  } else if (r->confirmed == 0 && l->min_off > 0 && now < since + l->min_off) {
+    at = since + l->min_off;
+    if (why)
+      snprintf(why, whylen, "MinOffTime: off for %.0f s of %.0f", now - since,
+               l->min_off);
+  }
+  if (l->max_per_hour > 0 && r->sw_n >= l->max_per_hour) {
+    int max = l->max_per_hour < BM_RELAY_SWITCHES ? l->max_per_hour
+                                                 : BM_RELAY_SWITCHES;
+    /* The max-th newest change must be an hour old. */
+    double oldest = switch_at(r, max);
+    if (now < oldest + 3600.0 && oldest + 3600.0 > at) {
+      at = oldest + 3600.0;
+      if (why)
+        snprintf(why, whylen, "MaxSwitchesPerHour: %d changes in the last "
+                              "hour",
+                 max);
+    }
+  }
+  return at;
+}
+
 static void reconcile(bm_relay_table_t *t, int relay, double now,
                       struct bm_events *out)
 {
@@ -671,6 +719,16 @@ static void reconcile(bm_relay_table_t *t, int relay, double now,
   if (!t->connected || (r->retry_at > 0 && r->retry_at > now) ||
       r->not_before > now)
     return;
+  if (r->not_before > 0 && r->hold_limits) {
+    /* The hold is over, but a change confirmed meanwhile (the device
+     * switched by hand, say) counts against the limits too. */
+    double at = limits_allow_at(r, r->desired, r->hold_limits, now, NULL, 0);
+    if (at > now) {
+      r->not_before = at;
+      want_deadline(t, relay, at);
+      return;
+    }
+  }
   r->retry_at = 0;
   r->not_before = 0;
   r->force = false;
@@ -974,14 +1032,6 @@ enum bm_apply bm_relay_table_on_response(bm_relay_table_t *t,
     bm_str_copy(ev->reason, sizeof(ev->reason), resp->reason);
   }
   return BM_APPLY_OK;
-}
-
-/* The k-th newest confirmed change time (1: the last), k <= r->sw_n. */
-static double switch_at(const struct relay *r, int k)
-{
-  if (k == 1)
-    return r->last_switch;
-  return r->switches[(r->sw_next + r->sw_cap - k) % r->sw_cap];
 }
 
 /* Remembers a confirmed change (allocating the ring on first use). */
@@ -1463,44 +1513,6 @@ enum bm_request bm_relay_table_request(bm_relay_table_t *t, int relay,
   return request(t, relay, status, origin, now);
 }
 
-/* When the limits allow the relay to leave its confirmed state, or 0 when
- * they allow it now; why says which limit holds it. */
-static double limits_allow_at(const struct relay *r, int status,
-                              const struct bm_relay_limits *l, double now,
-                              char *why, size_t whylen)
-{
-  double at = 0, since;
-
-  if (r->confirmed < 0 || r->confirmed == status || !r->sw_n)
-    return 0;
-  since = r->last_switch;
-  if (r->confirmed == 1 && l->min_on > 0 && now < since + l->min_on) {
-    at = since + l->min_on;
-    if (why)
-      snprintf(why, whylen, "MinOnTime: on for %.0f s of %.0f", now - since,
-               l->min_on);
-  } else if (r->confirmed == 0 && l->min_off > 0 && now < since + l->min_off) {
-    at = since + l->min_off;
-    if (why)
-      snprintf(why, whylen, "MinOffTime: off for %.0f s of %.0f", now - since,
-               l->min_off);
-  }
-  if (l->max_per_hour > 0 && r->sw_n >= l->max_per_hour) {
-    int max = l->max_per_hour < BM_RELAY_SWITCHES ? l->max_per_hour
-                                                 : BM_RELAY_SWITCHES;
-    /* The max-th newest change must be an hour old. */
-    double oldest = switch_at(r, max);
-    if (now < oldest + 3600.0 && oldest + 3600.0 > at) {
-      at = oldest + 3600.0;
-      if (why)
-        snprintf(why, whylen, "MaxSwitchesPerHour: %d changes in the last "
-                              "hour",
-                 max);
-    }
-  }
-  return at;
-}
-
 enum bm_request bm_relay_table_request_limited(
     bm_relay_table_t *t, int relay, int status, const char *origin,
     const struct bm_relay_limits *limits, double now, char *why,
@@ -1528,6 +1540,7 @@ enum bm_request bm_relay_table_request_limited(
     return res;
   }
   r->not_before = at;
+  r->hold_limits = limits;
   want_deadline(t, relay, at);
   mark(t, relay);
   return BM_REQ_HELD;

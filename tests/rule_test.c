@@ -353,6 +353,40 @@ static void test_hold_ends(void)
   }
 }
 
+/* The limits are checked again when a hold ends: a change confirmed
+ * meanwhile, that nobody here asked for (switched by hand), restarts the
+ * minimum time, and the held command waits for it. */
+static void test_hold_rechecked(void)
+{
+  bm_relay_table_t *t = bm_relay_table_new(&POLICY, "0123456789abcdef");
+  struct bm_relay_limits lim = {0, 60, 0};
+  struct bm_events ev = {0};
+  struct bm_notification n = confirm(NULL, 0);
+  char why[160];
+  int status = -1;
+
+  bm_relay_table_add(t, "fan", 101, 4);
+  bm_relay_table_set_connected(t, true, true, 0, &ev);
+  bm_relay_table_on_notification(t, &n, 0, &ev); /* off since 0 */
+  is_int(bm_relay_table_request_limited(t, 0, 1, "rule", &lim, 10, why,
+                                        sizeof(why)),
+         BM_REQ_HELD, "rechecked: on within MinOffTime is held until 60");
+  n = confirm(NULL, 1);
+  bm_relay_table_on_notification(t, &n, 40, &ev); /* on by hand at 40 */
+  n = confirm(NULL, 0);
+  bm_relay_table_on_notification(t, &n, 50, &ev); /* off by hand at 50 */
+  is_int(tick_and_confirm(t, 60, &status), 0,
+         "rechecked: at 60 the relay has been off for 10 s only: still held");
+  ok(bm_relay_table_next_deadline(t) <= 110,
+     "rechecked: a timer is due by 110 (%g)", bm_relay_table_next_deadline(t));
+  is_int(tick_and_confirm(t, 109, &status), 0, "rechecked: nothing at 109");
+  is_int(tick_and_confirm(t, 110, &status), 1,
+         "rechecked: sent at 110, 60 s after the change by hand");
+  is_int(status, 1, "rechecked: on");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
 static void test_budget(void)
 {
   bm_relay_table_t *t = bm_relay_table_new(&POLICY, "0123456789abcdef");
@@ -665,6 +699,7 @@ int main(void)
   test_index();
   test_min_times();
   test_hold_ends();
+  test_hold_rechecked();
   test_interlock_superseded();
   test_refusal_kinds();
   test_budget();
