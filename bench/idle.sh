@@ -40,8 +40,11 @@
 # progress on stderr. IDLE_GATEWAYS and IDLE_RELAYS (default 10 and 10000)
 # change the scale; IDLE_PLUGIN_INTERVAL=N loads bimetri (and bm_count,
 # whose values the "values" peers dispatch) with its own Interval N
-# (<LoadPlugin> blocks; give a window that is a multiple of N). Everything
-# started is stopped on exit.
+# (<LoadPlugin> blocks; give a window that is a multiple of N);
+# IDLE_STATE_INTERVAL=N gives every Gateway StateInterval N instead, and
+# loads bm_count with Interval N (the "values" peers then dispatch at the
+# pace of the relays' values; a window that is a multiple of N, too).
+# Everything started is stopped on exit.
 set -u -o pipefail
 
 work=$1
@@ -49,6 +52,9 @@ build=$2
 runs=${3:-5}
 window=${4:-30}
 settle=5
+# With a StateInterval the plugin sends every relay in its first interval,
+# then slower: the window starts once that first round is over.
+[[ -n ${IDLE_STATE_INTERVAL:-} ]] && settle=15
 gateways=${IDLE_GATEWAYS:-10}
 relays=${IDLE_RELAYS:-10000}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -60,9 +66,9 @@ declare -A cpid=()
 BENCH_NAME=idle
 . "$repo/bench/lib.sh"
 
-load_line() { # PLUGIN: its LoadPlugin, with IDLE_PLUGIN_INTERVAL when set
-  if [[ -n ${IDLE_PLUGIN_INTERVAL:-} ]]; then
-    printf '<LoadPlugin %s>\n  Interval %s\n</LoadPlugin>\n' "$1" "$IDLE_PLUGIN_INTERVAL"
+load_line() { # PLUGIN [INTERVAL]: its LoadPlugin, with its own INTERVAL
+  if [[ -n ${2:-} ]]; then
+    printf '<LoadPlugin %s>\n  Interval %s\n</LoadPlugin>\n' "$1" "$2"
   else
     echo "LoadPlugin $1"
   fi
@@ -119,7 +125,7 @@ LoadPlugin logfile
 LoadPlugin cpu
 LoadPlugin memory
 LoadPlugin load
-$(load_line bm_count)
+$(load_line bm_count "${IDLE_PLUGIN_INTERVAL:-${IDLE_STATE_INTERVAL:-}}")
 <Plugin bm_count>
   Count "bimetri" "bool" "$dir/bool.count"
   Count "bimetri" "pending_operations" "$dir/pending.count"
@@ -130,9 +136,10 @@ $(case $name in
 </Plugin>
 EOF2
     ours "$name" || return 0
-    load_line bimetri
+    load_line bimetri "${IDLE_PLUGIN_INTERVAL:-}"
     awk -v g_n="$gateways" -v r_n="$relays" -v port="$port" -v dir="$dir" \
-      -v name="$name" -v token="$work/token" 'BEGIN {
+      -v name="$name" -v token="$work/token" \
+      -v state="${IDLE_STATE_INTERVAL:-}" 'BEGIN {
       print "<Plugin bimetri>"
       for (g = 1; g <= g_n; g++) {
         printf "  <Gateway \"gw%02d\">\n", g
@@ -142,6 +149,8 @@ EOF2
         printf "    UserId 12345\n    OrganizationId 23456\n"
         printf "    TokenFile \"%s\"\n", token
         printf "    JournalFile \"%s/gw%02d.journal\"\n", dir, g
+        if (state != "")
+          printf "    StateInterval %s\n", state
         for (i = 0; i < r_n; i++)
           printf "    <Relay \"relay-%05d\">\n      ResourceId %d\n      Output %d\n    </Relay>\n",
             i, 1000 + int(i / 16), 1 + i % 16
@@ -294,6 +303,8 @@ done
 table=$("$build/idle_table" "$gateways" "$relays") || exit 1
 
 scale="${gateways}x$((relays / 1000))k relays"
+[[ -n ${IDLE_STATE_INTERVAL:-} ]] && scale+=", StateInterval $IDLE_STATE_INTERVAL"
+[[ -n ${IDLE_PLUGIN_INTERVAL:-} ]] && scale+=", plugin Interval $IDLE_PLUGIN_INTERVAL"
 echo "$BENCH_ROW_HEADER"
 peer="collectd without bimetri"
 sp=$(bench_stats ${startup[peer]})
