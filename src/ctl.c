@@ -1276,6 +1276,9 @@ struct fold_relay {
   char changed_by[BM_JREC_CORR_SIZE]; /* the CONFIRM's corr ("" none) */
   bool has_last;
   struct fold_cmd last;
+  int64_t doubt_ms; /* an "on" command ended unconfirmed then (timed out,
+                       superseded, not sent again): it may still reach the
+                       device for CommandTimeout (relay.h); 0 none */
 };
 
 struct fold {
@@ -1482,8 +1485,11 @@ static int fold_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
     if (!(r = fold_relay_at(f, c->resource_id, c->output, c->relay)))
       break;
     if (r->has_last && !cmd_finished(&r->last) &&
-        strcmp(r->last.corr, c->corr) != 0)
+        strcmp(r->last.corr, c->corr) != 0) {
       r->last.superseded_ms = rec->time_ms;
+      if (r->last.status == 1 && c->status != 1)
+        r->doubt_ms = rec->time_ms;
+    }
     memset(&r->last, 0, sizeof(r->last));
     r->has_last = true;
     snprintf(r->last.corr, sizeof(r->last.corr), "%s", c->corr);
@@ -1499,8 +1505,11 @@ static int fold_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
       cmd_apply(&r->last, rec);
     break;
   case BM_JREC_TIMEOUT:
-    if ((r = fold_relay_of(f, rec->u.timeout.corr)))
+    if ((r = fold_relay_of(f, rec->u.timeout.corr))) {
+      if (!cmd_finished(&r->last) && r->last.status == 1)
+        r->doubt_ms = rec->time_ms;
       cmd_apply(&r->last, rec);
+    }
     break;
   case BM_JREC_GIVE_UP: {
     const struct bm_jrec_give_up *g = &rec->u.give_up;
@@ -1515,8 +1524,11 @@ static int fold_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
 
     if (!(r = fold_relay_at(f, c->resource_id, c->output, NULL)))
       break;
-    if (c->corr[0] && r->has_last && strcmp(r->last.corr, c->corr) == 0)
+    if (c->corr[0] && r->has_last && strcmp(r->last.corr, c->corr) == 0) {
+      if (!cmd_finished(&r->last))
+        r->doubt_ms = 0; /* answered after any command in doubt */
       cmd_apply(&r->last, rec);
+    }
     if (cseq && cseq <= r->confirmed_seq)
       break; /* the live run judged it stale too */
     if (r->confirmed != c->status || !r->since_ms)
@@ -1536,6 +1548,7 @@ static int fold_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
     r->confirmed = st->confirmed;
     r->confirmed_seq = st->applied_seq;
     r->snapshot_ms = rec->time_ms;
+    r->doubt_ms = 0; /* a snapshot's doubt follows its state */
     r->has_changed_by = false;
     r->since_ms = 0;
 #ifdef BM_JREC_SWITCHES_MAX
@@ -2008,8 +2021,10 @@ static void set_on_message(struct session *s, const struct mosquitto_message *ms
 }
 
 /* Interlock check before switching on: refused (exit 9) when another relay
- * of one of the relay's Interlocks is on or commanded on, as far as the
- * journal tells; unknown states do not refuse (as in the plugin). */
+ * of one of the relay's Interlocks is on, commanded on, or perhaps on (an
+ * "on" command of it ended unconfirmed less than CommandTimeout ago), as
+ * far as the journal tells; unknown states do not refuse (as in the
+ * plugin). */
 static int check_interlock(const struct ctl_opts *o, const struct ctl_conf *cf,
                            int gi, int relay)
 {
@@ -2017,6 +2032,8 @@ static int check_interlock(const struct ctl_opts *o, const struct ctl_conf *cf,
   struct fold f;
   bool involved = false;
   int status = EXIT_USAGE;
+  int64_t now_ms = bm_now_wall_ms();
+  double timeout = g->c.policy.command_timeout;
 
   for (size_t i = 0; i < cf->interlocks_n; i++)
     for (int k = 0; k < cf->interlocks[i].n; k++)
@@ -2057,19 +2074,24 @@ static int check_interlock(const struct ctl_opts *o, const struct ctl_conf *cf,
         bool on_now = r->confirmed == 1;
         bool on_soon = r->has_last && !cmd_finished(&r->last) &&
                        r->last.status == 1;
+        bool in_doubt = r->doubt_ms &&
+                        now_ms < r->doubt_ms + (int64_t)(timeout * 1000.0);
+        const char *is = on_now    ? "on"
+                         : on_soon ? "commanded on"
+                                   : "perhaps on (an unconfirmed \"on\" "
+                                     "command may still reach it)";
         if (r->resource_id != p->resource_id || r->output != p->output ||
-            (!on_now && !on_soon))
+            (!on_now && !on_soon && !in_doubt))
           continue;
         if (o->force) {
           BM_WARNING("Interlock: relay \"%s\" is %s; --force: switching "
                      "\"%s\" on anyway",
-                     p->name, on_now ? "on" : "commanded on",
-                     g->relays[relay].name);
+                     p->name, is, g->relays[relay].name);
           continue;
         }
         fail("relay \"%s\" may not be on together with relay \"%s\", which "
              "is %s (Interlock): not sent (--force switches anyway)",
-             g->relays[relay].name, p->name, on_now ? "on" : "commanded on");
+             g->relays[relay].name, p->name, is);
         status = EXIT_INTERLOCK;
         goto out;
       }

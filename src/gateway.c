@@ -448,6 +448,13 @@ static void journal_events(bm_gateway_t *gw)
   }
 }
 
+/* An "on" command in doubt (relay.h, bm_relay_table_doubt_of). */
+struct snapshot_doubt {
+  size_t relay;
+  struct bm_command_saved cmd;
+  double ended_at;
+};
+
 /* What a compaction writes, copied from the table under the mutex so that
  * the disk is written without it. */
 struct snapshot {
@@ -457,6 +464,8 @@ struct snapshot {
   struct bm_relay_saved *saved;
   struct bm_command_saved *pending;
   bool *has_pending;
+  struct snapshot_doubt *doubts; /* by relay, the few in doubt */
+  size_t n_doubts, cap_doubts;
   double mono;
   int64_t wall_ms;
 };
@@ -467,6 +476,28 @@ static void snapshot_free(struct snapshot *s)
   free(s->saved);
   free(s->pending);
   free(s->has_pending);
+  free(s->doubts);
+}
+
+/* Copies relay i's doubt, if it has one.  Returns 0, or -1 when memory ran
+ * out. */
+static int snapshot_doubt(bm_gateway_t *gw, struct snapshot *s, size_t i)
+{
+  struct snapshot_doubt d = {.relay = i};
+
+  if (!bm_relay_table_doubt_of(gw->table, (int)i, s->mono, &d.cmd,
+                               &d.ended_at))
+    return 0;
+  if (s->n_doubts == s->cap_doubts) {
+    size_t cap = s->cap_doubts ? 2 * s->cap_doubts : 16;
+    struct snapshot_doubt *more = bm_realloc(s->doubts, cap * sizeof(*more));
+    if (!more)
+      return -1;
+    s->doubts = more;
+    s->cap_doubts = cap;
+  }
+  s->doubts[s->n_doubts++] = d;
+  return 0;
 }
 
 static int snapshot_take(bm_gateway_t *gw, struct snapshot *s)
@@ -490,15 +521,56 @@ static int snapshot_take(bm_gateway_t *gw, struct snapshot *s)
     bm_relay_table_save(gw->table, (int)i, &s->saved[i]);
     s->has_pending[i] =
         bm_relay_table_pending_of(gw->table, (int)i, &s->pending[i]);
+    if (snapshot_doubt(gw, s, i) != 0) {
+      pthread_mutex_unlock(&gw->lock);
+      snapshot_free(s);
+      return -1;
+    }
   }
   pthread_mutex_unlock(&gw->lock);
   return 0;
+}
+
+/* A snapshot's wall time (ms) of a monotonic time of the table. */
+static int64_t snapshot_wall_ms(const struct snapshot *s, double mono)
+{
+  return s->wall_ms - (int64_t)((s->mono - mono) * 1000.0);
+}
+
+/* A doubt as the records that replay makes one of: its command, then its
+ * end (a timeout record) when the doubt began. */
+static int emit_doubt(struct bm_journal_snapshot *js, const struct snapshot *s,
+                      const struct snapshot_doubt *d)
+{
+  struct bm_jrec rec;
+
+  memset(&rec, 0, sizeof(rec));
+  rec.type = BM_JREC_COMMAND;
+  rec.time_ms = snapshot_wall_ms(s, d->cmd.published_at);
+  rec.u.command.cmd_seq = d->cmd.seq;
+  bm_str_copy(rec.u.command.corr, sizeof(rec.u.command.corr), d->cmd.corr);
+  bm_str_copy(rec.u.command.relay, sizeof(rec.u.command.relay),
+              s->views[d->relay].name);
+  rec.u.command.resource_id = s->views[d->relay].resource_id;
+  rec.u.command.output = s->views[d->relay].output;
+  rec.u.command.status = d->cmd.status;
+  rec.u.command.attempt = d->cmd.attempt;
+  bm_str_copy(rec.u.command.origin, sizeof(rec.u.command.origin),
+              d->cmd.origin);
+  if (bm_journal_snapshot_emit(js, &rec) != 0)
+    return -1;
+  memset(&rec, 0, sizeof(rec));
+  rec.type = BM_JREC_TIMEOUT;
+  rec.time_ms = snapshot_wall_ms(s, d->ended_at);
+  bm_str_copy(rec.u.timeout.corr, sizeof(rec.u.timeout.corr), d->cmd.corr);
+  return bm_journal_snapshot_emit(js, &rec);
 }
 
 static int snapshot_emit(struct bm_journal_snapshot *js, void *ctx)
 {
   const struct snapshot *s = ctx;
   struct bm_jrec rec;
+  size_t d = 0;
 
   memset(&rec, 0, sizeof(rec));
   rec.type = BM_JREC_SEQ;
@@ -524,11 +596,13 @@ static int snapshot_emit(struct bm_journal_snapshot *js, void *ctx)
         snprintf(st->applied[st->n_applied++], sizeof(st->applied[0]),
                  "#%016llx", (unsigned long long)sv->applied[k]);
     for (int k = 0; k < sv->n_switches && k < BM_JREC_SWITCHES_MAX; k++)
-      st->switches[st->n_switches++] =
-          s->wall_ms - (int64_t)((s->mono - sv->switches[k]) * 1000.0);
+      st->switches[st->n_switches++] = snapshot_wall_ms(s, sv->switches[k]);
     if (st->n_switches)
       rec.time_ms = st->switches[st->n_switches - 1];
     if (bm_journal_snapshot_emit(js, &rec) != 0)
+      return -1;
+    if (d < s->n_doubts && s->doubts[d].relay == i &&
+        emit_doubt(js, s, &s->doubts[d++]) != 0)
       return -1;
     if (!s->has_pending[i])
       continue;
@@ -536,7 +610,7 @@ static int snapshot_emit(struct bm_journal_snapshot *js, void *ctx)
     const struct bm_command_saved *c = &s->pending[i];
     memset(&rec, 0, sizeof(rec));
     rec.type = BM_JREC_COMMAND;
-    rec.time_ms = s->wall_ms - (int64_t)((s->mono - c->published_at) * 1000);
+    rec.time_ms = snapshot_wall_ms(s, c->published_at);
     rec.u.command.cmd_seq = c->seq;
     bm_str_copy(rec.u.command.corr, sizeof(rec.u.command.corr), c->corr);
     bm_str_copy(rec.u.command.relay, sizeof(rec.u.command.relay),
@@ -606,12 +680,18 @@ static bool journal_compaction_due(bm_gateway_t *gw)
 
 /* Replay: records are folded into per-relay state, loaded into the table
  * once the whole journal has been read. */
+struct replay_doubt {
+  struct bm_command_saved cmd;
+  int64_t published_ms, ended_ms;
+};
+
 struct replay {
   bm_gateway_t *gw;
   struct bm_relay_saved *saved;
   struct bm_command_saved *pending;
   int64_t *published_ms;
   bool *has_pending;
+  struct replay_doubt **doubt; /* the relay's "on" in doubt, NULL none */
   struct bm_idmap corr; /* correlationId hash -> relay, for answers */
   uint64_t max_seq;
   unsigned long records, unknown_relays;
@@ -651,6 +731,29 @@ static void replay_applied(struct bm_relay_saved *sv, uint64_t hash)
   sv->applied[BM_RELAY_APPLIED_IDS - 1] = hash;
 }
 
+/* The relay's pending command ended unconfirmed at ms: an "on" may still
+ * reach the device (relay.c, begin_doubt).  Returns 0, or -1 when memory
+ * ran out. */
+static int replay_doubt(struct replay *rp, int relay, int64_t ms)
+{
+  struct replay_doubt *d = rp->doubt[relay];
+
+  if (rp->pending[relay].status != 1)
+    return 0;
+  if (!d && !(d = rp->doubt[relay] = bm_calloc(1, sizeof(*d))))
+    return -1;
+  d->cmd = rp->pending[relay];
+  d->published_ms = rp->published_ms[relay];
+  d->ended_ms = ms;
+  return 0;
+}
+
+static void replay_doubt_end(struct replay *rp, int relay)
+{
+  free(rp->doubt[relay]);
+  rp->doubt[relay] = NULL;
+}
+
 static int replay_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
 {
   struct replay *rp = ctx;
@@ -667,6 +770,10 @@ static int replay_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
       rp->max_seq = c->cmd_seq;
     if ((relay = bm_relay_table_lookup(t, c->resource_id, c->output)) < 0)
       break;
+    /* A command while another was pending superseded it. */
+    if (rp->has_pending[relay] && rp->pending[relay].status != c->status &&
+        replay_doubt(rp, relay, rec->time_ms) != 0)
+      return -1;
     struct bm_command_saved *p = &rp->pending[relay];
     memset(p, 0, sizeof(*p));
     bm_str_copy(p->corr, sizeof(p->corr), c->corr);
@@ -695,8 +802,11 @@ static int replay_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
     corr = rec->u.timeout.corr;
     relay = bm_idmap_get(&rp->corr, bm_idmap_hash(corr));
     if (relay >= 0 && rp->has_pending[relay] &&
-        strcmp(rp->pending[relay].corr, corr) == 0)
+        strcmp(rp->pending[relay].corr, corr) == 0) {
       rp->has_pending[relay] = false;
+      if (replay_doubt(rp, relay, rec->time_ms) != 0)
+        return -1;
+    }
     break;
   case BM_JREC_CONFIRM: {
     const struct bm_jrec_confirm *c = &rec->u.confirm;
@@ -721,8 +831,11 @@ static int replay_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
         cseq = 0;
     }
     sv = &rp->saved[relay];
-    if (rp->has_pending[relay] && strcmp(rp->pending[relay].corr, c->corr) == 0)
+    if (rp->has_pending[relay] &&
+        strcmp(rp->pending[relay].corr, c->corr) == 0) {
       rp->has_pending[relay] = false;
+      replay_doubt_end(rp, relay);
+    }
     if (cseq && cseq <= sv->confirmed_seq)
       break; /* the live run judged it stale too */
     if (cseq)
@@ -748,6 +861,7 @@ static int replay_record(const struct bm_jrec *rec, uint64_t seq, void *ctx)
     }
     sv = &rp->saved[relay];
     memset(sv, 0, sizeof(*sv));
+    replay_doubt_end(rp, relay); /* a snapshot's doubt follows its state */
     sv->confirmed = st->confirmed;
     sv->by_command = st->by_command != 0;
     sv->confirmed_seq = st->applied_seq;
@@ -778,7 +892,7 @@ static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
 {
   struct replay rp;
   size_t n = bm_relay_table_size(gw->table);
-  unsigned long known = 0, resumed = 0;
+  unsigned long known = 0, resumed = 0, doubts = 0;
   int status = -1;
 
   memset(&rp, 0, sizeof(rp));
@@ -789,7 +903,9 @@ static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
   rp.pending = bm_calloc(n + 1, sizeof(*rp.pending));
   rp.published_ms = bm_calloc(n + 1, sizeof(*rp.published_ms));
   rp.has_pending = bm_calloc(n + 1, sizeof(*rp.has_pending));
-  if (!rp.saved || !rp.pending || !rp.published_ms || !rp.has_pending) {
+  rp.doubt = bm_calloc(n + 1, sizeof(*rp.doubt));
+  if (!rp.saved || !rp.pending || !rp.published_ms || !rp.has_pending ||
+      !rp.doubt) {
     snprintf(err, errlen, "out of memory");
     goto out;
   }
@@ -807,6 +923,20 @@ static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
   for (size_t i = 0; i < n; i++) {
     bm_relay_table_load(gw->table, (int)i, &rp.saved[i]);
     known += rp.saved[i].confirmed >= 0;
+    if (rp.doubt[i]) {
+      struct replay_doubt *d = rp.doubt[i];
+      struct bm_command_saved probe;
+      double ended_at = replay_mono(&rp, d->ended_ms), probe_end;
+
+      d->cmd.published_at = replay_mono(&rp, d->published_ms);
+      if (bm_relay_table_doubt(gw->table, (int)i, &d->cmd, ended_at,
+                               rp.mono) != 0)
+        BM_ERROR("gateway \"%s\": out of memory for the doubt of relay "
+                 "%zu's command \"%s\": the next compaction forgets it",
+                 gw->conf.name, i, d->cmd.corr);
+      doubts += bm_relay_table_doubt_of(gw->table, (int)i, rp.mono, &probe,
+                                        &probe_end);
+    }
     if (!rp.has_pending[i])
       continue;
     /* Deadlines count from the original publish, on our monotonic clock. */
@@ -815,9 +945,10 @@ static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
       resumed++;
   }
   BM_INFO("gateway \"%s\": journal \"%s\": %lu records replayed, %lu relay "
-          "states restored, %lu commands resumed%s",
+          "states restored, %lu commands resumed, %lu ended \"on\" commands "
+          "in doubt%s",
           gw->conf.name, gw->conf.journal_file, rp.records, known, resumed,
-          rp.unknown_relays ? " (records of relays no longer configured "
+          doubts, rp.unknown_relays ? " (records of relays no longer configured "
                               "ignored)"
                             : "");
   journal_compact(gw);
@@ -828,6 +959,9 @@ out:
   free(rp.pending);
   free(rp.published_ms);
   free(rp.has_pending);
+  for (size_t i = 0; rp.doubt && i < n; i++)
+    free(rp.doubt[i]);
+  free(rp.doubt);
   return status;
 }
 

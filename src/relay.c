@@ -54,13 +54,22 @@ struct recent_cmd {
   bool confirmed;
 };
 
+/* The "on" command behind a relay's on_doubt_until, kept for the journal:
+ * a restart within the doubt keeps it (bm_relay_table_doubt_of). */
+struct doubt {
+  struct bm_command_saved cmd;
+  double ended_at; /* the doubt lasts until CommandTimeout after it */
+};
+
 /* The correlationIds a relay still recognises: our last ended commands,
- * and other applications' commands already applied. */
+ * and other applications' commands already applied; and the command of
+ * its doubt, if it had one. */
 struct relay_ids {
   struct recent_cmd recent[RECENT_CMDS];
   uint64_t applied[APPLIED_IDS];
   uint8_t recent_next;
   uint8_t applied_next;
+  struct doubt *doubt; /* NULL until a doubt began */
 };
 
 struct relay {
@@ -87,9 +96,10 @@ struct relay {
   const struct bm_relay_limits *hold_limits; /* those limits, checked again
                                                 when the hold ends */
   double on_doubt_until; /* an "on" command ended unconfirmed (superseded,
-                            timed out) may still reach the device until
-                            then: for interlocks the relay counts as
-                            commanded on; 0 none */
+                            timed out, refused when it was to go out
+                            again) may still reach the device until then:
+                            for interlocks the relay counts as commanded
+                            on; 0 none */
   double last_switch;  /* time of the last confirmed change, if sw_n > 0 */
   double *switches;    /* ring of sw_cap change times when sw_cap > 1 */
   uint8_t sw_cap;      /* change times kept: 1 (last_switch) or the ring's */
@@ -216,6 +226,8 @@ void bm_relay_table_free(bm_relay_table_t *t)
     free(t->relays[i].cmd_times);
     free(t->relays[i].groups);
     free(t->relays[i].switches);
+    if (t->relays[i].ids)
+      free(t->relays[i].ids->doubt);
     free(t->relays[i].ids);
   }
   for (int i = 0; i < t->n_interlocks; i++)
@@ -502,6 +514,41 @@ int bm_relay_table_check_timers(const bm_relay_table_t *t, double now)
 
 /* ---- commands ---------------------------------------------------------- */
 
+/* The "on" command c of the relay ended unconfirmed at `at`: it may still
+ * reach the device, so for its interlocks the relay counts as commanded on
+ * until CommandTimeout later. The command is kept for the journal; without
+ * memory for it, the doubt holds in this run only. */
+static void begin_doubt(bm_relay_table_t *t, struct relay *r,
+                        const struct bm_command_saved *c, double at)
+{
+  r->on_doubt_until = at + t->policy.command_timeout;
+  if (!r->ids && !(r->ids = bm_calloc(1, sizeof(*r->ids))))
+    return;
+  if (!r->ids->doubt && !(r->ids->doubt = bm_calloc(1, sizeof(*r->ids->doubt))))
+    return;
+  r->ids->doubt->cmd = *c;
+  r->ids->doubt->ended_at = at;
+}
+
+/* The relay's pending command, an "on", ends unconfirmed now. */
+static void doubt_pending(bm_relay_table_t *t, int relay, double now)
+{
+  struct bm_command_saved c;
+
+  if (bm_relay_table_pending_of(t, relay, &c))
+    begin_doubt(t, &t->relays[relay], &c, now);
+}
+
+/* Ends the relay's doubt: its last command was confirmed. */
+static void end_doubt(struct relay *r)
+{
+  r->on_doubt_until = 0;
+  if (r->ids) {
+    free(r->ids->doubt);
+    r->ids->doubt = NULL;
+  }
+}
+
 /* Moves the pending command into the relay's ring of recent commands; the
  * one it pushes out is forgotten by the correlation map. */
 static void retire_pending(bm_relay_table_t *t, struct relay *r,
@@ -546,6 +593,24 @@ static int interlocked_with(const bm_relay_table_t *t, int relay, double now)
     }
   }
   return -1;
+}
+
+/* Why relay `other` keeps its interlock partners off, after "interlocked
+ * with relay \"<name>\", ": into buf (size n), returned. */
+static const char *interlock_why(const bm_relay_table_t *t, int other,
+                                 double now, char *buf, size_t n)
+{
+  const struct relay *o = &t->relays[other];
+
+  if (o->confirmed == 1)
+    snprintf(buf, n, "which is on");
+  else if (o->pending && o->pending->status == 1)
+    snprintf(buf, n, "which is being switched on");
+  else
+    snprintf(buf, n,
+             "whose unconfirmed \"on\" command may still reach it for %.0f s",
+             ceil(o->on_doubt_until - now));
+  return buf;
 }
 
 enum refusal { REFUSED_INTERLOCK = 1, REFUSED_BUDGET };
@@ -596,9 +661,10 @@ static bool command_allowed(bm_relay_table_t *t, int relay, double now,
   char why[BM_REASON_SIZE];
 
   if (r->desired == 1 && (other = interlocked_with(t, relay, now)) >= 0) {
-    snprintf(why, sizeof(why),
-             "refused: interlocked with relay \"%s\", which is on",
-             t->relays[other].name);
+    char state[96];
+    snprintf(why, sizeof(why), "refused: interlocked with relay \"%s\", %s",
+             t->relays[other].name,
+             interlock_why(t, other, now, state, sizeof(state)));
     refuse(t, relay, REFUSED_INTERLOCK, why, now, out);
     return false;
   }
@@ -752,10 +818,6 @@ bool bm_relay_table_set_desired(bm_relay_table_t *t, int relay, int status,
     mark(t, relay);
     return true;
   }
-  if (origin && (copy = bm_strdup(origin))) {
-    free(r->origin);
-    r->origin = copy;
-  }
   r->desired = (int8_t)status;
   r->stopped = false;
   r->attempt = 0;
@@ -764,12 +826,17 @@ bool bm_relay_table_set_desired(bm_relay_table_t *t, int relay, int status,
   if (r->pending && r->pending->status != status) {
     /* Superseded: the old command may still reach the device, so a new one
      * goes out even when the confirmed state already is what we want, and
-     * an old "on" keeps the relay's interlock partners off meanwhile. */
+     * an old "on" keeps the relay's interlock partners off meanwhile (kept
+     * with its own origin, replaced below). */
     if (r->pending->status == 1)
-      r->on_doubt_until = now + t->policy.command_timeout;
+      doubt_pending(t, relay, now);
     retire_pending(t, r, false);
     update_deadline(t, relay, now);
     r->force = true;
+  }
+  if (origin && (copy = bm_strdup(origin))) {
+    free(r->origin);
+    r->origin = copy;
   }
   if (r->pending || (r->confirmed == status && !r->force))
     return false;
@@ -784,15 +851,17 @@ static void refuse_republish(bm_relay_table_t *t, int relay, int other,
                              double now, struct bm_events *out)
 {
   struct relay *r = &t->relays[relay];
-  char why[BM_REASON_SIZE];
+  char why[BM_REASON_SIZE], state[96];
 
   t->stats.ops[BM_OP_REFUSED]++;
   snprintf(why, sizeof(why),
-           "refused: not sent again: interlocked with relay \"%s\", which is "
-           "on",
-           t->relays[other].name);
+           "refused: not sent again: interlocked with relay \"%s\", %s",
+           t->relays[other].name,
+           interlock_why(t, other, now, state, sizeof(state)));
   push_refused(t, relay, r->pending->status, r->pending->attempt,
                r->pending->corr, why, out);
+  if (r->pending->status == 1) /* it went out before the restart */
+    doubt_pending(t, relay, now);
   retire_pending(t, r, false);
   r->stopped = true;
   update_deadline(t, relay, now);
@@ -1168,7 +1237,7 @@ enum bm_apply bm_relay_table_on_notification(bm_relay_table_t *t,
     retire_pending(t, r, true);
     /* Issued after any command in doubt, and answered after it: the
      * gateway takes a client's commands in order. */
-    r->on_doubt_until = 0;
+    end_doubt(r);
     apply_state(t, relay, n->state.status, n->correlation_id, seq, now, out);
     if (n->state.status != commanded) {
       /* The device answered with the other state: it could not switch.  A
@@ -1264,7 +1333,7 @@ static void time_out(bm_relay_table_t *t, int relay, double now,
     bm_str_copy(ev->reason, sizeof(ev->reason), why);
   }
   if (p->status == 1) /* late, it may still arrive: see on_doubt_until */
-    r->on_doubt_until = now + t->policy.command_timeout;
+    doubt_pending(t, relay, now);
   retire_pending(t, r, false);
   retry_or_give_up(t, relay, attempt, now, out);
 }
@@ -1386,6 +1455,31 @@ bool bm_relay_table_pending_of(const bm_relay_table_t *t, int relay,
   out->published_at = p->published_at;
   bm_str_copy(out->origin, sizeof(out->origin), r->origin);
   return true;
+}
+
+bool bm_relay_table_doubt_of(const bm_relay_table_t *t, int relay,
+                             double now, struct bm_command_saved *out,
+                             double *ended_at)
+{
+  const struct relay *r = &t->relays[relay];
+
+  if (r->on_doubt_until <= now || !r->ids || !r->ids->doubt)
+    return false;
+  *out = r->ids->doubt->cmd;
+  *ended_at = r->ids->doubt->ended_at;
+  return true;
+}
+
+int bm_relay_table_doubt(bm_relay_table_t *t, int relay,
+                         const struct bm_command_saved *c, double ended_at,
+                         double now)
+{
+  struct relay *r = &t->relays[relay];
+
+  if (c->status != 1 || ended_at + t->policy.command_timeout <= now)
+    return 0;
+  begin_doubt(t, r, c, ended_at);
+  return r->ids && r->ids->doubt ? 0 : -1;
 }
 
 int bm_relay_table_resume(bm_relay_table_t *t, int relay,
@@ -1560,9 +1654,11 @@ enum bm_request bm_relay_table_override(bm_relay_table_t *t, int relay,
     return BM_REQ_OK;
   }
   if (status == 1 && (other = interlocked_with(t, relay, now)) >= 0) {
+    char state[96];
     if (why)
-      snprintf(why, whylen, "interlocked with relay \"%s\", which is on",
-               t->relays[other].name);
+      snprintf(why, whylen, "interlocked with relay \"%s\", %s",
+               t->relays[other].name,
+               interlock_why(t, other, now, state, sizeof(state)));
     t->stats.ops[BM_OP_REFUSED]++;
     return BM_REQ_INTERLOCKED;
   }

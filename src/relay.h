@@ -359,6 +359,21 @@ bool bm_relay_table_pending_of(const bm_relay_table_t *t, int relay,
  * again: the next tick times it out. */
 int bm_relay_table_resume(bm_relay_table_t *t, int relay,
                           const struct bm_command_saved *c);
+/* An "on" command that ended unconfirmed (superseded, timed out, refused
+ * when it was to go out again) may still reach the device: the relay
+ * counts as commanded on for its interlocks until CommandTimeout after
+ * the command ended.  doubt_of copies the command behind the relay's doubt
+ * at now and when it ended (monotonic s); false when there is none.
+ * bm_relay_table_doubt restores one from before a restart (ended_at may
+ * lie in the past; a doubt over by now, or of an "off", is ignored):
+ * returns 0, or -1 when memory ran out (the doubt then holds, but a
+ * snapshot does not keep it). */
+bool bm_relay_table_doubt_of(const bm_relay_table_t *t, int relay,
+                             double now, struct bm_command_saved *out,
+                             double *ended_at);
+int bm_relay_table_doubt(bm_relay_table_t *t, int relay,
+                         const struct bm_command_saved *c, double ended_at,
+                         double now);
 /* Ends the relay's pending command `corr` before it was published (its
  * journal record could not be made durable): the relay is stopped until a
  * new intent, and the command counts as failed.  Returns true when it was

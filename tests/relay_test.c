@@ -3043,6 +3043,11 @@ static void test_resume_interlocked(void)
      e ? e->reason : "no END");
   struct bm_relay_view v = view_of(t, 0);
   ok(v.pending == 0 && v.stopped, "resumed interlocked: nothing pending, stopped");
+  struct bm_command_saved d;
+  double ended;
+  ok(bm_relay_table_doubt_of(t, 0, 102, &d, &ended) &&
+         strcmp(d.corr, HEX_A "-7") == 0 && ended == 102,
+     "resumed interlocked: it may have gone out before: in doubt from 102");
   is_int((int)op_count(t, BM_OP_REFUSED), 1, "resumed interlocked: counted refused");
   bm_events_clear(&ev);
   bm_relay_table_tick(t, 200, &ev);

@@ -523,6 +523,134 @@ static void test_interlock_superseded(void)
   bm_relay_table_free(t);
 }
 
+/* Two interlocked relays, fan (0) and heater (1), both confirmed off, in a
+ * connected table of the given policy. */
+static bm_relay_table_t *fan_and_heater(const struct bm_relay_policy *pol,
+                                        struct bm_events *ev)
+{
+  bm_relay_table_t *t = bm_relay_table_new(pol, "0123456789abcdef");
+  int ids[2] = {0, 1};
+
+  bm_relay_table_add(t, "fan", 101, 4);
+  bm_relay_table_add(t, "heater", 102, 1);
+  bm_relay_table_interlock(t, ids, 2);
+  bm_relay_table_set_connected(t, true, true, 0, ev);
+  struct bm_notification n = confirm(NULL, 0);
+  bm_relay_table_on_notification(t, &n, 1, ev); /* fan off */
+  n.state.resource_id = 102;
+  n.state.output = 1;
+  bm_relay_table_on_notification(t, &n, 1, ev); /* heater off */
+  bm_events_clear(ev);
+  return t;
+}
+
+/* The heater asked on at `now`: 1 when its command went out, 0 when it was
+ * refused (the relay stopped, its refusal counted: reported at most once a
+ * minute), -1 for anything else. */
+static int heater_on(bm_relay_table_t *t, double now, struct bm_events *ev)
+{
+  struct bm_relay_view v;
+  struct bm_relay_stats before, after;
+
+  bm_relay_table_stats(t, &before, false);
+  bm_relay_table_request(t, 1, 1, "heater on", false, now, NULL, 0);
+  bm_events_clear(ev);
+  bm_relay_table_tick(t, now, ev);
+  for (size_t i = 0; i < ev->n; i++)
+    if (ev->ev[i].relay == 1 && ev->ev[i].kind == BM_EV_PUBLISH)
+      return 1;
+  bm_relay_table_view(t, 1, &v);
+  bm_relay_table_stats(t, &after, false);
+  return v.stopped && after.ops[BM_OP_REFUSED] == before.ops[BM_OP_REFUSED] + 1
+             ? 0
+             : -1;
+}
+
+/* An "on" that timed out may still reach the device: the doubt it leaves
+ * (its command, when it began) is what the journal keeps, and a restarted
+ * table given it back refuses the interlock partner just as long. */
+static void test_doubt_kept(void)
+{
+  struct bm_relay_policy pol = POLICY; /* AckTimeout 5, CommandTimeout 10 */
+  struct bm_events ev = {0};
+  struct bm_command_saved c, c2;
+  double ended = 0, ended2 = 0;
+  bm_relay_table_t *t, *t2;
+
+  pol.retries = 0;
+  t = fan_and_heater(&pol, &ev);
+  ok(!bm_relay_table_doubt_of(t, 0, 1, &c, &ended), "doubt: none at first");
+  bm_relay_table_request(t, 0, 1, "fan on", false, 2, NULL, 0);
+  bm_relay_table_tick(t, 2, &ev);
+  is_int(ev.n == 1 && ev.ev[0].kind == BM_EV_PUBLISH, 1,
+         "doubt: the fan's on is published");
+  char corr[BM_MSG_ID_SIZE];
+  snprintf(corr, sizeof(corr), "%s", ev.ev[0].corr);
+  ok(!bm_relay_table_doubt_of(t, 0, 3, &c, &ended),
+     "doubt: none while the command is pending");
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 7, &ev); /* no commandResponse in 5 s */
+  ok(bm_relay_table_doubt_of(t, 0, 7, &c, &ended),
+     "doubt: the timed-out on leaves a doubt");
+  ok(strcmp(c.corr, corr) == 0 && c.status == 1 && c.attempt == 1 &&
+         c.published_at == 2 && ended == 7 && strcmp(c.origin, "fan on") == 0,
+     "doubt: it holds the command (%s, status %d, attempt %d, published "
+     "%g, origin \"%s\"), ended at %g",
+     c.corr, c.status, c.attempt, c.published_at, c.origin, ended);
+  is_int(heater_on(t, 8, &ev), 0, "doubt: the heater is refused at 8");
+  ok(!bm_relay_table_doubt_of(t, 0, 17, &c2, &ended2),
+     "doubt: over at 7 + CommandTimeout 10");
+
+  /* A restarted table, given the doubt back at 9 (the journal's times on
+   * its clock): refuses the heater until 17, then lets it on. */
+  struct bm_events ev2 = {0};
+  t2 = fan_and_heater(&pol, &ev2);
+  is_int(bm_relay_table_doubt(t2, 0, &c, ended, 9), 0,
+         "doubt: restored after a restart");
+  ok(bm_relay_table_doubt_of(t2, 0, 9, &c2, &ended2) &&
+         strcmp(c2.corr, corr) == 0 && ended2 == 7 &&
+         strcmp(c2.origin, "fan on") == 0,
+     "doubt: the restored table holds the same command and end");
+  is_int(heater_on(t2, 10, &ev2), 0, "doubt: restored, the heater is refused");
+  is_int(heater_on(t2, 16.9, &ev2), 0, "doubt: ... still at 16.9");
+  is_int(heater_on(t2, 17.1, &ev2), 1, "doubt: ... and goes on at 17.1");
+  bm_relay_table_free(t2);
+
+  /* Nothing to restore: a doubt over by now, or about an off. */
+  t2 = fan_and_heater(&pol, &ev2);
+  is_int(bm_relay_table_doubt(t2, 0, &c, ended, 17.5), 0,
+         "doubt: one over by now is accepted");
+  ok(!bm_relay_table_doubt_of(t2, 0, 17.5, &c2, &ended2), "doubt: ... and ignored");
+  c.status = 0;
+  bm_relay_table_doubt(t2, 0, &c, ended, 9);
+  ok(!bm_relay_table_doubt_of(t2, 0, 9, &c2, &ended2),
+     "doubt: an off leaves none");
+  is_int(heater_on(t2, 9, &ev2), 1, "doubt: ... the heater goes on");
+  bm_relay_table_free(t2);
+  bm_events_release(&ev2);
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+
+  /* Superseded: the doubt keeps the old command's origin, and ends when the
+   * later command is confirmed. */
+  t = fan_and_heater(&pol, &ev);
+  bm_relay_table_request(t, 0, 1, "fan on", false, 2, NULL, 0);
+  bm_relay_table_tick(t, 2, &ev);
+  bm_relay_table_request(t, 0, 0, "fan off", false, 3, NULL, 0);
+  bm_events_clear(&ev);
+  bm_relay_table_tick(t, 3, &ev);
+  ok(bm_relay_table_doubt_of(t, 0, 3, &c, &ended) && ended == 3 &&
+         strcmp(c.origin, "fan on") == 0 && c.status == 1,
+     "doubt: a superseded on leaves one, with its own origin (\"%s\")",
+     c.origin);
+  struct bm_notification n = confirm(ev.n ? ev.ev[0].corr : "", 0);
+  bm_relay_table_on_notification(t, &n, 4, &ev);
+  ok(!bm_relay_table_doubt_of(t, 0, 4, &c, &ended),
+     "doubt: the later command's confirmation ends it");
+  bm_events_release(&ev);
+  bm_relay_table_free(t);
+}
+
 /* Refusals are reported once a minute per kind: a budget refusal right
  * after an interlock one is reported too. */
 static void test_refusal_kinds(void)
@@ -701,6 +829,7 @@ int main(void)
   test_hold_ends();
   test_hold_rechecked();
   test_interlock_superseded();
+  test_doubt_kept();
   test_refusal_kinds();
   test_budget();
   test_switch_history();
