@@ -1999,23 +1999,25 @@ static void hold(int sock, int on)
  * the broker spends a read on each. The socket is corked for the burst
  * and the turn's commands, so they leave together when it is uncorked
  * right after (bench/README, sixth round: ingest at QoS 1, 4 interleaved
- * A/B rounds, medians 29-33k -> 32-35k messages/s). Only once
- * subscribed: at a reconnect libmosquitto writes our SUBSCRIBE and then
+ * A/B rounds, medians 29-33k -> 32-35k messages/s). Only once the CONNACK
+ * was read: in its handling libmosquitto writes our SUBSCRIBE and then
  * resends its QoS 2 PUBLISHes in flight, and a broker that refuses QoS 2
  * (Aedes) closes the connection on the PUBLISH; sent in one segment, the
  * SUBSCRIBE was never answered and the session never became ready
- * (qos1_broker.sh). Held also against a crash before the turn's journal
- * write (see hold). When the connection was lost meanwhile, its descriptor
- * (closed, maybe reused by another plugin) is left alone. */
+ * (qos1_broker.sh). From then on, SUBACK or not (a broker sends the
+ * messages it kept for a resumed session right after the CONNACK), held
+ * also against a crash before the turn's journal write (see hold). When
+ * the connection was lost meanwhile, its descriptor (closed, maybe reused
+ * by another plugin) is left alone. */
 static int read_packets(bm_gateway_t *gw)
 {
   int rc = MOSQ_ERR_SUCCESS;
-  int sock = gw->conf.sub_qos > 0 && gw->session == SESSION_READY
-                 ? mosquitto_socket(gw->mosq)
-                 : -1;
+  int sock = -1;
 
-  hold(sock, 1);
   for (int i = 0; i < 256; i++) {
+    if (sock < 0 && gw->conf.sub_qos > 0 &&
+        (gw->session == SESSION_SUBSCRIBING || gw->session == SESSION_READY))
+      hold(sock = mosquitto_socket(gw->mosq), 1);
     errno = 0;
     rc = mosquitto_loop_read(gw->mosq, 1);
     if (rc != MOSQ_ERR_SUCCESS || errno == EAGAIN || errno == EWOULDBLOCK)
