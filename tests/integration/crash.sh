@@ -390,12 +390,15 @@ lost=$(awk '
     }
   }' "$T/collectd.log")
 bm_is "$lost" "" "every command the plugin published was confirmed, ended or superseded"
-resumed=$(grep -c 'republished setExtDO .*origin "resumed after restart' "$T/collectd.log") || true
+# Resumed at a restart: republished when the connection came within their
+# AckTimeout, else timed out and retried (a slow start, under load or ASan).
+republished=$(grep -c 'republished setExtDO .*origin "resumed after restart' "$T/collectd.log") || true
+resumed=$(grep -oE '[0-9]+ commands resumed' "$T/collectd.log" | awk '{ n += $1 } END { print n + 0 }')
 bm_diag "$(grep -c '^cmd ' "$T/gwsim.log") commands reached the simulator," \
-  "$resumed were republished after a restart"
+  "$resumed were resumed after a restart, $republished of them republished"
 if ((ROUNDS >= 9)); then
   ((resumed > 0))
-  bm_ok $? "the rounds with a frozen broker made the plugin resume commands ($resumed republished)"
+  bm_ok $? "the rounds with a frozen broker made the plugin resume commands ($resumed resumed, $republished republished)"
 fi
 (( ${#sim_ids[@]} >= ROUNDS )); bm_ok $? "the rounds sent work: ${#sim_ids[@]} distinct commands"
 bm_check "the token appears in no log, output, metric or journal" no_secret_leaked
