@@ -303,7 +303,7 @@ done
 table=$("$build/idle_table" "$gateways" "$relays") || exit 1
 
 scale="${gateways}x$((relays / 1000))k relays"
-[[ -n ${IDLE_STATE_INTERVAL:-} ]] && scale+=", StateInterval $IDLE_STATE_INTERVAL"
+[[ -n ${IDLE_STATE_INTERVAL:-} ]] && scale+=" StateInterval $IDLE_STATE_INTERVAL"
 [[ -n ${IDLE_PLUGIN_INTERVAL:-} ]] && scale+=", plugin Interval $IDLE_PLUGIN_INTERVAL"
 echo "$BENCH_ROW_HEADER"
 peer="collectd without bimetri"

@@ -85,12 +85,12 @@ struct relay {
   bool by_command;  /* confirmed came from a command of ours */
   int8_t manual;    /* override: -1 none, 0, 1 */
   uint8_t refused_kind; /* of the refusal reported at refused_at */
+  int n_groups;        /* of groups (here: fills what would be padding) */
   double manual_until; /* 0: until "auto" */
   double *cmd_times;   /* ring of policy.max_per_minute publish times */
   int cmd_next;
   int heap_pos;        /* in the table's timer heap, -1 when not */
   int *groups;         /* interlock groups this relay is in */
-  int n_groups;
   double refused_at;   /* last refusal reported (once a minute at most) */
   double not_before;   /* a rule's limits hold the command until then */
   const struct bm_relay_limits *hold_limits; /* those limits, checked again
