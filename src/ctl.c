@@ -1284,6 +1284,8 @@ struct fold_relay {
 struct fold {
   struct fold_relay *relays;
   size_t n;
+  double command_timeout; /* the Gateway's CommandTimeout: how long a doubt
+                             lasts (fold_relay.doubt_ms) */
   unsigned long ignored; /* records of relays beyond MAX_RELAYS */
   bool history;
   const char *gateway;
@@ -1576,6 +1578,7 @@ static int fold_read(struct fold *f, const struct ctl_gateway *g,
   memset(f, 0, sizeof(*f));
   f->history = history;
   f->gateway = g->c.name;
+  f->command_timeout = g->c.policy.command_timeout;
   if (!(f->relays = calloc(MAX_RELAYS, sizeof(*f->relays))))
     return fail("out of memory");
   for (size_t i = 0; i < g->relays_n; i++) {
@@ -1698,9 +1701,12 @@ static void describe_outcome(const struct fold_cmd *c, struct line *l)
 static void print_relay(const struct fold *f, const struct fold_relay *r)
 {
   const char *kind = changed_by_kind(r);
-  char since[64] = "", asof[64] = "";
+  char since[64] = "", asof[64] = "", doubt[64] = "";
   struct line l = {.n = 0};
+  int64_t doubt_end = r->doubt_ms + (int64_t)(f->command_timeout * 1000.0);
 
+  if (r->doubt_ms && bm_now_wall_ms() < doubt_end)
+    iso_time(doubt_end, doubt, sizeof(doubt));
   if (r->since_ms)
     iso_time(r->since_ms, since, sizeof(since));
   if (r->snapshot_ms)
@@ -1717,6 +1723,7 @@ static void print_relay(const struct fold *f, const struct fold_relay *r)
     jl_str("changedBy", kind);
     jl_str("changedByCorrelationId",
            r->has_changed_by && r->changed_by[0] ? r->changed_by : NULL);
+    jl_str("onInDoubtUntil", doubt[0] ? doubt : NULL);
     if (r->has_last) {
       jl_bool("pending", !cmd_finished(&r->last));
       json_cmd("lastCommand", &r->last);
@@ -1757,6 +1764,12 @@ static void print_relay(const struct fold *f, const struct fold_relay *r)
                                             : "another application");
   }
   line_print(&l);
+  if (doubt[0]) {
+    line_add(&l, "  perhaps on until %s: an \"on\" command ended unconfirmed "
+                 "and may still reach it (its Interlock partners stay off)",
+             doubt);
+    line_print(&l);
+  }
 
   if (!r->has_last) {
     line_add(&l, "  no command of the plugin in the journal");

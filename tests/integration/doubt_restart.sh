@@ -63,6 +63,20 @@ bm_is "$RC" 9 "bimetri-ctl set fan on is refused by the Interlock: exit 9 ($(hea
 bm_like "$(<"$T/set.err")" 'relay "fan" may not be on together with relay "pump", which is perhaps on \(an unconfirmed "on" command may still reach it\)' \
   "bimetri-ctl says why"
 
+RC=0
+timeout 60 "$CTL" -C "$T/collectd.conf" status >"$T/status.out" 2>"$T/status.err" || RC=$?
+bm_is "$RC" 0 "bimetri-ctl status reads the journal ($(head -c 200 "$T/status.err"))"
+bm_like "$(grep -A3 '^relay "pump"' "$T/status.out")" \
+  'perhaps on until [0-9T:+-]+: an "on" command ended unconfirmed and may still reach it \(its Interlock partners stay off\)' \
+  "bimetri-ctl status says the pump is perhaps on, and until when"
+bm_is "$(grep -A3 '^relay "fan"' "$T/status.out" | grep -c 'perhaps on')" 0 "and nothing of the kind for the fan"
+RC=0
+timeout 60 "$CTL" -C "$T/collectd.conf" --json status >"$T/status.json" 2>"$T/status.err" || RC=$?
+bm_like "$(grep '"relay":"pump"' "$T/status.json")" '"onInDoubtUntil":"[0-9T:+-]+"' \
+  "the JSON line of the pump has onInDoubtUntil"
+bm_like "$(grep '"relay":"fan"' "$T/status.json")" '"onInDoubtUntil":null' \
+  "the fan's is null"
+
 # Two restarts: the first replays the records, the second the snapshot the
 # first compacted them into.
 for round in 1 2; do
