@@ -930,10 +930,13 @@ static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
 
       d->cmd.published_at = replay_mono(&rp, d->published_ms);
       if (bm_relay_table_doubt(gw->table, (int)i, &d->cmd, ended_at,
-                               rp.mono) != 0)
+                               rp.mono) != 0) {
+        struct bm_relay_view v;
+        bm_relay_table_view(gw->table, (int)i, &v);
         BM_ERROR("gateway \"%s\": out of memory for the doubt of relay "
-                 "%zu's command \"%s\": the next compaction forgets it",
-                 gw->conf.name, i, d->cmd.corr);
+                 "\"%s\" (command \"%s\"): the next compaction forgets it",
+                 gw->conf.name, v.name, d->cmd.corr);
+      }
       doubts += bm_relay_table_doubt_of(gw->table, (int)i, rp.mono, &probe,
                                         &probe_end);
     }
