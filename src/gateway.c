@@ -537,6 +537,28 @@ static int64_t snapshot_wall_ms(const struct snapshot *s, double mono)
   return s->wall_ms - (int64_t)((s->mono - mono) * 1000.0);
 }
 
+/* Emits relay i's command c as a COMMAND record, at its publish time. */
+static int emit_command(struct bm_journal_snapshot *js,
+                        const struct snapshot *s, size_t i,
+                        const struct bm_command_saved *c)
+{
+  struct bm_jrec rec;
+
+  memset(&rec, 0, sizeof(rec));
+  rec.type = BM_JREC_COMMAND;
+  rec.time_ms = snapshot_wall_ms(s, c->published_at);
+  rec.u.command.cmd_seq = c->seq;
+  bm_str_copy(rec.u.command.corr, sizeof(rec.u.command.corr), c->corr);
+  bm_str_copy(rec.u.command.relay, sizeof(rec.u.command.relay),
+              s->views[i].name);
+  rec.u.command.resource_id = s->views[i].resource_id;
+  rec.u.command.output = s->views[i].output;
+  rec.u.command.status = c->status;
+  rec.u.command.attempt = c->attempt;
+  bm_str_copy(rec.u.command.origin, sizeof(rec.u.command.origin), c->origin);
+  return bm_journal_snapshot_emit(js, &rec);
+}
+
 /* A doubt as the records that replay makes one of: its command, then its
  * end (a timeout record) when the doubt began. */
 static int emit_doubt(struct bm_journal_snapshot *js, const struct snapshot *s,
@@ -544,20 +566,7 @@ static int emit_doubt(struct bm_journal_snapshot *js, const struct snapshot *s,
 {
   struct bm_jrec rec;
 
-  memset(&rec, 0, sizeof(rec));
-  rec.type = BM_JREC_COMMAND;
-  rec.time_ms = snapshot_wall_ms(s, d->cmd.published_at);
-  rec.u.command.cmd_seq = d->cmd.seq;
-  bm_str_copy(rec.u.command.corr, sizeof(rec.u.command.corr), d->cmd.corr);
-  bm_str_copy(rec.u.command.relay, sizeof(rec.u.command.relay),
-              s->views[d->relay].name);
-  rec.u.command.resource_id = s->views[d->relay].resource_id;
-  rec.u.command.output = s->views[d->relay].output;
-  rec.u.command.status = d->cmd.status;
-  rec.u.command.attempt = d->cmd.attempt;
-  bm_str_copy(rec.u.command.origin, sizeof(rec.u.command.origin),
-              d->cmd.origin);
-  if (bm_journal_snapshot_emit(js, &rec) != 0)
+  if (emit_command(js, s, d->relay, &d->cmd) != 0)
     return -1;
   memset(&rec, 0, sizeof(rec));
   rec.type = BM_JREC_TIMEOUT;
@@ -608,19 +617,7 @@ static int snapshot_emit(struct bm_journal_snapshot *js, void *ctx)
       continue;
 
     const struct bm_command_saved *c = &s->pending[i];
-    memset(&rec, 0, sizeof(rec));
-    rec.type = BM_JREC_COMMAND;
-    rec.time_ms = snapshot_wall_ms(s, c->published_at);
-    rec.u.command.cmd_seq = c->seq;
-    bm_str_copy(rec.u.command.corr, sizeof(rec.u.command.corr), c->corr);
-    bm_str_copy(rec.u.command.relay, sizeof(rec.u.command.relay),
-                s->views[i].name);
-    rec.u.command.resource_id = s->views[i].resource_id;
-    rec.u.command.output = s->views[i].output;
-    rec.u.command.status = c->status;
-    rec.u.command.attempt = c->attempt;
-    bm_str_copy(rec.u.command.origin, sizeof(rec.u.command.origin), c->origin);
-    if (bm_journal_snapshot_emit(js, &rec) != 0)
+    if (emit_command(js, s, i, c) != 0)
       return -1;
     if (!c->acked)
       continue;
@@ -925,20 +922,19 @@ static int journal_restore(bm_gateway_t *gw, char *err, size_t errlen)
     known += rp.saved[i].confirmed >= 0;
     if (rp.doubt[i]) {
       struct replay_doubt *d = rp.doubt[i];
-      struct bm_command_saved probe;
-      double ended_at = replay_mono(&rp, d->ended_ms), probe_end;
+      int rc;
 
       d->cmd.published_at = replay_mono(&rp, d->published_ms);
-      if (bm_relay_table_doubt(gw->table, (int)i, &d->cmd, ended_at,
-                               rp.mono) != 0) {
+      rc = bm_relay_table_doubt(gw->table, (int)i, &d->cmd,
+                                replay_mono(&rp, d->ended_ms), rp.mono);
+      doubts += rc > 0;
+      if (rc < 0) {
         struct bm_relay_view v;
         bm_relay_table_view(gw->table, (int)i, &v);
         BM_ERROR("gateway \"%s\": out of memory for the doubt of relay "
                  "\"%s\" (command \"%s\"): the next compaction forgets it",
                  gw->conf.name, v.name, d->cmd.corr);
       }
-      doubts += bm_relay_table_doubt_of(gw->table, (int)i, rp.mono, &probe,
-                                        &probe_end);
     }
     if (!rp.has_pending[i])
       continue;

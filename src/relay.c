@@ -1479,7 +1479,7 @@ int bm_relay_table_doubt(bm_relay_table_t *t, int relay,
   if (c->status != 1 || ended_at + t->policy.command_timeout <= now)
     return 0;
   begin_doubt(t, r, c, ended_at);
-  return r->ids && r->ids->doubt ? 0 : -1;
+  return r->ids && r->ids->doubt ? 1 : -1;
 }
 
 int bm_relay_table_resume(bm_relay_table_t *t, int relay,

@@ -365,8 +365,8 @@ int bm_relay_table_resume(bm_relay_table_t *t, int relay,
  * the command ended.  doubt_of copies the command behind the relay's doubt
  * at now and when it ended (monotonic s); false when there is none.
  * bm_relay_table_doubt restores one from before a restart (ended_at may
- * lie in the past; a doubt over by now, or of an "off", is ignored):
- * returns 0, or -1 when memory ran out (the doubt then holds, but a
+ * lie in the past): returns 1, 0 when ignored (a doubt over by now, or of
+ * an "off"), or -1 when memory ran out (the doubt then holds, but a
  * snapshot does not keep it). */
 bool bm_relay_table_doubt_of(const bm_relay_table_t *t, int relay,
                              double now, struct bm_command_saved *out,

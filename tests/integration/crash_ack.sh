@@ -17,6 +17,21 @@ shim=$top_builddir/tests/.libs/faultfs.so
 export BM_COLLECTD_PRELOAD=$shim BM_FAULT_MATCH=$T/plant1.journal \
   BM_FAULT_WHEN=$T/stall BM_FAULT_WRITE_STALL_MS=150 BM_FAULT_MARK=$T/in-write
 
+# kill_in_write: kills collectd once it is inside a stalled journal write;
+# in_write is yes, or no when it never got there (within 5 s). The kill must
+# land within the stall (150 ms) and TCP_CORK's 200 ms: polled every 5 ms
+# with no fork but sleep's, not by bm_wait_for (100 ms).
+kill_in_write() {
+  local i
+  for ((i = 0; i < 1000; i++)); do
+    [[ -e $T/in-write ]] && break
+    sleep 0.005
+  done
+  in_write=no
+  [[ -e $T/in-write ]] && in_write=yes
+  bm_kill_collectd
+}
+
 plant_token
 bm_start_broker
 bm_start_gwsim --secret-file "$T/secret" --delay 0
@@ -29,14 +44,7 @@ bm_check "the fan is on, journaled" wait_val bool-fan 1 10
 # The fan goes off; the plugin dies while writing that to its journal.
 touch "$T/stall"
 bm_pub "$APP_TOPIC" "$(notif_json "" 102 1 0)" 1
-# The kill must land within the stall (150 ms) and TCP_CORK's 200 ms:
-# polled every 5 ms with no fork but sleep's, not by bm_wait_for (100 ms).
-for ((i = 0; i < 1000; i++)); do
-  [[ -e $T/in-write ]] && break
-  sleep 0.005
-done
-in_write=$([[ -e $T/in-write ]] && echo yes || echo no)
-bm_kill_collectd
+kill_in_write
 bm_is "$in_write" yes "the plugin was inside the notification's journal write"
 rm -f "$T/stall"
 bm_is "$(count "$T/collectd.log" 'relay "fan" is off')" 0 \
@@ -65,12 +73,7 @@ bm_check "the journal was replayed before the broker answered" \
 sleep 0.5 # the connection's CONNECT is sent, unanswered
 touch "$T/stall"
 kill -CONT "$BROKER_PID"
-for ((i = 0; i < 1000; i++)); do
-  [[ -e $T/in-write ]] && break
-  sleep 0.005
-done
-in_write=$([[ -e $T/in-write ]] && echo yes || echo no)
-bm_kill_collectd
+kill_in_write
 bm_is "$in_write" yes "the plugin was inside the queued notification's journal write"
 rm -f "$T/stall"
 bm_is "$(tail -n "+$mark" "$T/collectd.log" | grep -c 'relay "fan" is on')" 0 \
