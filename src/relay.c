@@ -32,6 +32,7 @@
 #define RECENT_CMDS 4   /* our ended commands still recognised per relay */
 #define APPLIED_IDS 4   /* foreign correlationIds remembered per relay */
 #define MAX_BACKOFF 60.0
+#define RESUMED "resumed after restart: " /* a resumed command's origin */
 
 struct pending_cmd {
   char corr[BM_MSG_ID_SIZE];
@@ -1515,7 +1516,11 @@ int bm_relay_table_resume(bm_relay_table_t *t, int relay,
   r->pending = p;
   r->desired = (int8_t)c->status;
   r->attempt = p->attempt;
-  snprintf(origin, sizeof(origin), "resumed after restart: %.104s", c->origin);
+  /* Said once: a command resumed by an earlier start already says so. */
+  if (strncmp(c->origin, RESUMED, strlen(RESUMED)) == 0)
+    bm_str_copy(origin, sizeof(origin), c->origin);
+  else
+    snprintf(origin, sizeof(origin), RESUMED "%.104s", c->origin);
   if ((copy = bm_strdup(origin))) {
     free(r->origin);
     r->origin = copy;

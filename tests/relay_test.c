@@ -3081,6 +3081,12 @@ static void test_resume(void)
      "pending_of gives the resumed command back");
   is_str(got.origin, "resumed after restart: test",
          "origin \"resumed after restart: <origin>\"");
+  bm_relay_table_t *again = resumed_table(&got);
+  ok(bm_relay_table_pending_of(again, 0, &c), "resumed once more");
+  is_str(c.origin, "resumed after restart: test",
+         "a second restart does not say it twice");
+  bm_relay_table_free(again);
+  c = saved_cmd(HEX_A "-1", 1, 1, 1, false, 100, "test");
   ok(bm_relay_table_next_deadline(t) == bm_relay_table_next_deadline(live) &&
          bm_relay_table_next_deadline(t) == 105,
      "the same deadline as live: 100 + 5 (got %g)",

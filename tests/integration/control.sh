@@ -11,9 +11,6 @@ bm_sub_start resource/commands 2
 CMD_LOG=$SUB_LOG
 bm_start_gwsim --secret-file "$T/secret" --delay 100
 
-manual() { # RELAY MESSAGE
-  bm_putnotif "severity=okay time=$(date +%s) host=testhost plugin=bimetri plugin_instance=plant1 type=relay_command type_instance=$1 message=\"$2\""
-}
 commands() { count "$CMD_LOG" '"resourceId":101,"output":4'; }
 
 # 1. ManualControl off (the default): refused, reported, nothing sent.

@@ -14,11 +14,6 @@ INTERLOCK='Interlock "plant1" "pump" "fan"'
 CTL=$top_builddir/bimetri-ctl
 DOUBT='interlocked with relay "pump", whose unconfirmed "on" command may still reach it for [0-9]+ s'
 
-log_mark() { echo $(($(_bm_lines "$T/collectd.log") + 1)); }
-log_from() { tail -n "+$1" "$T/collectd.log"; }
-manual() { # RELAY MESSAGE
-  bm_putnotif "severity=okay time=$(date +%s) host=testhost plugin=bimetri plugin_instance=plant1 type=relay_command type_instance=$1 message=\"$2\""
-}
 fan_commands() { count "$CMD_LOG" '"resourceId":102,"output":1,"status":1'; }
 # fan_refused MARK: waits for the manual "on" of the fan to be refused,
 # since log line MARK, because of the pump's doubt.

@@ -41,9 +41,6 @@ flip() {
   printf "\\x$(printf '%02x' $((b ^ 0xff)))" |
     dd of="$1" bs=1 seek="$2" conv=notrunc status=none
 }
-# log_from N / log_mark: collectd.log from line N on / the next line's number.
-log_from() { tail -n "+$1" "$T/collectd.log"; }
-log_mark() { echo $(($(_bm_lines "$T/collectd.log") + 1)); }
 # has_val METRIC: true when collectd holds a value for the metric.
 has_val() { val "$1" >/dev/null 2>&1; }
 # start_paused [GATEWAY_OPTIONS]: starts collectd on the plant while the

@@ -106,6 +106,17 @@ unsent_corr() {
     head -1 | sed -E 's/correlationId "([^"]+)".*/\1/'
 }
 
+# log_from N: collectd.log from line N on.
+log_from() { tail -n "+$1" "$T/collectd.log"; }
+# log_mark: the line number the next collectd.log line will have.
+log_mark() { echo $(($(_bm_lines "$T/collectd.log") + 1)); }
+
+# manual RELAY MESSAGE: a manual command for the plant's RELAY (the
+# relay_command notification bimetri-ctl sends through unixsock).
+manual() {
+  bm_putnotif "severity=okay time=$(date +%s) host=testhost plugin=bimetri plugin_instance=plant1 type=relay_command type_instance=$1 message=\"$2\""
+}
+
 # val METRIC: the value of testhost/bimetri-plant1/METRIC.  Counters
 # (operations-*, DERIVE) are read from the csv plugin's files, which hold
 # what was dispatched, since GETVAL answers a DERIVE's rate; csv writes once

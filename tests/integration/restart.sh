@@ -21,10 +21,6 @@ SHORT='AckTimeout 2
     RetryBackoff 0.2'
 JOURNAL=$T/bimetri-plant1.journal
 
-# log_from N: collectd.log from line N on.
-log_from() { tail -n "+$1" "$T/collectd.log"; }
-# log_mark: the line number the next collectd.log line will have.
-log_mark() { echo $(($(_bm_lines "$T/collectd.log") + 1)); }
 # start_collectd OPTIONS: starts collectd on the plant with these Gateway
 # options (the journal is the default one, so it is kept across starts).
 start_collectd() { bm_start_collectd "$(plant_conf "$1")"; }

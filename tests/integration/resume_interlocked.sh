@@ -11,8 +11,6 @@ LONG='AckTimeout 20
 INTERLOCK='Interlock "plant1" "pump" "fan"'
 CTL=$top_builddir/bimetri-ctl
 
-log_mark() { echo $(($(_bm_lines "$T/collectd.log") + 1)); }
-log_from() { tail -n "+$1" "$T/collectd.log"; }
 
 plant_token
 bm_start_broker
