@@ -33,6 +33,14 @@
  * each Gateway "gw<2 digits>", bimetri-gwNN/pending_operations-relay-N
  * (and bimetri-gwNN/bool-relay-N when known), the way bimetri.c does, and
  * nothing else: what collectd costs for those values alone.
+ *
+ *     Values 10 10000 1 600 10
+ *
+ * spreads them the way bimetri.c does with a StateInterval (SLICES READS):
+ * READS reads per interval, each dispatching the next of SLICES parts of
+ * every Gateway's relays, every value carrying the time its relay's turn
+ * comes back (SLICES reads) as its interval; the first READS reads, like
+ * bimetri.c's first round, dispatch every relay once (READS parts).
  */
 #include "bm_count.h"
 
@@ -59,51 +67,98 @@ static struct counter counters[MAX_COUNTS];
 static int counters_n;
 static int log_fd = -1;
 static int values_gateways, values_relays, values_known;
+static unsigned values_slices = 1, values_reads = 1, values_turn;
+
+/* Copies as bimetri.c's bm_str_copy does: vl is zeroed, and sstrncpy's
+ * strncpy would pad each 128-byte field. */
+static void name_copy(char *dst, size_t size, const char *src)
+{
+  size_t n = strlen(src);
+
+  if (n >= size)
+    n = size - 1;
+  memcpy(dst, src, n);
+  dst[n] = 0;
+}
 
 static void dispatch_one(const char *gateway, const char *type,
-                         const char *relay, gauge_t value)
+                         const char *relay, gauge_t value, cdtime_t interval)
 {
   value_list_t vl = VALUE_LIST_INIT;
   value_t v = {.gauge = value};
 
   vl.values = &v;
   vl.values_len = 1;
-  sstrncpy(vl.plugin, "bimetri", sizeof(vl.plugin));
-  sstrncpy(vl.plugin_instance, gateway, sizeof(vl.plugin_instance));
-  sstrncpy(vl.type, type, sizeof(vl.type));
-  sstrncpy(vl.type_instance, relay, sizeof(vl.type_instance));
+  vl.interval = interval;
+  name_copy(vl.plugin, sizeof(vl.plugin), "bimetri");
+  name_copy(vl.plugin_instance, sizeof(vl.plugin_instance), gateway);
+  name_copy(vl.type, sizeof(vl.type), type);
+  name_copy(vl.type_instance, sizeof(vl.type_instance), relay);
   plugin_dispatch_values(&vl);
 }
 
-static int values_read(void)
+/* One read: the next slice of every gateway's relays. */
+static int values_read(user_data_t *ud)
 {
   char gateway[16], relay[32];
+  unsigned turn = values_turn++, slices = values_reads, slice = turn;
+  /* This read's interval is the plugin's over READS. */
+  cdtime_t interval = plugin_get_interval() * values_slices;
 
+  if (turn >= values_reads) { /* after the first round */
+    slices = values_slices;
+    slice = (turn - values_reads) % values_slices;
+  }
+
+  (void)ud;
   for (int g = 1; g <= values_gateways; g++) {
+    int first = (int)((long)values_relays * slice / slices);
+    int end = (int)((long)values_relays * (slice + 1) / slices);
+
     snprintf(gateway, sizeof(gateway), "gw%02d", g);
-    for (int i = 0; i < values_relays; i++) {
+    for (int i = first; i < end; i++) {
       snprintf(relay, sizeof(relay), "relay-%05d", i);
       if (values_known)
-        dispatch_one(gateway, "bool", relay, i % 2);
-      dispatch_one(gateway, "pending_operations", relay, 0);
+        dispatch_one(gateway, "bool", relay, i % 2, interval);
+      dispatch_one(gateway, "pending_operations", relay, 0, interval);
     }
   }
   return 0;
 }
 
+/* The read, READS times per interval, registered once the plugin's
+ * interval is known. */
+static int values_init(void)
+{
+  return plugin_register_complex_read(NULL, "bm_count", values_read,
+                                      plugin_get_interval() / values_reads,
+                                      NULL);
+}
+
+static bool number_at_least(const oconfig_item_t *c, int i, double min)
+{
+  return c->values[i].type == OCONFIG_TYPE_NUMBER &&
+         c->values[i].value.number >= min;
+}
+
 static int values_config(oconfig_item_t *c)
 {
-  if (c->values_num != 3 || c->values[0].type != OCONFIG_TYPE_NUMBER ||
-      c->values[1].type != OCONFIG_TYPE_NUMBER ||
-      c->values[2].type != OCONFIG_TYPE_NUMBER ||
-      c->values[0].value.number < 1 || c->values[1].value.number < 1) {
-    ERROR("bm_count plugin: expected: Values GATEWAYS RELAYS KNOWN(0|1)");
+  if ((c->values_num != 3 && c->values_num != 5) || !number_at_least(c, 0, 1) ||
+      !number_at_least(c, 1, 1) || !number_at_least(c, 2, 0) ||
+      (c->values_num == 5 &&
+       (!number_at_least(c, 3, 1) || !number_at_least(c, 4, 1)))) {
+    ERROR("bm_count plugin: expected: Values GATEWAYS RELAYS KNOWN(0|1) "
+          "[SLICES READS]");
     return -1;
   }
   values_gateways = (int)c->values[0].value.number;
   values_relays = (int)c->values[1].value.number;
   values_known = c->values[2].value.number != 0;
-  return plugin_register_read("bm_count", values_read);
+  if (c->values_num == 5) {
+    values_slices = (unsigned)c->values[3].value.number;
+    values_reads = (unsigned)c->values[4].value.number;
+  }
+  return plugin_register_init("bm_count", values_init);
 }
 
 static void count_log(int severity, const char *msg, user_data_t *ud)

@@ -11,7 +11,10 @@
 # write_prometheus & co., counting bimetri's values) but for bimetri:
 #   peer   without bimetri;
 #   values without bimetri, bm_count dispatching every interval the values
-#          "empty" dispatches (pending_operations per relay: 100,000);
+#          "empty" dispatches (pending_operations per relay: 100,000),
+#          spread over the interval the way bimetri.c spreads them (a read
+#          per 1,000 relays, 10 at most, each with a part of every
+#          Gateway's relays), so that the difference is the plugin's work;
 #   values_known  the same with the values of "full" (bool too: 200,000);
 #   empty  bimetri.so with 10 Gateways "gw01".."gw10" of 10,000 Relays each
 #          (ResourceId 1000 + i / 16, Output 1 + i % 16), every Gateway
@@ -42,8 +45,9 @@
 # whose values the "values" peers dispatch) with its own Interval N
 # (<LoadPlugin> blocks; give a window that is a multiple of N);
 # IDLE_STATE_INTERVAL=N gives every Gateway StateInterval N instead, and
-# loads bm_count with Interval N (the "values" peers then dispatch at the
-# pace of the relays' values; a window that is a multiple of N, too).
+# the "values" peers spread their values over N the same way (the same
+# reads, each with the same share of the relays: a window that is a
+# multiple of the interval is fair; N need not divide it).
 # Everything started is stopped on exit.
 set -u -o pipefail
 
@@ -57,6 +61,15 @@ settle=5
 [[ -n ${IDLE_STATE_INTERVAL:-} ]] && settle=15
 gateways=${IDLE_GATEWAYS:-10}
 relays=${IDLE_RELAYS:-10000}
+# The "values" peers' reads, as bimetri.c's register_read and
+# set_state_interval make them: reads per interval, and the slices the
+# relays are cut into (reads times StateInterval in intervals).
+interval=${IDLE_PLUGIN_INTERVAL:-10}
+reads=$((gateways * relays / 1000))
+((reads < 1)) && reads=1
+((reads > 10)) && reads=10
+slices=$(awk -v s="${IDLE_STATE_INTERVAL:-0}" -v i="$interval" -v r="$reads" \
+  'BEGIN { k = s > 0 ? int(s / i + 0.5) : 1; if (k < 1) k = 1; print r * k }')
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 so=$repo/build/.libs/bimetri.so
 gwsim=$repo/build/bimetri-gwsim
@@ -125,13 +138,13 @@ LoadPlugin logfile
 LoadPlugin cpu
 LoadPlugin memory
 LoadPlugin load
-$(load_line bm_count "${IDLE_PLUGIN_INTERVAL:-${IDLE_STATE_INTERVAL:-}}")
+$(load_line bm_count "${IDLE_PLUGIN_INTERVAL:-}")
 <Plugin bm_count>
   Count "bimetri" "bool" "$dir/bool.count"
   Count "bimetri" "pending_operations" "$dir/pending.count"
 $(case $name in
-      values) echo "  Values $gateways $relays 0" ;;
-      values_known) echo "  Values $gateways $relays 1" ;;
+      values) echo "  Values $gateways $relays 0 $slices $reads" ;;
+      values_known) echo "  Values $gateways $relays 1 $slices $reads" ;;
     esac)
 </Plugin>
 EOF2

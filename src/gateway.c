@@ -1252,10 +1252,36 @@ static void on_publish(struct mosquitto *m, void *obj, int mid, int reason,
   gw->qos_closes = 0; /* the broker takes our QoS (session_lost) */
 }
 
+/* Why libmosquitto ended the connection (rc of its calls or of
+ * on_disconnect), in words: its own texts lack some codes ("Unknown
+ * error." for its keepalive check, which also bounds a connect). */
+static const char *lost_why(bm_gateway_t *gw, int rc, char *buf, size_t len)
+{
+  const char *text;
+
+  if (rc == MOSQ_ERR_ERRNO)
+    return strerror(errno);
+  if (rc == MOSQ_ERR_KEEPALIVE) {
+    if (gw->session == SESSION_CONNECTING)
+      snprintf(buf, len, "not connected within KeepAlive (%d s): no CONNACK",
+               gw->conf.keepalive);
+    else
+      snprintf(buf, len, "nothing from the broker within KeepAlive (%d s)",
+               gw->conf.keepalive);
+    return buf;
+  }
+  text = mosquitto_strerror(rc);
+  if (strncmp(text, "Unknown error", 13) != 0)
+    return text;
+  snprintf(buf, len, "libmosquitto error %d", rc);
+  return buf;
+}
+
 static void on_disconnect(struct mosquitto *m, void *obj, int rc,
                           const mosquitto_property *props)
 {
   bm_gateway_t *gw = obj;
+  char why[96];
 
   (void)m;
   (void)props;
@@ -1265,7 +1291,7 @@ static void on_disconnect(struct mosquitto *m, void *obj, int rc,
     session_closed(gw);
     return;
   }
-  session_lost(gw, rc == 0 ? "disconnected" : mosquitto_strerror(rc));
+  session_lost(gw, rc == 0 ? "disconnected" : lost_why(gw, rc, why, sizeof(why)));
 }
 
 static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
@@ -2139,9 +2165,10 @@ void *bm_gateway_run(void *arg)
         rc = mosquitto_loop_write(gw->mosq, 1);
       if (rc == MOSQ_ERR_SUCCESS)
         rc = mosquitto_loop_misc(gw->mosq);
-      if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(gw->mosq) < 0)
-        session_lost(gw, rc == MOSQ_ERR_ERRNO ? strerror(errno)
-                                               : mosquitto_strerror(rc));
+      if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(gw->mosq) < 0) {
+        char why[96];
+        session_lost(gw, lost_why(gw, rc, why, sizeof(why)));
+      }
     }
   }
 

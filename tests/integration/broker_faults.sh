@@ -24,10 +24,22 @@ bm_notify okay sensors humidity "" "another notification"
 t1=$(date +%s%N)
 (( (t1 - t0) / 1000000 < 500 )); bm_ok $? "notifications are taken at once while the broker stalls ($(( (t1 - t0) / 1000000 )) ms)"
 bm_check "the stall is noticed past the keepalive" bm_wait_for 15 val_is current_connections 0
-bm_check "the plugin says the connection was lost" grep -qE 'connection to 127.0.0.1:[0-9]+ lost' "$T/collectd.log"
+bm_check "the plugin says the connection was lost, and why" \
+  grep -qE 'connection to 127.0.0.1:[0-9]+ lost \(nothing from the broker within KeepAlive \(5 s\)\)' "$T/collectd.log"
 kill -CONT "$BROKER_PID"
 bm_check "it reconnects once the broker is back" bm_wait_for 20 val_is current_connections 1
 bm_check "the command made during the stall ends confirmed" wait_val bool-pump 1 30
+bm_stop_collectd
+
+# 1b. A broker that takes the TCP connection but never answers the CONNECT
+# (stalled before collectd starts): libmosquitto gives up after KeepAlive.
+kill -STOP "$BROKER_PID"
+: >"$T/collectd.log"
+bm_start_collectd "$(plant_conf 'KeepAlive 5')"
+bm_check "a connect left unanswered is said to be one, not an unknown error" \
+  bm_wait_log "$T/collectd.log" 'connection to 127.0.0.1:[0-9]+ lost \(not connected within KeepAlive \(5 s\): no CONNACK\)' 10
+kill -CONT "$BROKER_PID"
+bm_check "it connects once the broker answers" bm_wait_for 20 val_is current_connections 1
 bm_stop_collectd
 
 # 2. A broker that drops the connection after every PUBLISH.

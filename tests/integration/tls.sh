@@ -160,7 +160,7 @@ gw() {
     UserId 1
     OrganizationId 2
     TokenFile "$T/token"
-    KeepAlive 5
+    KeepAlive ${KEEPALIVE:-5}
     $4
     <Relay "r">
       ResourceId 201
@@ -222,11 +222,15 @@ gateways=$(
 # A broker whose TCP handshake takes seconds (SYNs unanswered for 4 s, as
 # across a network): the TLS handshake must start once the connect
 # completes (it stalled and the gateway thread spun until the keepalive).
+# libmosquitto gives a connect KeepAlive seconds to get its CONNACK; the
+# kernel sends the SYN again 1, 3 and 7 s after the first, so the connect
+# completes within 7 s of it: KeepAlive 15, where a stalled handshake is
+# lost.
 P_SLOW=$(bm_free_port)
 "$top_builddir/tests/synlate" "$P_SLOW" "$P_OK" 4 $((BM_TEST_TIMEOUT)) >"$T/synlate.out" 2>&1 &
 _bm_track $! synlate
 bm_wait_for 5 grep -q '^ready' "$T/synlate.out" || bm_bail "tests/synlate did not start"
-gateways+=$'\n'$(gw slow 22 "$P_SLOW" "$CA")
+gateways+=$'\n'$(KEEPALIVE=15 gw slow 22 "$P_SLOW" "$CA")
 
 bm_start_collectd "$(BROKER_PORT=$P_OK plant_conf "$CA" "$gateways")"
 
@@ -250,15 +254,8 @@ done
 bm_check "Gateway slow connects once its TCP handshake completes" \
   bm_wait_for 20 conn_is slow 1
 bm_check "through the relay that held its first SYNs" grep -q '^accepted' "$T/synlate.out"
-# A stalled handshake holds the first attempt until the keepalive (30 s:
-# the check above fails). A first attempt lost at the moment the relay
-# makes room (seen once under load: "Unknown error." at 4 s, connected
-# 1 s later) is the relay's doing, and said here; once connected, the
-# connection must hold.
-early=$(gwlog slow | sed -n '1,/connected to/p' | grep -c 'lost') || true
-((early == 0)) || bm_diag "Gateway slow lost $early attempt(s) before it connected: $(gwlog slow | grep 'lost' | head -1)"
-bm_is "$(gwlog slow | sed -n '/connected to/,$p' | grep -c 'lost')" 0 \
-  "Gateway slow, once connected, never lost its connection"
+bm_is "$(gwlog slow | grep -c 'lost')" 0 \
+  "Gateway slow never lost a connection: its handshake did not stall ($(gwlog slow | grep 'lost' | head -1))"
 
 # --- refusals ---------------------------------------------------------------
 # Seven seconds give attempts at about 0, 1, 3 and 7 s with a doubling backoff.
