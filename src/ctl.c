@@ -1040,9 +1040,15 @@ static void on_subscribe(struct mosquitto *m, void *obj, int mid, int count,
 static void on_disconnect(struct mosquitto *m, void *obj, int rc,
                           const mosquitto_property *props)
 {
+  struct session *s = obj;
+  char why[96];
+
   (void)m;
   (void)props;
-  session_lost(obj, rc == 0 ? "disconnected" : "the connection was lost");
+  session_lost(s, rc == 0 ? "disconnected"
+                          : bm_mqtt_lost_why(rc, s->state == SESS_CONNECTING,
+                                             s->g->c.keepalive, why,
+                                             sizeof(why)));
 }
 
 static void on_message(struct mosquitto *m, void *obj,
@@ -1151,9 +1157,11 @@ static void session_run(struct session *s, double until, bool ready_stops)
       rc = mosquitto_loop_write(s->m, 1);
     if (rc == MOSQ_ERR_SUCCESS)
       rc = mosquitto_loop_misc(s->m);
-    if (rc != MOSQ_ERR_SUCCESS)
-      session_lost(s, rc == MOSQ_ERR_ERRNO ? strerror(errno)
-                                           : mosquitto_strerror(rc));
+    if (rc != MOSQ_ERR_SUCCESS) {
+      char why[96];
+      session_lost(s, bm_mqtt_lost_why(rc, s->state == SESS_CONNECTING,
+                                       s->g->c.keepalive, why, sizeof(why)));
+    }
   }
 }
 

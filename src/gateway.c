@@ -1252,22 +1252,20 @@ static void on_publish(struct mosquitto *m, void *obj, int mid, int reason,
   gw->qos_closes = 0; /* the broker takes our QoS (session_lost) */
 }
 
-/* Why libmosquitto ended the connection (rc of its calls or of
- * on_disconnect), in words: its own texts lack some codes ("Unknown
- * error." for its keepalive check, which also bounds a connect). */
-static const char *lost_why(bm_gateway_t *gw, int rc, char *buf, size_t len)
+const char *bm_mqtt_lost_why(int rc, bool connecting, int keepalive,
+                             char *buf, size_t len)
 {
   const char *text;
 
   if (rc == MOSQ_ERR_ERRNO)
     return strerror(errno);
   if (rc == MOSQ_ERR_KEEPALIVE) {
-    if (gw->session == SESSION_CONNECTING)
+    if (connecting)
       snprintf(buf, len, "not connected within KeepAlive (%d s): no CONNACK",
-               gw->conf.keepalive);
+               keepalive);
     else
       snprintf(buf, len, "nothing from the broker within KeepAlive (%d s)",
-               gw->conf.keepalive);
+               keepalive);
     return buf;
   }
   text = mosquitto_strerror(rc);
@@ -1275,6 +1273,12 @@ static const char *lost_why(bm_gateway_t *gw, int rc, char *buf, size_t len)
     return text;
   snprintf(buf, len, "libmosquitto error %d", rc);
   return buf;
+}
+
+static const char *lost_why(bm_gateway_t *gw, int rc, char *buf, size_t len)
+{
+  return bm_mqtt_lost_why(rc, gw->session == SESSION_CONNECTING,
+                          gw->conf.keepalive, buf, len);
 }
 
 static void on_disconnect(struct mosquitto *m, void *obj, int rc,

@@ -166,6 +166,12 @@ int bm_gateway_add_relay(bm_gateway_t *gw, const char *name,
 /* Index of a relay by name, or -1.  Safe from any thread once running. */
 int bm_gateway_find_relay(const bm_gateway_t *gw, const char *name);
 const char *bm_gateway_name(const bm_gateway_t *gw);
+/* Why libmosquitto ended a connection (rc: of its calls, or of its
+ * disconnect callback; not 0), in words: its own texts lack some codes
+ * ("Unknown error." for its keepalive check, which also bounds a connect
+ * still waiting for its CONNACK: connecting). Built in buf when needed. */
+const char *bm_mqtt_lost_why(int rc, bool connecting, int keepalive,
+                             char *buf, size_t len);
 /* Name of a relay (owned by the gateway; relays never change once the
  * thread runs, so no lock is needed). */
 const char *bm_gateway_relay_name(const bm_gateway_t *gw, int relay);
