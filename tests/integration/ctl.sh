@@ -160,6 +160,17 @@ bm_is "$RC" 8 "no broker, --json: exit 8"
 bm_check "no broker, --json: the error is a JSON object" json_ok "$T/nobrokerjson.out"
 bm_is "$(json_get "$T/nobrokerjson.out" error exit)" 8 "no broker, --json: the error's exit"
 
+# A broker that takes the TCP connection but never answers (stopped):
+# libmosquitto gives the connect KeepAlive seconds, and bimetri-ctl says so.
+plant_conf 'KeepAlive 5' >"$T/silent.conf"
+kill -STOP "$BROKER_PID"
+RC=0
+timeout 60 "$CTL" -C "$T/silent.conf" set pump on >"$T/silent.out" 2>"$T/silent.err" || RC=$?
+kill -CONT "$BROKER_PID"
+bm_is "$RC" 8 "a silent broker: exit 8"
+bm_like "$(<"$T/silent.err")" 'not connected within KeepAlive \(5 s\): no CONNACK' \
+  "a silent broker: the error says no CONNACK came within KeepAlive"
+
 # Usage and configuration errors: exit 2, nothing sent.
 lines=$(bm_count_log "$CMD_LOG" setExtDO)
 run badrelay set pipe on
