@@ -1295,7 +1295,8 @@ static void on_disconnect(struct mosquitto *m, void *obj, int rc,
     session_closed(gw);
     return;
   }
-  session_lost(gw, rc == 0 ? "disconnected" : lost_why(gw, rc, why, sizeof(why)));
+  session_lost(gw, rc == 0 ? "disconnected"
+                           : lost_why(gw, rc, why, sizeof(why)));
 }
 
 static void handle_message(bm_gateway_t *gw, const void *payload, size_t len)
