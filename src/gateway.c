@@ -62,9 +62,19 @@ enum session {
   SESSION_READY        /* SUBACK granted */
 };
 
+/* A relay's pending command before a request: the request may supersede
+ * it (relay.c, bm_relay_table_set_desired), which is said once the lock is
+ * released. */
+struct superseded {
+  int relay;
+  bool pending; /* there was one */
+  struct bm_command_saved cmd;
+};
+
 struct ask_done {
   enum bm_request rc;
   char why[160];
+  struct superseded sup;
 };
 
 /* A kind of complaint logged at most once per COMPLAIN_INTERVAL. */
@@ -1769,20 +1779,64 @@ static void wake(bm_gateway_t *gw)
     wake_now(gw);
 }
 
-/* Under the mutex: one request or ask decided by the relay table (a bad
- * relay index or status: BM_REQ_SAME). */
-static enum bm_request decide(bm_gateway_t *gw, const struct bm_gateway_ask *a,
-                              double now, char *why, size_t whylen)
+/* Under the mutex, before a request for a valid relay: its pending
+ * command, if any. */
+static void superseded_before(bm_gateway_t *gw, int relay,
+                              struct superseded *sup)
 {
+  sup->relay = relay;
+  sup->pending = bm_relay_table_pending_of(gw->table, relay, &sup->cmd);
+}
+
+/* Under the mutex, after the request: whether it superseded that command
+ * (sup->pending stays true only then). */
+static void superseded_after(bm_gateway_t *gw, struct superseded *sup)
+{
+  struct bm_command_saved now;
+
+  if (sup->pending && bm_relay_table_pending_of(gw->table, sup->relay, &now) &&
+      strcmp(now.corr, sup->cmd.corr) == 0)
+    sup->pending = false;
+}
+
+/* After the mutex: a superseded command ends in the log like any other
+ * (no counter, no notification: nothing failed). */
+static void say_superseded(bm_gateway_t *gw, const struct superseded *sup)
+{
+  if (!sup->pending)
+    return;
+  BM_INFO("gateway \"%s\": command to switch relay \"%s\" %s (correlationId "
+          "\"%s\", attempt %d) ended: superseded by a newer request%s",
+          gw->conf.name, bm_gateway_relay_name(gw, sup->relay),
+          sup->cmd.status ? "on" : "off", sup->cmd.corr, sup->cmd.attempt,
+          sup->cmd.status ? "; it may still reach the device: the relay's "
+                            "Interlock partners, if any, stay off for "
+                            "CommandTimeout"
+                          : "");
+}
+
+/* Under the mutex: one request or ask decided by the relay table (a bad
+ * relay index or status: BM_REQ_SAME); sup says what it superseded. */
+static enum bm_request decide(bm_gateway_t *gw, const struct bm_gateway_ask *a,
+                              double now, char *why, size_t whylen,
+                              struct superseded *sup)
+{
+  enum bm_request rc;
+
+  sup->pending = false;
   if (a->relay < 0 || (size_t)a->relay >= bm_relay_table_size(gw->table) ||
       (a->status != 0 && a->status != 1))
     return BM_REQ_SAME;
+  superseded_before(gw, a->relay, sup);
   if (a->limits)
-    return bm_relay_table_request_limited(gw->table, a->relay, a->status,
-                                          a->origin, a->limits, now, why,
-                                          whylen);
-  return bm_relay_table_request(gw->table, a->relay, a->status, a->origin,
+    rc = bm_relay_table_request_limited(gw->table, a->relay, a->status,
+                                        a->origin, a->limits, now, why,
+                                        whylen);
+  else
+    rc = bm_relay_table_request(gw->table, a->relay, a->status, a->origin,
                                 a->require_known, now, why, whylen);
+  superseded_after(gw, sup);
+  return rc;
 }
 
 enum bm_request bm_gateway_request(bm_gateway_t *gw, int relay, int status,
@@ -1791,12 +1845,14 @@ enum bm_request bm_gateway_request(bm_gateway_t *gw, int relay, int status,
 {
   struct bm_gateway_ask a = {
       .relay = relay, .status = status, .require_known = require_known};
+  struct superseded sup;
   enum bm_request res;
 
   bm_str_copy(a.origin, sizeof(a.origin), origin ? origin : "");
   pthread_mutex_lock(&gw->lock);
-  res = decide(gw, &a, bm_now_mono(), why, whylen);
+  res = decide(gw, &a, bm_now_mono(), why, whylen, &sup);
   pthread_mutex_unlock(&gw->lock);
+  say_superseded(gw, &sup);
   if (res == BM_REQ_OK)
     wake(gw);
   return res;
@@ -1880,7 +1936,7 @@ static void decide_asks(bm_gateway_t *gw, double now)
     struct ask_done spare, *d = i < gw->done_cap ? &gw->done[i] : &spare;
 
     d->why[0] = '\0';
-    d->rc = decide(gw, &gw->taken[i], now, d->why, sizeof(d->why));
+    d->rc = decide(gw, &gw->taken[i], now, d->why, sizeof(d->why), &d->sup);
   }
 }
 
@@ -1889,10 +1945,12 @@ static void report_asks(bm_gateway_t *gw)
 {
   size_t n = gw->taken_n < gw->done_cap ? gw->taken_n : gw->done_cap;
 
-  if (gw->hooks.asked)
-    for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
+    say_superseded(gw, &gw->done[i].sup);
+    if (gw->hooks.asked)
       gw->hooks.asked(gw->hooks.ctx, gw->conf.name, &gw->taken[i],
                       gw->done[i].rc, gw->done[i].why);
+  }
   gw->taken_n = 0;
 }
 
@@ -1900,15 +1958,19 @@ enum bm_request bm_gateway_override(bm_gateway_t *gw, int relay, int status,
                                     double hold, const char *origin,
                                     char *why, size_t whylen)
 {
+  struct superseded sup;
   enum bm_request res;
 
   if (relay < 0 || (size_t)relay >= bm_relay_table_size(gw->table) ||
       status < -1 || status > 1)
     return BM_REQ_SAME;
   pthread_mutex_lock(&gw->lock);
+  superseded_before(gw, relay, &sup);
   res = bm_relay_table_override(gw->table, relay, status, hold, origin,
                                 bm_now_mono(), why, whylen);
+  superseded_after(gw, &sup);
   pthread_mutex_unlock(&gw->lock);
+  say_superseded(gw, &sup);
   if (res == BM_REQ_OK)
     wake(gw);
   return res;

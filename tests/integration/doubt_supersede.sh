@@ -64,6 +64,8 @@ on=$(corr_of "$(grep '"resourceId":101,"output":4,"status":1}}$' "$CMD_LOG" | ta
 manual pump off
 bm_check "the pump's off command was published" bm_wait_log "$CMD_LOG" '"resourceId":101,"output":4,"status":0}}$' 10
 off=$(corr_of "$(grep '"resourceId":101,"output":4,"status":0}}$' "$CMD_LOG" | tail -1)")
+bm_check "the log says the on command ended, superseded, and may still arrive" \
+  bm_wait_log "$T/collectd.log" "command to switch relay \"pump\" on \\(correlationId \"$on\", attempt 1\\) ended: superseded by a newer request; it may still reach the device" 10
 
 mark=$(log_mark)
 manual fan on
