@@ -91,6 +91,16 @@ for round in 1 2; do
   bm_ok $? "restart $round: collectd stops cleanly"
   ctl_refuses "restart $round"
 done
+
+# A Trigger's request (decided by the Gateway thread) supersedes the
+# resumed "off" in turn, and the log says so too.
+bm_start_collectd "$(plant_conf "$TIMES" "$INTERLOCK")"
+bm_check "connected for the last time" bm_wait_for 10 val_is current_connections 1
+bm_notify failure sensors temperature "" "too hot again"
+bm_check "the Trigger's on supersedes the resumed off, and the log says so" \
+  bm_wait_log "$T/collectd.log" "command to switch relay \"pump\" off \\(correlationId \"$off\", attempt 1\\) ended: superseded by a newer request\$" 10
+bm_stop_collectd
+bm_ok $? "collectd stops cleanly at last"
 bm_is "$(fan_commands)" 0 "no command to switch the fan on went out"
 bm_is "$(count "$CMD_LOG" "\"correlationId\":\"$on\"")" 1 "the superseded on was never sent again"
 bm_check "the token appears in no log, output or metric" no_secret_leaked
