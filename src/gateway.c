@@ -62,12 +62,11 @@ enum session {
   SESSION_READY        /* SUBACK granted */
 };
 
-/* A relay's pending command before a request: the request may supersede
- * it (relay.c, bm_relay_table_set_desired), which is said once the lock is
- * released. */
+/* The command a request superseded (bm_relay_table_take_superseded),
+ * said once the lock is released. */
 struct superseded {
+  bool ended; /* the request superseded a command */
   int relay;
-  bool pending; /* there was one */
   struct bm_command_saved cmd;
 };
 
@@ -1779,31 +1778,18 @@ static void wake(bm_gateway_t *gw)
     wake_now(gw);
 }
 
-/* Under the mutex, before a request for a valid relay: its pending
- * command, if any. */
-static void superseded_before(bm_gateway_t *gw, int relay,
-                              struct superseded *sup)
+/* Under the mutex, after a request: what it superseded. */
+static void take_superseded(bm_gateway_t *gw, struct superseded *sup)
 {
-  sup->relay = relay;
-  sup->pending = bm_relay_table_pending_of(gw->table, relay, &sup->cmd);
-}
-
-/* Under the mutex, after the request: whether it superseded that command
- * (sup->pending stays true only then). */
-static void superseded_after(bm_gateway_t *gw, struct superseded *sup)
-{
-  struct bm_command_saved now;
-
-  if (sup->pending && bm_relay_table_pending_of(gw->table, sup->relay, &now) &&
-      strcmp(now.corr, sup->cmd.corr) == 0)
-    sup->pending = false;
+  sup->ended =
+      bm_relay_table_take_superseded(gw->table, &sup->relay, &sup->cmd);
 }
 
 /* After the mutex: a superseded command ends in the log like any other
  * (no counter, no notification: nothing failed). */
 static void say_superseded(bm_gateway_t *gw, const struct superseded *sup)
 {
-  if (!sup->pending)
+  if (!sup->ended)
     return;
   BM_INFO("gateway \"%s\": command to switch relay \"%s\" %s (correlationId "
           "\"%s\", attempt %d) ended: superseded by a newer request%s",
@@ -1823,11 +1809,10 @@ static enum bm_request decide(bm_gateway_t *gw, const struct bm_gateway_ask *a,
 {
   enum bm_request rc;
 
-  sup->pending = false;
+  sup->ended = false;
   if (a->relay < 0 || (size_t)a->relay >= bm_relay_table_size(gw->table) ||
       (a->status != 0 && a->status != 1))
     return BM_REQ_SAME;
-  superseded_before(gw, a->relay, sup);
   if (a->limits)
     rc = bm_relay_table_request_limited(gw->table, a->relay, a->status,
                                         a->origin, a->limits, now, why,
@@ -1835,7 +1820,7 @@ static enum bm_request decide(bm_gateway_t *gw, const struct bm_gateway_ask *a,
   else
     rc = bm_relay_table_request(gw->table, a->relay, a->status, a->origin,
                                 a->require_known, now, why, whylen);
-  superseded_after(gw, sup);
+  take_superseded(gw, sup);
   return rc;
 }
 
@@ -1965,10 +1950,9 @@ enum bm_request bm_gateway_override(bm_gateway_t *gw, int relay, int status,
       status < -1 || status > 1)
     return BM_REQ_SAME;
   pthread_mutex_lock(&gw->lock);
-  superseded_before(gw, relay, &sup);
   res = bm_relay_table_override(gw->table, relay, status, hold, origin,
                                 bm_now_mono(), why, whylen);
-  superseded_after(gw, &sup);
+  take_superseded(gw, &sup);
   pthread_mutex_unlock(&gw->lock);
   say_superseded(gw, &sup);
   if (res == BM_REQ_OK)

@@ -139,6 +139,10 @@ struct bm_relay_table {
   size_t heap_n;
   int *due;           /* run_timers' scratch (cap) */
   struct bm_relay_stats stats;
+  /* The command the last request superseded, until the caller takes it
+   * (bm_relay_table_take_superseded); superseded_relay -1: none. */
+  struct bm_command_saved superseded;
+  int superseded_relay;
 };
 
 static const char *op_names[BM_OP_COUNT] = {
@@ -213,6 +217,7 @@ bm_relay_table_t *bm_relay_table_new(const struct bm_relay_policy *policy,
     return NULL;
   t->policy = *policy;
   bm_str_copy(t->prefix, sizeof(t->prefix), id_prefix);
+  t->superseded_relay = -1;
   return t;
 }
 
@@ -828,9 +833,11 @@ bool bm_relay_table_set_desired(bm_relay_table_t *t, int relay, int status,
     /* Superseded: the old command may still reach the device, so a new one
      * goes out even when the confirmed state already is what we want, and
      * an old "on" keeps the relay's interlock partners off meanwhile (kept
-     * with its own origin, replaced below). */
-    if (r->pending->status == 1)
-      doubt_pending(t, relay, now);
+     * with its own origin, replaced below); the caller says it ended. */
+    bm_relay_table_pending_of(t, relay, &t->superseded);
+    t->superseded_relay = relay;
+    if (t->superseded.status == 1)
+      begin_doubt(t, r, &t->superseded, now);
     retire_pending(t, r, false);
     update_deadline(t, relay, now);
     r->force = true;
@@ -1455,6 +1462,17 @@ bool bm_relay_table_pending_of(const bm_relay_table_t *t, int relay,
   out->acked = p->acked;
   out->published_at = p->published_at;
   bm_str_copy(out->origin, sizeof(out->origin), r->origin);
+  return true;
+}
+
+bool bm_relay_table_take_superseded(bm_relay_table_t *t, int *relay,
+                                    struct bm_command_saved *out)
+{
+  if (t->superseded_relay < 0)
+    return false;
+  *relay = t->superseded_relay;
+  *out = t->superseded;
+  t->superseded_relay = -1;
   return true;
 }
 

@@ -345,6 +345,11 @@ void bm_relay_table_save(const bm_relay_table_t *t, int relay,
  * applied ids with `in`; meant for a fresh table, before any tick. */
 void bm_relay_table_load(bm_relay_table_t *t, int relay,
                          const struct bm_relay_saved *in);
+/* The command the last request (set_desired, request, override) superseded
+ * before its confirmation, once: true with its relay and a copy, then
+ * false until a request supersedes another. */
+bool bm_relay_table_take_superseded(bm_relay_table_t *t, int *relay,
+                                    struct bm_command_saved *out);
 /* Copies the relay's pending command; false when none is pending. */
 bool bm_relay_table_pending_of(const bm_relay_table_t *t, int relay,
                                struct bm_command_saved *out);

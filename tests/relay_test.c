@@ -1116,11 +1116,27 @@ static void test_supersede_chain(void)
   char corr[BM_MSG_ID_SIZE];
   struct bm_notification n;
 
+  struct bm_command_saved sup;
+  int sup_relay = -1;
+
   bm_relay_table_add(t, "pump", 101, 4);
   command(t, 0, 1, 100, corr, &ev);
+  ok(!bm_relay_table_take_superseded(t, &sup_relay, &sup),
+     "a first command superseded nothing");
+  ok(!bm_relay_table_set_desired(t, 0, 1, "again", 100.5) &&
+         !bm_relay_table_take_superseded(t, &sup_relay, &sup),
+     "the same intent again supersedes nothing");
   bm_relay_table_set_desired(t, 0, 0, "off", 101);
+  ok(bm_relay_table_take_superseded(t, &sup_relay, &sup) && sup_relay == 0 &&
+         strcmp(sup.corr, "t-1") == 0 && sup.status == 1 && sup.attempt == 1,
+     "the off superseded t-1, an on of attempt 1 (got %s)", sup.corr);
+  ok(!bm_relay_table_take_superseded(t, &sup_relay, &sup),
+     "taken once");
   bm_relay_table_tick(t, 101, &ev);
   bm_relay_table_set_desired(t, 0, 1, "on", 102);
+  ok(bm_relay_table_take_superseded(t, &sup_relay, &sup) &&
+         strcmp(sup.corr, "t-2") == 0 && sup.status == 0,
+     "the on superseded t-2, an off");
   bm_events_clear(&ev);
   bm_relay_table_tick(t, 102, &ev);
   is_str(first_kind(&ev, BM_EV_PUBLISH)->corr, "t-3", "t-3 pending");
@@ -3081,12 +3097,12 @@ static void test_resume(void)
      "pending_of gives the resumed command back");
   is_str(got.origin, "resumed after restart: test",
          "origin \"resumed after restart: <origin>\"");
+  struct bm_command_saved twice;
   bm_relay_table_t *again = resumed_table(&got);
-  ok(bm_relay_table_pending_of(again, 0, &c), "resumed once more");
-  is_str(c.origin, "resumed after restart: test",
+  ok(bm_relay_table_pending_of(again, 0, &twice), "resumed once more");
+  is_str(twice.origin, "resumed after restart: test",
          "a second restart does not say it twice");
   bm_relay_table_free(again);
-  c = saved_cmd(HEX_A "-1", 1, 1, 1, false, 100, "test");
   ok(bm_relay_table_next_deadline(t) == bm_relay_table_next_deadline(live) &&
          bm_relay_table_next_deadline(t) == 105,
      "the same deadline as live: 100 + 5 (got %g)",
