@@ -43,6 +43,7 @@
  * bimetri.c's first round, dispatch every relay once (READS parts).
  */
 #include "bm_count.h"
+#include "str.h" /* src/: bm_str_copy, as bimetri.c copies its names */
 
 #include <collectd/core/daemon/plugin.h>
 #include <collectd/core/utils/common/common.h>
@@ -69,18 +70,6 @@ static int log_fd = -1;
 static int values_gateways, values_relays, values_known;
 static unsigned values_slices = 1, values_reads = 1, values_turn;
 
-/* Copies as bimetri.c's bm_str_copy does: vl is zeroed, and sstrncpy's
- * strncpy would pad each 128-byte field. */
-static void name_copy(char *dst, size_t size, const char *src)
-{
-  size_t n = strlen(src);
-
-  if (n >= size)
-    n = size - 1;
-  memcpy(dst, src, n);
-  dst[n] = 0;
-}
-
 static void dispatch_one(const char *gateway, const char *type,
                          const char *relay, gauge_t value, cdtime_t interval)
 {
@@ -90,10 +79,11 @@ static void dispatch_one(const char *gateway, const char *type,
   vl.values = &v;
   vl.values_len = 1;
   vl.interval = interval;
-  name_copy(vl.plugin, sizeof(vl.plugin), "bimetri");
-  name_copy(vl.plugin_instance, sizeof(vl.plugin_instance), gateway);
-  name_copy(vl.type, sizeof(vl.type), type);
-  name_copy(vl.type_instance, sizeof(vl.type_instance), relay);
+  /* vl is zeroed: sstrncpy's strncpy would pad each 128-byte field. */
+  bm_str_copy(vl.plugin, sizeof(vl.plugin), "bimetri");
+  bm_str_copy(vl.plugin_instance, sizeof(vl.plugin_instance), gateway);
+  bm_str_copy(vl.type, sizeof(vl.type), type);
+  bm_str_copy(vl.type_instance, sizeof(vl.type_instance), relay);
   plugin_dispatch_values(&vl);
 }
 
