@@ -4,39 +4,14 @@
 # Interlock, and a restart meanwhile keeps that (the journal's records, and
 # the snapshot the restart compacts them into): the partner stays refused,
 # by the plugin and by bimetri-ctl, until the doubt is over.
-. "$top_srcdir/tests/integration/plant.sh"
+. "$top_srcdir/tests/integration/doubt.sh"
 
 TIMES='AckTimeout 2
     CommandTimeout 25
     Retries 0
     ManualControl true'
-INTERLOCK='Interlock "plant1" "pump" "fan"'
-CTL=$top_builddir/bimetri-ctl
-DOUBT='interlocked with relay "pump", whose unconfirmed "on" command may still reach it for [0-9]+ s'
 
-fan_commands() { count "$CMD_LOG" '"resourceId":102,"output":1,"status":1'; }
-# fan_refused MARK: waits for the manual "on" of the fan to be refused,
-# since log line MARK, because of the pump's doubt.
-fan_refused() {
-  local mark=$1 i
-  for ((i = 0; i < 50; i++)); do
-    log_from "$mark" | grep -qE "manual command \"on\" for relay \"fan\" refused: $DOUBT" && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-plant_token
-bm_start_broker
-bm_sub_start resource/commands 2
-CMD_LOG=$SUB_LOG
-# No gateway: nobody answers the pump's command.
-bm_start_collectd "$(plant_conf "$TIMES" "$INTERLOCK")"
-bm_check "connected" bm_wait_for 10 val_is current_connections 1
-bm_pub "$APP_TOPIC" "$(notif_json "" 101 4 0)" 1
-bm_pub "$APP_TOPIC" "$(notif_json "" 102 1 0)" 1
-bm_check "the pump is known off" wait_val bool-pump 0 10
-bm_check "the fan is known off" wait_val bool-fan 0 10
+doubt_start "$TIMES"
 
 # The pump's "on" goes out and times out unanswered.
 bm_notify failure sensors temperature "" "too hot"
@@ -52,18 +27,7 @@ bm_check "the fan's manual on is refused: the pump's on may still arrive" fan_re
 bm_stop_collectd
 bm_ok $? "collectd stops cleanly"
 
-RC=0
-timeout 60 "$CTL" -C "$T/collectd.conf" set fan on >"$T/set.out" 2>"$T/set.err" || RC=$?
-bm_is "$RC" 9 "bimetri-ctl set fan on is refused by the Interlock: exit 9 ($(head -c 300 "$T/set.err"))"
-bm_like "$(<"$T/set.err")" 'relay "fan" may not be on together with relay "pump", which is perhaps on \(an unconfirmed "on" command may still reach it\)' \
-  "bimetri-ctl says why"
-
-RC=0
-timeout 60 "$CTL" -C "$T/collectd.conf" status >"$T/status.out" 2>"$T/status.err" || RC=$?
-bm_is "$RC" 0 "bimetri-ctl status reads the journal ($(head -c 200 "$T/status.err"))"
-bm_like "$(grep -A3 '^relay "pump"' "$T/status.out")" \
-  'perhaps on until [0-9T:+-]+: an "on" command ended unconfirmed and may still reach it \(its Interlock partners stay off\)' \
-  "bimetri-ctl status says the pump is perhaps on, and until when"
+ctl_refuses "the journal's records"
 bm_is "$(grep -A3 '^relay "fan"' "$T/status.out" | grep -c 'perhaps on')" 0 "and nothing of the kind for the fan"
 RC=0
 timeout 60 "$CTL" -C "$T/collectd.conf" --json status >"$T/status.json" 2>"$T/status.err" || RC=$?
