@@ -1264,6 +1264,7 @@ static void on_publish(struct mosquitto *m, void *obj, int mid, int reason,
 const char *bm_mqtt_lost_why(int rc, bool connecting, int keepalive,
                              char *buf, size_t len)
 {
+  static const char unknown[] = "Unknown error"; /* its default text */
   const char *text;
 
   if (rc == MOSQ_ERR_ERRNO)
@@ -1278,7 +1279,7 @@ const char *bm_mqtt_lost_why(int rc, bool connecting, int keepalive,
     return buf;
   }
   text = mosquitto_strerror(rc);
-  if (strncmp(text, "Unknown error", 13) != 0)
+  if (strncmp(text, unknown, sizeof(unknown) - 1) != 0)
     return text;
   snprintf(buf, len, "libmosquitto error %d", rc);
   return buf;

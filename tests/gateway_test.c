@@ -7,6 +7,7 @@
  * timers) while it fails to connect.
  */
 #include <errno.h>
+#include <mosquitto.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -130,6 +131,25 @@ int main(void)
     return 1;
   }
   close(fd);
+
+  /* 0. Why a connection ended, in words where libmosquitto has none. */
+  {
+    char buf[96];
+    is_str(bm_mqtt_lost_why(MOSQ_ERR_KEEPALIVE, true, 15, buf, sizeof(buf)),
+           "not connected within KeepAlive (15 s): no CONNACK",
+           "its keepalive check during a connect");
+    is_str(bm_mqtt_lost_why(MOSQ_ERR_KEEPALIVE, false, 30, buf, sizeof(buf)),
+           "nothing from the broker within KeepAlive (30 s)",
+           "its keepalive check once connected");
+    is_str(bm_mqtt_lost_why(MOSQ_ERR_CONN_LOST, false, 30, buf, sizeof(buf)),
+           mosquitto_strerror(MOSQ_ERR_CONN_LOST), "a code it has text for");
+    errno = ECONNRESET;
+    is_str(bm_mqtt_lost_why(MOSQ_ERR_ERRNO, false, 30, buf, sizeof(buf)),
+           strerror(ECONNRESET), "an errno");
+    is_str(bm_mqtt_lost_why(1000, false, 30, buf, sizeof(buf)),
+           "libmosquitto error 1000", "a code it has no text for, by number");
+  }
+
   if (bm_gateway_library_init() != 0 || !(gw = make(path))) {
     unlink(path);
     return 1;
